@@ -1,0 +1,54 @@
+//! Configuration of the ingestion service (`runtime.md`); `ingestion --help` lists it.
+
+use service_kit::config::{LogFormat, positive};
+use service_kit::stream::StreamArgs;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Every setting of the ingestion service, from environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "ingestion",
+    version,
+    about = "HTTP webhook: validate events, publish them to JetStream"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3001)]
+    pub port: u16,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Largest accepted request body, in bytes (413 beyond).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value = "2097152", value_parser = positive)]
+    pub max_body_bytes: usize,
+    /// Shared secret for `X-Webhook-Signature`; unset means no signature check.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Milliseconds to wait for the PubAcks of one request before answering 503.
+    #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value = "5000",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub publish_timeout_ms: u64,
+    /// Seconds a graceful shutdown may take before the process exits anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value = "30",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub shutdown_timeout_secs: u64,
+    /// Log filter (`info`, `ingestion=debug,info`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+    /// `json` (production) or `text`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}

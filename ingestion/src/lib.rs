@@ -1,0 +1,13 @@
+//! The ingestion service: `POST /webhook/event` validates events and publishes them to
+//! JetStream, answering 202 only once every event's PubAck arrived.
+
+mod config;
+mod correlation;
+mod error;
+mod publish;
+mod routes;
+mod signature;
+mod startup;
+
+pub use config::Config;
+pub use startup::{App, build};

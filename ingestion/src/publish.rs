@@ -1,0 +1,102 @@
+//! Publishing a request's events to JetStream, pipelined: every publish is sent before
+//! any PubAck is awaited, so a batch costs about one round trip, not one per event.
+
+use crate::error::WebhookError;
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use bytes::Bytes;
+use futures::future::join_all;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Header carrying the request's correlation id to the worker and the DLQ.
+pub const CORRELATION_HEADER: &str = "X-Correlation-ID";
+/// Header carrying when ingestion accepted the event (unix nanoseconds), for the
+/// ingest-to-commit latency.
+pub const INGESTED_AT_HEADER: &str = "Ingested-At";
+
+/// One validated event ready to publish.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub subject: String,
+    pub event_id: &'a str,
+    /// The event's JSON exactly as the producer sent it.
+    pub payload: Bytes,
+}
+
+/// Publishes to the events stream.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    /// Set once the stream was created or verified.
+    pub stream_ready: Arc<AtomicBool>,
+    pub timeout: Duration,
+}
+
+impl Publisher {
+    /// Publishes every event and waits for every PubAck. Returns how many JetStream
+    /// reported as duplicates. Any failure fails the whole request (the producer
+    /// retries it; deduplication makes that safe).
+    pub async fn publish_all(
+        &self,
+        events: Vec<Outgoing<'_>>,
+        correlation_id: &str,
+    ) -> Result<usize, WebhookError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(unavailable("nats_disconnected", "not connected to NATS"));
+        }
+        if !self.stream_ready.load(Ordering::Relaxed) {
+            return Err(unavailable(
+                "stream_not_ready",
+                "the events stream is not verified yet",
+            ));
+        }
+        let ingested_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos().to_string())
+            .unwrap_or_default();
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let message = PublishMessage::build()
+                .payload(event.payload)
+                .message_id(event.event_id)
+                .header(CORRELATION_HEADER, correlation_id)
+                .header(INGESTED_AT_HEADER, ingested_at.as_str());
+            let ack = self
+                .js
+                .send_publish(event.subject, message)
+                .await
+                .map_err(|e| unavailable("publish_error", e.to_string()))?;
+            pending.push(ack.into_future());
+        }
+        let acks = tokio::time::timeout(self.timeout, join_all(pending))
+            .await
+            .map_err(|_| unavailable("puback_timeout", "no PubAck in time"))?;
+        let mut duplicates = 0;
+        for ack in acks {
+            match ack {
+                Ok(ack) => duplicates += usize::from(ack.duplicate),
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Ok(duplicates)
+    }
+}
+
+fn classify(e: jetstream::context::PublishError) -> WebhookError {
+    let text = e.to_string();
+    let reason = match e.kind() {
+        PublishErrorKind::TimedOut => "puback_timeout",
+        PublishErrorKind::StreamNotFound => "stream_not_found",
+        _ if text.contains("maximum") => "stream_full",
+        _ => "publish_error",
+    };
+    unavailable(reason, text)
+}
+
+fn unavailable(reason: &'static str, detail: impl Into<String>) -> WebhookError {
+    let detail = detail.into();
+    tracing::warn!(reason, detail = %detail, "Events not stored in JetStream");
+    WebhookError::Unavailable { reason, detail }
+}

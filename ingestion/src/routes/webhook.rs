@@ -1,0 +1,253 @@
+//! `POST /webhook/event` (alias `POST /webhook`): one event or an array of 1..=1000.
+//!
+//! Checks run cheapest first and nothing is published unless every event is valid:
+//! content type (415), size (413), signature (401), JSON (400), batch size (422),
+//! every event against the spec (422), then publish and await every PubAck (202/503).
+
+use crate::correlation::CorrelationId;
+use crate::error::WebhookError;
+use crate::publish::{Outgoing, Publisher};
+use crate::signature;
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// Largest number of events in one request.
+pub const MAX_BATCH: usize = 1000;
+
+/// What the handler needs.
+#[derive(Debug)]
+pub struct WebhookState {
+    pub publisher: Publisher,
+    pub subject_prefix: String,
+    pub max_body_bytes: usize,
+    pub secret: Option<Vec<u8>>,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    duplicates: usize,
+}
+
+pub async fn receive(
+    State(state): State<Arc<WebhookState>>,
+    Extension(correlation): Extension<CorrelationId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(&state, &correlation.0, &headers, body).await {
+        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err(error) => {
+            let (counter, events) = (
+                if error.is_rejection() {
+                    "ingestion_events_rejected_total"
+                } else {
+                    "ingestion_events_failed_total"
+                },
+                error.events() as u64,
+            );
+            metrics::counter!(counter, "reason" => error.reason()).increment(events);
+            error.into_response()
+        }
+    }
+}
+
+async fn handle(
+    state: &WebhookState,
+    correlation_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, WebhookError> {
+    if !is_json(headers) {
+        return Err(WebhookError::UnsupportedMediaType);
+    }
+    let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(WebhookError::PayloadTooLarge { limit });
+    }
+    if state.secret.is_some() {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if text("x-webhook-timestamp").is_none() || text("x-webhook-signature").is_none() {
+            return Err(WebhookError::Unauthorized(
+                signature::SignatureError::Missing,
+            ));
+        }
+    }
+    let body = read_body(body, limit).await?;
+    if let Some(secret) = &state.secret {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        signature::verify(
+            secret,
+            text("x-webhook-timestamp"),
+            text("x-webhook-signature"),
+            &body,
+            now,
+        )
+        .map_err(WebhookError::Unauthorized)?;
+    }
+
+    let events = parse(&body)?;
+    let mut details = Vec::new();
+    let mut outgoing = Vec::with_capacity(events.len());
+    let mut per_source = [0u64; 2];
+    for (index, (value, payload)) in events.iter().enumerate() {
+        match shared_events::validate(value) {
+            Ok(event) => {
+                per_source[event.source as usize] += 1;
+                outgoing.push(Outgoing {
+                    subject: format!("{}.{}", state.subject_prefix, event.subject_suffix()),
+                    event_id: event.event_id,
+                    payload: payload.clone(),
+                });
+            }
+            Err(errors) => {
+                let event_id = value.get("eventId").and_then(Value::as_str);
+                details.extend(errors.into_iter().map(|e| {
+                    serde_json::json!({"index": index, "eventId": event_id,
+                                       "field": e.field, "reason": e.reason})
+                }));
+            }
+        }
+    }
+    if !details.is_empty() {
+        return Err(WebhookError::Validation {
+            events: events.len(),
+            details,
+        });
+    }
+
+    let accepted = outgoing.len();
+    let duplicates = state
+        .publisher
+        .publish_all(outgoing, correlation_id)
+        .await?;
+    for source in shared_events::Source::ALL {
+        metrics::counter!("ingestion_events_accepted_total", "source" => source.as_str())
+            .increment(per_source[source as usize]);
+    }
+    tracing::debug!(accepted, duplicates, "Events accepted");
+    Ok(Accepted {
+        accepted,
+        duplicates,
+    })
+}
+
+/// `application/json`, with or without parameters such as `charset`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, WebhookError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            WebhookError::PayloadTooLarge { limit }
+        } else {
+            WebhookError::MalformedJson(format!("cannot read the body: {inner}"))
+        }
+    })
+}
+
+/// Parses the body into events, each with its own bytes exactly as sent (published
+/// verbatim, so unknown fields and number formats survive untouched).
+fn parse(body: &Bytes) -> Result<Vec<(Value, Bytes)>, WebhookError> {
+    let malformed = |e: serde_json::Error| WebhookError::MalformedJson(e.to_string());
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {
+            let value: Value = serde_json::from_slice(body).map_err(malformed)?;
+            Ok(vec![(value, body.clone())])
+        }
+        Some(b'[') => {
+            let raw: Vec<&RawValue> = serde_json::from_slice(body).map_err(malformed)?;
+            if raw.is_empty() || raw.len() > MAX_BATCH {
+                return Err(WebhookError::BatchSize(raw.len()));
+            }
+            raw.into_iter()
+                .map(|r| {
+                    let value: Value = serde_json::from_str(r.get()).map_err(malformed)?;
+                    Ok((value, body.slice_ref(r.get().as_bytes())))
+                })
+                .collect()
+        }
+        _ => Err(WebhookError::MalformedJson(
+            "expected a JSON object or array".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_elements_keep_their_exact_bytes() {
+        let body = Bytes::from_static(br#" [ {"a": 1.50, "b":[1]} , {"c":"x"} ] "#);
+        let events = parse(&body).unwrap_or_default();
+        assert_eq!(events.len(), 2);
+        assert_eq!(&events[0].1[..], br#"{"a": 1.50, "b":[1]}"#);
+        assert_eq!(&events[1].1[..], br#"{"c":"x"}"#);
+    }
+
+    #[test]
+    fn scalars_and_broken_json_are_malformed() {
+        for body in [&b"42"[..], b"\"x\"", b"", b"{", b"[{}", b"null"] {
+            let result = parse(&Bytes::copy_from_slice(body));
+            assert!(
+                matches!(result, Err(WebhookError::MalformedJson(_))),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_and_oversized_batches_are_refused_by_size() {
+        assert!(matches!(
+            parse(&Bytes::from_static(b"[]")),
+            Err(WebhookError::BatchSize(0))
+        ));
+        let big = format!("[{}]", vec!["{}"; 1001].join(","));
+        assert!(matches!(
+            parse(&Bytes::from(big)),
+            Err(WebhookError::BatchSize(1001))
+        ));
+    }
+
+    #[test]
+    fn json_content_types_with_parameters_are_accepted() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "Application/JSON; charset=utf-8"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
+        assert!(is_json(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            "text/plain".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        assert!(!is_json(&h));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,176 @@
+//! Building the service (bound listener, NATS, routes) and running it until stopped.
+
+use crate::config::Config;
+use crate::correlation;
+use crate::publish::Publisher;
+use crate::routes::webhook::{WebhookState, receive};
+use axum::Router;
+use axum::routing::post;
+use service_kit::health::{self, Check, Readiness};
+use service_kit::stream::{self, StreamArgs};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// A built ingestion service, listening but not yet serving.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    client: async_nats::Client,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds the port, connects to NATS (retrying in the background if it is down) and
+/// starts keeping the stream verified.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let metrics = service_kit::metrics::install();
+    let client = stream::connect(&config.stream, "ingestion")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let js = stream::jetstream(client.clone(), config.publish_timeout());
+    let stream_ready = Arc::new(AtomicBool::new(false));
+    let background = vec![
+        tokio::spawn(keep_stream(
+            js.clone(),
+            config.stream.clone(),
+            stream_ready.clone(),
+        )),
+        service_kit::metrics::spawn_upkeep(metrics.clone()),
+    ];
+
+    let publisher = Publisher {
+        client: client.clone(),
+        js: js.clone(),
+        stream_ready: stream_ready.clone(),
+        timeout: config.publish_timeout(),
+    };
+    let state = Arc::new(WebhookState {
+        publisher,
+        subject_prefix: config.stream.nats_subject_prefix.clone(),
+        max_body_bytes: config.max_body_bytes,
+        secret: config.webhook_secret.clone().map(String::into_bytes),
+    });
+    let api = Router::new()
+        .route("/webhook/event", post(receive))
+        .route("/webhook", post(receive))
+        .with_state(state);
+    let router = service_kit::http::instrument(
+        api.merge(health::routes(
+            readiness(
+                client.clone(),
+                js,
+                config.stream.nats_stream.clone(),
+                stream_ready,
+            ),
+            metrics,
+        )),
+        "ingestion",
+    )
+    .layer(axum::middleware::from_fn(correlation::middleware));
+
+    let listener = TcpListener::bind((config.host, config.port)).await?;
+    Ok(App {
+        listener,
+        router,
+        client,
+        background,
+    })
+}
+
+impl App {
+    /// The port actually bound (useful with `PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves, then answers the requests already received
+    /// (at most `drain` longer) and flushes what is buffered for NATS.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        drain: Duration,
+    ) -> anyhow::Result<()> {
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        let server = service_kit::http::serve(self.listener, self.router, signal);
+        let deadline = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(drain).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            () = deadline => tracing::warn!(?drain, "Requests still in flight after the drain timeout"),
+        }
+        if let Err(error) = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await
+        {
+            tracing::warn!(%error, "NATS flush timed out");
+        }
+        for task in self.background {
+            task.abort();
+        }
+        tracing::info!("Ingestion stopped");
+        Ok(())
+    }
+}
+
+/// Creates or verifies the stream now and whenever it is found missing, backing off
+/// while NATS is unreachable.
+async fn keep_stream(js: async_nats::jetstream::Context, args: StreamArgs, ready: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match stream::ensure_stream(&js, &args).await {
+            Ok(()) => {
+                if !ready.swap(true, Ordering::Relaxed) {
+                    tracing::info!(stream = %args.nats_stream, "Stream verified");
+                }
+                backoff = Duration::from_millis(250);
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "Stream not verified");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn readiness(
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    stream_name: String,
+    stream_ready: Arc<AtomicBool>,
+) -> Readiness {
+    Arc::new(move || {
+        let (client, js, stream_name, stream_ready) = (
+            client.clone(),
+            js.clone(),
+            stream_name.clone(),
+            stream_ready.clone(),
+        );
+        Box::pin(async move {
+            let state = client.connection_state();
+            if state != async_nats::connection::State::Connected {
+                return vec![
+                    Check::failed("nats", format!("NATS connection is {state}")),
+                    Check::failed("stream", "unknown while NATS is disconnected"),
+                ];
+            }
+            let stream = match js.get_stream(&stream_name).await {
+                Ok(_) if stream_ready.load(Ordering::Relaxed) => Check::ok("stream"),
+                Ok(_) => Check::failed("stream", "stream settings not verified yet"),
+                Err(e) => Check::failed("stream", format!("stream {stream_name}: {e}")),
+            };
+            vec![Check::ok("nats"), stream]
+        })
+    })
+}

@@ -1,0 +1,152 @@
+//! Configuration from the environment (with `--help` listing every variable).
+//!
+//! Each service describes its configuration as a `clap::Parser` whose fields are named
+//! after the environment variables (`nats_url` <-> `NATS_URL`), so a bad value is reported
+//! in one line that names the variable, and the program stops instead of guessing.
+
+use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+/// Parses the configuration from the environment and command line, or exits: `--help`
+/// prints and exits 0; a bad value prints one line naming the variable and exits 2.
+pub fn parse_or_exit<T: Parser>(service: &str) -> T {
+    match T::try_parse() {
+        Ok(config) => config,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("{service}: {}", describe(&e));
+            std::process::exit(2)
+        }
+    }
+}
+
+/// One line naming the variable and the value that was refused.
+pub fn describe(e: &clap::Error) -> String {
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let variable = context(ContextKind::InvalidArg).map(|arg| {
+        // clap renders the argument as `--nats-url <NATS_URL>`; the value name is the variable.
+        arg.split_once('<')
+            .and_then(|(_, rest)| rest.strip_suffix('>'))
+            .map(str::to_owned)
+            .unwrap_or(arg)
+    });
+    let cause = std::error::Error::source(e).map(|s| s.to_string());
+    match (variable, context(ContextKind::InvalidValue)) {
+        (Some(var), Some(value)) => format!(
+            "invalid configuration: {var}={value:?} is not valid{}",
+            cause.map(|c| format!(": {c}")).unwrap_or_default()
+        ),
+        _ => format!(
+            "invalid configuration: {}",
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("unknown error")
+                .trim_start_matches("error: ")
+        ),
+    }
+}
+
+/// Log format chosen by `LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Validates a PostgreSQL URL early, so a typo stops the program at start.
+pub fn postgres_url(s: &str) -> Result<String, String> {
+    s.parse::<tokio_postgres::Config>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Validates a comma-separated list of NATS URLs (`nats://host:port`).
+pub fn nats_urls(s: &str) -> Result<String, String> {
+    for url in s.split(',') {
+        let url = url.trim();
+        let rest = url
+            .strip_prefix("nats://")
+            .or_else(|| url.strip_prefix("tls://"))
+            .unwrap_or(url);
+        let host_port = rest.rsplit('@').next().unwrap_or(rest);
+        let (host, port) = host_port
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{url:?} has no port (expected nats://host:port)"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!("{url:?} is not nats://host:port"));
+        }
+    }
+    Ok(s.to_owned())
+}
+
+/// A positive integer (sizes, counts).
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Sample {
+        #[arg(long, env = "SAMPLE_PORT_X", default_value_t = 1)]
+        port: u16,
+        #[arg(long, env = "SAMPLE_DB_X", default_value = "postgres://x@h/db", value_parser = postgres_url)]
+        database_url: String,
+        #[arg(long, env = "SAMPLE_NATS_X", default_value = "nats://127.0.0.1:4222", value_parser = nats_urls)]
+        nats_url: String,
+        #[arg(long, env = "SAMPLE_SIZE_X", default_value = "1", value_parser = positive)]
+        max_body_bytes: usize,
+    }
+
+    fn error_of(args: &[&str]) -> String {
+        let mut argv = vec!["sample"];
+        argv.extend_from_slice(args);
+        match Sample::try_parse_from(argv) {
+            Ok(s) => panic!("accepted {s:?}"),
+            Err(e) => describe(&e),
+        }
+    }
+
+    #[test]
+    fn a_bad_value_is_one_line_naming_the_variable() {
+        let msg = error_of(&["--port", "-5"]);
+        assert!(
+            msg.starts_with("invalid configuration: PORT=\"-5\""),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+        let msg = error_of(&["--max-body-bytes", "0"]);
+        assert!(
+            msg.contains("MAX_BODY_BYTES=\"0\"") && msg.contains("greater than 0"),
+            "{msg}"
+        );
+        let msg = error_of(&["--nats-url", "nats://a:1,b"]);
+        assert!(
+            msg.contains("NATS_URL=") && msg.contains("no port"),
+            "{msg}"
+        );
+        let msg = error_of(&["--database-url", "postgres://u@h:notaport/db"]);
+        assert!(msg.contains("DATABASE_URL="), "{msg}");
+    }
+
+    #[test]
+    fn good_values_parse() {
+        let s = Sample::try_parse_from(["s", "--nats-url", "nats://a:1, nats://b:2"]);
+        assert!(s.is_ok(), "{s:?}");
+    }
+}

@@ -1,0 +1,14 @@
+//! Plumbing the three services share, written once: configuration errors, telemetry,
+//! metrics (recorder, HTTP middleware, pool gauges), health routes, graceful shutdown,
+//! the database pool, the schema's migration list and the API error body.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod schema;
+pub mod shutdown;
+pub mod stream;
+pub mod telemetry;

@@ -1,0 +1,179 @@
+//! A private PostgreSQL cluster (initdb in a temporary directory) on a free loopback port.
+
+use crate::process::ChildProcess;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A PostgreSQL cluster of this test. Stopping and starting keeps the port and the data.
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    dir: tempfile::TempDir,
+    process: Option<ChildProcess>,
+}
+
+fn bin_dir() -> PathBuf {
+    std::env::var_os("PG_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// A command that runs as the `postgres` user when we are root (PostgreSQL refuses root).
+/// `setpriv` execs in place, so the PID we hold is the server's own.
+fn as_postgres(program: &Path) -> Command {
+    if crate::is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    /// Creates a cluster and starts it.
+    pub async fn start() -> anyhow::Result<Postgres> {
+        let dir = tempfile::Builder::new().prefix("testkit-pg").tempdir()?;
+        if crate::is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
+            anyhow::ensure!(
+                status.success(),
+                "chown of the PostgreSQL test directory failed"
+            );
+        }
+        let output = as_postgres(&bin_dir().join("initdb"))
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut pg = Postgres {
+            port: crate::free_port()?,
+            dir,
+            process: None,
+        };
+        pg.launch().await?;
+        Ok(pg)
+    }
+
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let mut cmd = as_postgres(&bin_dir().join("postgres"));
+        cmd.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                // Throw-away data: durability comes from the OS cache, which outlives
+                // the server process; nothing here survives a machine crash anyway.
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ])
+            .stdout(crate::child_output())
+            .stderr(crate::child_output());
+        self.process = Some(ChildProcess::spawn("postgres", cmd)?);
+        let url = self.url("postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    anyhow::bail!("PostgreSQL did not start on port {}: {e}", self.port)
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of a database of this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates a fresh database and returns its URL.
+    pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        let client = self.connect("postgres").await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await?;
+        Ok(self.url(name))
+    }
+
+    /// A connected client (its connection task runs in the background).
+    pub async fn connect(&self, database: &str) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.url(database), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// Stops the server abruptly (SIGKILL); the data directory stays.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// Stops the server the way an operator's restart does (fast shutdown: open
+    /// connections are terminated), then starts it again on the same port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.signal("INT")?;
+            p.wait_exit(Duration::from_secs(30)).await?;
+        }
+        self.launch().await
+    }
+
+    /// Starts a stopped server again.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.process.is_none(), "PostgreSQL is already running");
+        self.launch().await
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(p) = self.process.as_ref() {
+            // Immediate shutdown; the ChildProcess drop reaps it or kills it.
+            let _ = p.signal("QUIT");
+        }
+        if let Some(mut p) = self.process.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while p.try_status().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}

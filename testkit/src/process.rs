@@ -1,0 +1,70 @@
+//! A child process we started, signalled by its PID and killed when dropped.
+
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// A running child process.
+#[derive(Debug)]
+pub struct ChildProcess {
+    name: String,
+    child: Child,
+}
+
+impl ChildProcess {
+    /// Spawns `command`; `name` appears in errors.
+    pub fn spawn(name: &str, mut command: Command) -> anyhow::Result<ChildProcess> {
+        let child = command
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {name}: {e}"))?;
+        Ok(ChildProcess {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`, ...) to this process only.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -s {signal} {} failed", self.name);
+        Ok(())
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The exit status if the process has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits (without blocking the runtime) for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            self.kill();
+        }
+    }
+}
