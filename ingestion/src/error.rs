@@ -13,6 +13,12 @@ pub enum WebhookError {
     PayloadTooLarge {
         limit: usize,
     },
+    /// One event is larger than the broker accepts in a message: permanent, so a 413
+    /// rather than a 503 the producer would retry forever.
+    EventTooLarge {
+        index: usize,
+        limit: usize,
+    },
     Unauthorized(SignatureError),
     MalformedJson(String),
     BatchSize(usize),
@@ -36,7 +42,9 @@ impl WebhookError {
     pub fn reason(&self) -> &'static str {
         match self {
             WebhookError::UnsupportedMediaType => "unsupported_media_type",
-            WebhookError::PayloadTooLarge { .. } => "payload_too_large",
+            WebhookError::PayloadTooLarge { .. } | WebhookError::EventTooLarge { .. } => {
+                "payload_too_large"
+            }
             WebhookError::Unauthorized(_) => "unauthorized",
             WebhookError::MalformedJson(_) => "malformed_json",
             WebhookError::BatchSize(_) => "batch_size",
@@ -73,6 +81,12 @@ impl IntoResponse for WebhookError {
                 "payload_too_large",
                 format!("the request body is larger than {limit} bytes"),
             ),
+            WebhookError::EventTooLarge { index, limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("event {index} is larger than {limit} bytes, the most one event may take"),
+            )
+            .with_details(vec![serde_json::json!({"index": index})]),
             WebhookError::Unauthorized(e) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.message())
             }

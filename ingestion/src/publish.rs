@@ -15,6 +15,10 @@ pub const CORRELATION_HEADER: &str = "X-Correlation-ID";
 /// ingest-to-commit latency.
 pub const INGESTED_AT_HEADER: &str = "Ingested-At";
 
+/// Bytes kept free for the headers in a NATS message: `Nats-Msg-Id` (eventId, at most
+/// 128 characters), the correlation id (at most 128), `Ingested-At` and the framing.
+const HEADER_ALLOWANCE: usize = 1024;
+
 /// One validated event ready to publish.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
@@ -51,6 +55,12 @@ impl Publisher {
                 "stream_not_ready",
                 "the events stream is not verified yet",
             ));
+        }
+        // An event the broker can never take must not get a retryable 503 (the producer
+        // would retry forever); check them all first so nothing is published partially.
+        let limit = self.client.max_payload().saturating_sub(HEADER_ALLOWANCE);
+        if let Some(index) = events.iter().position(|e| e.payload.len() > limit) {
+            return Err(WebhookError::EventTooLarge { index, limit });
         }
         let ingested_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -43,6 +43,14 @@ pub fn validate(value: &Value) -> Result<Event<'_>, Vec<FieldError>> {
                 format!("must be at most {MAX_EVENT_ID_CHARS} characters (has {chars})"),
             );
             None
+        } else if id.chars().any(char::is_control) {
+            // The id travels as the `Nats-Msg-Id` message header, which cannot carry
+            // line breaks or other control characters.
+            v.push(
+                "eventId",
+                "must not contain control characters (such as a line break)",
+            );
+            None
         } else {
             Some(id)
         }

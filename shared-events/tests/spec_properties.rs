@@ -137,6 +137,7 @@ fn corruptions(kind: Kind) -> Vec<Option<Value>> {
             None,
             Some(json!("")),
             Some(Value::from("x".repeat(129))),
+            Some(json!("a\nb")),
             wrong_type,
         ],
         Kind::Str => vec![None, Some(Value::Null), wrong_type, Some(json!({}))],

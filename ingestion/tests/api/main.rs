@@ -1,0 +1,13 @@
+//! Integration tests of the ingestion service: the real service (in process, or the real
+//! binary) in front of a private nats-server per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod health;
+mod helpers;
+mod lifecycle;
+mod outage;
+mod publish;
+mod requests;
+mod signature;
+mod validation;
