@@ -364,7 +364,10 @@ impl Corruption {
     }
 
     /// Every defect that can be applied to an event of this shape.
-    pub fn applicable(source: Source, stage: FunnelStage) -> impl Iterator<Item = Corruption> {
+    pub fn applicable(
+        source: Source,
+        stage: FunnelStage,
+    ) -> impl Iterator<Item = Corruption> + Clone {
         Self::COMMON
             .iter()
             .chain(Self::specific(source, stage))
@@ -405,26 +408,38 @@ impl Corruption {
             AgeOutOfRange => set(event, "/data/user/age", Value::from(151)),
             AgeAsString => {
                 let age = event.pointer("/data/user/age").map(ToString::to_string);
-                set(event, "/data/user/age", Value::from(age.unwrap_or_default()));
+                set(
+                    event,
+                    "/data/user/age",
+                    Value::from(age.unwrap_or_default()),
+                );
             }
             UnknownGender => set(event, "/data/user/gender", Value::from("unknown")),
             EmptyCountry => set(event, "/data/user/location/country", Value::from("")),
             UnknownReferrer => set(event, "/data/engagement/referrer", Value::from("search")),
-            NegativeAmount => {
-                set(event, "/data/engagement/purchaseAmount", Value::from("-19.99"))
-            }
-            AmountWithComma => {
-                set(event, "/data/engagement/purchaseAmount", Value::from("19,99"))
-            }
+            NegativeAmount => set(
+                event,
+                "/data/engagement/purchaseAmount",
+                Value::from("-19.99"),
+            ),
+            AmountWithComma => set(
+                event,
+                "/data/engagement/purchaseAmount",
+                Value::from("19,99"),
+            ),
             UnknownBrowser => set(event, "/data/engagement/browser", Value::from("Opera")),
             NegativeFollowers => set(event, "/data/user/followers", Value::from(-5)),
-            PercentageOver100 => {
-                set(event, "/data/engagement/percentageWatched", Value::from(140.5))
-            }
+            PercentageOver100 => set(
+                event,
+                "/data/engagement/percentageWatched",
+                Value::from(140.5),
+            ),
             UnknownTiktokDevice => set(event, "/data/engagement/device", Value::from("Tizen")),
-            ActionTimeNotRfc3339 => {
-                set(event, "/data/engagement/actionTime", Value::from("yesterday"))
-            }
+            ActionTimeNotRfc3339 => set(
+                event,
+                "/data/engagement/actionTime",
+                Value::from("yesterday"),
+            ),
             AmountAsNumber => set(event, "/data/engagement/purchaseAmount", Value::from(19.99)),
         }
     }
@@ -435,9 +450,6 @@ fn remove(event: &mut Value, parent: &str, key: &str) {
         obj.remove(key);
     }
 }
-
-/// A Facebook user of the pool, with their fixed attributes.
-type FacebookProfile = FacebookUser;
 
 /// A TikTok user of the pool; `home` is where their top events usually come from.
 #[derive(Debug, Clone, Copy)]
@@ -458,10 +470,22 @@ const OUT_OF_ORDER_MAX_MS: i64 = 48 * 3_600_000;
 
 /// Country, weight (share of users), cities.
 const COUNTRIES: &[(&str, u32, &[&str])] = &[
-    ("United States", 24, &["New York", "Los Angeles", "Chicago", "Houston", "Seattle"]),
+    (
+        "United States",
+        24,
+        &["New York", "Los Angeles", "Chicago", "Houston", "Seattle"],
+    ),
     ("India", 14, &["Mumbai", "Delhi", "Bengaluru", "Chennai"]),
-    ("Brazil", 10, &["São Paulo", "Rio de Janeiro", "Belo Horizonte"]),
-    ("United Kingdom", 8, &["London", "Manchester", "Birmingham", "Glasgow"]),
+    (
+        "Brazil",
+        10,
+        &["São Paulo", "Rio de Janeiro", "Belo Horizonte"],
+    ),
+    (
+        "United Kingdom",
+        8,
+        &["London", "Manchester", "Birmingham", "Glasgow"],
+    ),
     ("Germany", 7, &["Berlin", "Munich", "Hamburg", "Cologne"]),
     ("Indonesia", 6, &["Jakarta", "Surabaya", "Bandung"]),
     ("Mexico", 5, &["Mexico City", "Guadalajara", "Monterrey"]),
@@ -476,14 +500,14 @@ const COUNTRIES: &[(&str, u32, &[&str])] = &[
 ];
 
 const FIRST_NAMES: &[&str] = &[
-    "Ada", "Liam", "Olivia", "Noah", "Emma", "Mateo", "Sofia", "Arjun", "Priya", "Lucas",
-    "Mia", "Kenji", "Yuki", "Amara", "Chidi", "Elif", "Jonas", "Lena", "Carlos", "Lucia",
-    "Hannah", "Omar", "Fatima", "Wei", "Mei", "Diego", "Ana", "Rahul", "Grace", "Sam",
+    "Ada", "Liam", "Olivia", "Noah", "Emma", "Mateo", "Sofia", "Arjun", "Priya", "Lucas", "Mia",
+    "Kenji", "Yuki", "Amara", "Chidi", "Elif", "Jonas", "Lena", "Carlos", "Lucia", "Hannah",
+    "Omar", "Fatima", "Wei", "Mei", "Diego", "Ana", "Rahul", "Grace", "Sam",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Park", "Smith", "Garcia", "Müller", "Silva", "Sharma", "Tanaka", "Okafor", "Dubois",
-    "Rossi", "Kim", "Nguyen", "Santos", "Schmidt", "Patel", "Brown", "Yilmaz", "Lopez",
-    "Wilson", "Reyes", "Martin", "Cohen", "Sato", "Adeyemi", "Jones",
+    "Park", "Smith", "Garcia", "Müller", "Silva", "Sharma", "Tanaka", "Okafor", "Dubois", "Rossi",
+    "Kim", "Nguyen", "Santos", "Schmidt", "Patel", "Brown", "Yilmaz", "Lopez", "Wilson", "Reyes",
+    "Martin", "Cohen", "Sato", "Adeyemi", "Jones",
 ];
 const HANDLES: &[&str] = &[
     "skater", "foodie", "dancer", "gamer", "traveler", "chef", "runner", "artist", "coder",
@@ -491,8 +515,18 @@ const HANDLES: &[&str] = &[
     "stylist", "hiker",
 ];
 const ITEMS: &[&str] = &[
-    "hoodie", "sneakers", "phone case", "lip gloss", "headphones", "water bottle", "t-shirt",
-    "face serum", "desk lamp", "backpack", "sunglasses", "yoga mat",
+    "hoodie",
+    "sneakers",
+    "phone case",
+    "lip gloss",
+    "headphones",
+    "water bottle",
+    "t-shirt",
+    "face serum",
+    "desk lamp",
+    "backpack",
+    "sunglasses",
+    "yoga mat",
 ];
 /// Age ranges across every reporting bucket, weighted like a social network's audience.
 const AGES: &[((u8, u8), u32)] = &[
@@ -506,8 +540,7 @@ const AGES: &[((u8, u8), u32)] = &[
 ];
 const GENDERS: &[(&str, u32)] = &[("female", 48), ("male", 48), ("non-binary", 4)];
 const REFERRERS: &[(&str, u32)] = &[("newsfeed", 65), ("marketplace", 20), ("groups", 15)];
-const CLICK_POSITIONS: &[(&str, u32)] =
-    &[("center", 50), ("top_left", 25), ("bottom_right", 25)];
+const CLICK_POSITIONS: &[(&str, u32)] = &[("center", 50), ("top_left", 25), ("bottom_right", 25)];
 const FACEBOOK_DEVICES: &[(&str, u32)] = &[("mobile", 70), ("desktop", 30)];
 const BROWSERS: &[(&str, u32)] = &[("Chrome", 60), ("Safari", 30), ("Firefox", 10)];
 const TIKTOK_DEVICES: &[(&str, u32)] = &[("Android", 55), ("iOS", 40), ("Desktop", 5)];
@@ -532,15 +565,22 @@ fn type_weight(source: Source, event_type: &str) -> u32 {
 
 /// Picks an item with probability proportional to its weight.
 fn weighted<T: Copy>(rng: &mut StdRng, items: &[(T, u32)]) -> T {
-    let total: u32 = items.iter().map(|(_, w)| w).sum();
+    items[weighted_index(rng, items.iter().map(|&(_, w)| w))].0
+}
+
+/// The index of a weight, picked with probability proportional to it.
+fn weighted_index(rng: &mut StdRng, weights: impl Iterator<Item = u32> + Clone) -> usize {
+    let total: u32 = weights.clone().sum();
     let mut ticket = rng.random_range(0..total.max(1));
-    for &(item, weight) in items {
+    let mut last = 0;
+    for (i, weight) in weights.enumerate() {
         if ticket < weight {
-            return item;
+            return i;
         }
         ticket -= weight;
+        last = i;
     }
-    items[0].0
+    last
 }
 
 fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
@@ -555,15 +595,8 @@ fn skewed(rng: &mut StdRng, n: u32) -> u32 {
 }
 
 fn country(rng: &mut StdRng) -> (&'static str, &'static [&'static str]) {
-    let i = weighted(
-        rng,
-        &COUNTRIES
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.1))
-            .collect::<Vec<_>>(),
-    );
-    (COUNTRIES[i].0, COUNTRIES[i].2)
+    let (name, _, cities) = COUNTRIES[weighted_index(rng, COUNTRIES.iter().map(|c| c.1))];
+    (name, cities)
 }
 
 /// A price between 2 and 500, log-uniform (many cheap, few expensive), often ending in .99.
@@ -595,7 +628,8 @@ fn watch(rng: &mut StdRng) -> (f64, f64) {
 pub struct Generator {
     config: GeneratorConfig,
     rng: StdRng,
-    facebook_users: Vec<FacebookProfile>,
+    /// Facebook users with fixed attributes; events pick them with a skew.
+    facebook_users: Vec<FacebookUser>,
     tiktok_users: Vec<TiktokProfile>,
     /// Recent valid events, a ring a later duplicate is drawn from.
     history: Vec<Event>,
@@ -677,7 +711,9 @@ impl Generator {
                 out_of_order: false,
             };
         }
-        let out_of_order = self.rng.random_bool(self.config.out_of_order.clamp(0.0, 1.0));
+        let out_of_order = self
+            .rng
+            .random_bool(self.config.out_of_order.clamp(0.0, 1.0));
         let back_ms = if out_of_order {
             self.rng
                 .random_range(OUT_OF_ORDER_MIN_MS..=OUT_OF_ORDER_MAX_MS)
@@ -686,12 +722,12 @@ impl Generator {
             self.rng.random_range(0..2_000)
         };
         let event = self.fresh_event(now - Duration::milliseconds(back_ms));
-        let invalid = roll >= self.config.duplicates
-            && roll < self.config.duplicates + self.config.invalid;
+        let invalid =
+            roll >= self.config.duplicates && roll < self.config.duplicates + self.config.invalid;
         let corruption = if invalid {
-            let options: Vec<Corruption> =
-                Corruption::applicable(event.source, event.funnel_stage).collect();
-            Some(pick(&mut self.rng, &options))
+            let mut options = Corruption::applicable(event.source, event.funnel_stage);
+            let k = self.rng.random_range(0..options.clone().count());
+            options.nth(k)
         } else {
             self.remember(event);
             None
@@ -710,7 +746,11 @@ impl Generator {
         let same_request = in_batch > 0 && (self.history.is_empty() || self.rng.random_bool(0.5));
         if same_request {
             let k = self.rng.random_range(0..in_batch);
-            batch.iter().filter(|e| !e.is_invalid()).nth(k).map(|e| e.event)
+            batch
+                .iter()
+                .filter(|e| !e.is_invalid())
+                .nth(k)
+                .map(|e| e.event)
         } else if self.history.is_empty() {
             None
         } else {
@@ -730,7 +770,14 @@ impl Generator {
     fn now(&self) -> OffsetDateTime {
         match self.config.clock {
             EventClock::Virtual { start, step } => {
-                start + step * i32::try_from(self.generated).unwrap_or(i32::MAX)
+                let nanos = step
+                    .whole_nanoseconds()
+                    .saturating_mul(i128::from(self.generated));
+                // Out of range only after centuries of virtual time; then the clock stops.
+                i64::try_from(nanos)
+                    .ok()
+                    .and_then(|n| start.checked_add(Duration::nanoseconds(n)))
+                    .unwrap_or(start)
             }
             EventClock::Wall { start } => start + self.wall_origin.elapsed(),
         }
@@ -751,11 +798,8 @@ impl Generator {
         } else {
             FunnelStage::Bottom
         };
-        let types: Vec<(&'static str, u32)> = event_types(source, stage)
-            .iter()
-            .map(|&t| (t, type_weight(source, t)))
-            .collect();
-        let event_type = weighted(rng, &types);
+        let types = event_types(source, stage);
+        let event_type = types[weighted_index(rng, types.iter().map(|t| type_weight(source, t)))];
         let action_time = Millis(timestamp - Duration::milliseconds(rng.random_range(0..500)));
         let (user, engagement) = match (source, stage) {
             (Source::Facebook, _) => {
@@ -828,6 +872,7 @@ impl Generator {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is how a test fails
 mod tests {
     use super::*;
 
