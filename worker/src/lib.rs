@@ -1,1 +1,14 @@
-//! placeholder
+//! The worker: a durable JetStream pull consumer that stores events in PostgreSQL
+//! exactly once (batch insert, `ON CONFLICT (event_id) DO NOTHING`, ack only after the
+//! commit) and dead-letters what can never be stored.
+
+mod config;
+mod consumer;
+mod dlq;
+mod gate;
+pub mod migrate;
+mod startup;
+pub mod store;
+
+pub use config::Config;
+pub use startup::{App, build};

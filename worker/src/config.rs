@@ -1,0 +1,79 @@
+//! Configuration of the worker (`runtime.md`); `worker --help` lists it.
+
+use service_kit::config::{LogFormat, positive, postgres_url};
+use service_kit::stream::StreamArgs;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Every setting of the worker, from environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "JetStream consumer: store events in PostgreSQL exactly once"
+)]
+pub struct Config {
+    /// Address of the health and metrics endpoint.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port of the health and metrics endpoint (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3003)]
+    pub port: u16,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// PostgreSQL the events are stored in; the worker applies `sql/` migrations to it.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/events",
+          value_parser = postgres_url, hide_env_values = true)]
+    pub database_url: String,
+    /// Durable consumer name, shared by every worker replica.
+    #[arg(long, env = "NATS_CONSUMER", default_value = "events-worker")]
+    pub nats_consumer: String,
+    /// Most events pulled and inserted as one batch (one transaction).
+    #[arg(long, env = "NATS_BATCH_SIZE", default_value = "1000", value_parser = positive)]
+    pub nats_batch_size: usize,
+    /// Most events delivered and not yet acked, across every replica (JetStream's
+    /// `max_ack_pending`); bounds memory and redelivery after a crash.
+    #[arg(long, env = "NATS_MAX_ACK_PENDING", default_value = "20000", value_parser = positive)]
+    pub nats_max_ack_pending: usize,
+    /// Deliveries after which a message that keeps failing is dead-lettered. Deliveries
+    /// are spent only by failed processing: while the database is down the worker stops
+    /// pulling, so an outage does not exhaust them.
+    #[arg(long, env = "NATS_MAX_DELIVER", default_value = "10", value_parser = positive)]
+    pub nats_max_deliver: usize,
+    /// Seconds JetStream waits for an ack before redelivering to another worker.
+    #[arg(long, env = "NATS_ACK_WAIT_SECS", default_value = "30",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_ack_wait_secs: u64,
+    /// The dead-letter stream (subjects `dlq.<original subject>`).
+    #[arg(long, env = "NATS_DLQ_STREAM", default_value = "EVENTS_DLQ")]
+    pub nats_dlq_stream: String,
+    /// Milliseconds a pull waits to fill a batch when traffic is light (latency bound).
+    #[arg(long, env = "BATCH_LINGER_MS", default_value = "50",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_linger_ms: u64,
+    /// Batches inserted concurrently by this process.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "3", value_parser = positive)]
+    pub worker_concurrency: usize,
+    /// Most database connections.
+    #[arg(long, env = "DB_POOL_MAX", default_value = "8", value_parser = positive)]
+    pub db_pool_max: usize,
+    /// Connections opened at start-up.
+    #[arg(long, env = "DB_POOL_MIN", default_value = "2")]
+    pub db_pool_min: usize,
+    /// Seconds a graceful shutdown may take before the process exits anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value = "30",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub shutdown_timeout_secs: u64,
+    /// Log filter (`info`, `worker=debug,info`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+    /// `json` (production) or `text`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}

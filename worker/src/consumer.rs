@@ -1,0 +1,353 @@
+//! The consume loop: pull a batch, hand it to a bounded set of insert tasks, ack every
+//! stored or duplicate event after the commit, nak transient failures with a delay, and
+//! dead-letter what can never be stored.
+//!
+//! Each batch is one pull request (`expires` = the linger time). A paused worker (database
+//! down, shutting down) therefore has no pull outstanding and receives nothing, so an
+//! outage costs no delivery attempts and nothing sits in a client buffer until `ack_wait`.
+
+use crate::dlq::DeadLetters;
+use crate::gate::DbGate;
+use crate::store::{self, Rejection};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// Header set by ingestion: unix nanoseconds when the event was accepted.
+const INGESTED_AT_HEADER: &str = "Ingested-At";
+/// Header set by ingestion: the request's correlation id.
+const CORRELATION_HEADER: &str = "X-Correlation-ID";
+
+/// What the insert tasks share.
+#[derive(Debug)]
+pub struct Ctx {
+    pub pool: Pool,
+    pub dlq: DeadLetters,
+    pub gate: DbGate,
+    /// Deliveries after which a message is dead-lettered instead of retried.
+    pub max_deliver: i64,
+}
+
+/// The consumer's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub stream: String,
+    pub durable: String,
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub max_ack_pending: usize,
+    pub ack_wait: Duration,
+    pub concurrency: usize,
+}
+
+impl Settings {
+    /// The durable pull consumer every replica shares. The broker's own `max_deliver` is
+    /// unlimited on purpose: the worker counts deliveries itself and dead-letters at
+    /// `NATS_MAX_DELIVER`, so an exhausted message always lands in the DLQ instead of
+    /// being parked silently by the broker.
+    pub fn consumer_config(&self) -> pull::Config {
+        pull::Config {
+            durable_name: Some(self.durable.clone()),
+            description: Some("Stores events in PostgreSQL".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: -1,
+            max_ack_pending: self.max_ack_pending as i64,
+            ..Default::default()
+        }
+    }
+}
+
+/// Gets (or creates) the durable consumer.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    settings: &Settings,
+) -> Result<PullConsumer, String> {
+    let stream = js
+        .get_stream(&settings.stream)
+        .await
+        .map_err(|e| format!("stream {}: {e}", settings.stream))?;
+    stream
+        .get_or_create_consumer(&settings.durable, settings.consumer_config())
+        .await
+        .map_err(|e| format!("consumer {}: {e}", settings.durable))
+}
+
+/// Runs until `stop` turns true, then finishes, commits and acks the batches in flight.
+pub async fn run(
+    js: jetstream::Context,
+    settings: Settings,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(settings.concurrency));
+    let mut tasks = JoinSet::new();
+    let mut consumer: Option<PullConsumer> = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut last_message = Instant::now();
+    let mut last_watchdog = Instant::now();
+
+    loop {
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(error) = done {
+                tracing::error!(%error, "Batch task failed");
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        tokio::select! {
+            () = ctx.gate.wait_open() => {}
+            _ = stop.changed() => break,
+        }
+        let current = match &consumer {
+            Some(c) => c.clone(),
+            None => match ensure_consumer(&js, &settings).await {
+                Ok(c) => {
+                    tracing::info!(consumer = %settings.durable, "Consuming");
+                    consumer = Some(c.clone());
+                    backoff = Duration::from_millis(100);
+                    c
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "Consumer not available");
+                    pause(&mut stop, &mut backoff).await;
+                    continue;
+                }
+            },
+        };
+
+        match fetch(&current, settings.batch_size, settings.linger).await {
+            Ok(batch) if batch.is_empty() => {
+                drop(permit);
+                // Watchdog: an empty pull while the consumer reports pending messages, for
+                // long, means delivery stalled (or the consumer vanished): rebuild it.
+                if last_message.elapsed() > Duration::from_secs(10)
+                    && last_watchdog.elapsed() > Duration::from_secs(10)
+                {
+                    last_watchdog = Instant::now();
+                    match current.get_info().await {
+                        Ok(info)
+                            if info.num_pending > 0
+                                && info.num_ack_pending < settings.max_ack_pending =>
+                        {
+                            tracing::warn!(
+                                pending = info.num_pending,
+                                "Pulls return nothing while messages are pending; rebuilding the consumer"
+                            );
+                            consumer = None;
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "Consumer info failed; recreating the consumer");
+                            consumer = None;
+                        }
+                    }
+                }
+            }
+            Ok(batch) => {
+                last_message = Instant::now();
+                backoff = Duration::from_millis(100);
+                metrics::counter!("worker_events_received_total").increment(batch.len() as u64);
+                tasks.spawn(process(ctx.clone(), batch, permit));
+            }
+            Err(error) => {
+                drop(permit);
+                tracing::warn!(%error, retry_in = ?backoff, "Pull failed; recreating the consumer");
+                consumer = None;
+                pause(&mut stop, &mut backoff).await;
+            }
+        }
+    }
+
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        tracing::info!(batches = in_flight, "Finishing batches in flight");
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Err(error) = done {
+            tracing::error!(%error, "Batch task failed");
+        }
+    }
+    tracing::info!("Consumer stopped");
+}
+
+async fn pause(stop: &mut watch::Receiver<bool>, backoff: &mut Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(*backoff) => {}
+        _ = stop.changed() => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+}
+
+/// One pull: up to `max` messages, waiting at most `linger` for the batch to fill.
+async fn fetch(
+    consumer: &PullConsumer,
+    max: usize,
+    linger: Duration,
+) -> Result<Vec<jetstream::Message>, String> {
+    let mut batch = consumer
+        .batch()
+        .max_messages(max)
+        .expires(linger)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = Vec::with_capacity(max.min(1024));
+    while let Some(next) = batch.next().await {
+        match next {
+            Ok(m) => messages.push(m),
+            Err(e) if messages.is_empty() => return Err(e.to_string()),
+            Err(error) => {
+                tracing::warn!(%error, "Pull ended early");
+                break;
+            }
+        }
+    }
+    Ok(messages)
+}
+
+fn header<'m>(m: &'m jetstream::Message, name: &str) -> Option<&'m str> {
+    m.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+fn delivered(m: &jetstream::Message) -> i64 {
+    m.info().map(|i| i.delivered).unwrap_or(1)
+}
+
+/// Redelivery delay after a transient failure: 1 s, 2 s, 4 s ... up to 30 s.
+fn retry_delay(delivered: i64) -> Duration {
+    let exp = delivered.clamp(1, 6) as u32 - 1;
+    Duration::from_secs(1 << exp).min(Duration::from_secs(30))
+}
+
+/// Decodes, inserts, acks and dead-letters one batch.
+async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: OwnedSemaphorePermit) {
+    let started = Instant::now();
+    metrics::histogram!("worker_batch_size").record(messages.len() as f64);
+
+    let mut rows = Vec::with_capacity(messages.len());
+    let mut row_message = Vec::with_capacity(messages.len());
+    let mut dead: Vec<(usize, Rejection)> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let attempts = delivered(m);
+        if attempts > ctx.max_deliver {
+            dead.push((
+                i,
+                Rejection::new(
+                    "max_deliver_exceeded",
+                    format!("delivered {attempts} times without being stored"),
+                ),
+            ));
+            continue;
+        }
+        let ingested_at = header(m, INGESTED_AT_HEADER)
+            .and_then(|v| v.parse::<i128>().ok())
+            .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(n).ok());
+        match store::decode(&m.payload, ingested_at) {
+            Ok(row) => {
+                rows.push(row);
+                row_message.push(i);
+            }
+            Err(rejection) => dead.push((i, rejection)),
+        }
+    }
+
+    match store::insert_batch(&ctx.pool, &rows).await {
+        Ok(outcome) => {
+            let committed = time::OffsetDateTime::now_utc();
+            let refused: HashSet<usize> = outcome.rejected.iter().map(|(k, _)| *k).collect();
+            let mut duplicates = 0u64;
+            for (k, row) in rows.iter().enumerate() {
+                if refused.contains(&k) {
+                    continue;
+                }
+                if outcome.inserted[k] {
+                    metrics::counter!("worker_events_processed_total", "source" => row.source.as_str())
+                        .increment(1);
+                    if let Some(at) = row.ingested_at {
+                        metrics::histogram!("worker_event_latency_seconds")
+                            .record((committed - at).as_seconds_f64().max(0.0));
+                    }
+                } else {
+                    duplicates += 1;
+                }
+                // After the commit: a lost ack only means a redelivery, which the
+                // unique key turns into a duplicate.
+                if let Err(error) = messages[row_message[k]].ack().await {
+                    tracing::warn!(%error, event_id = %row.event_id, "Ack failed; the event will be redelivered and deduplicated");
+                }
+            }
+            metrics::counter!("worker_events_duplicate_total").increment(duplicates);
+            for (k, rejection) in outcome.rejected {
+                dead.push((row_message[k], rejection));
+            }
+        }
+        Err(error) => {
+            ctx.gate.close(&error.0);
+            metrics::counter!("worker_events_failed_total", "reason" => "database_unavailable")
+                .increment(rows.len() as u64);
+            tracing::warn!(%error, events = rows.len(), "Batch not stored; will be redelivered");
+            for &i in &row_message {
+                let m = &messages[i];
+                let _ = m
+                    .ack_with(AckKind::Nak(Some(retry_delay(delivered(m)))))
+                    .await;
+            }
+        }
+    }
+
+    for (i, rejection) in dead {
+        dead_letter(&ctx, &messages[i], rejection).await;
+    }
+    metrics::histogram!("worker_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+}
+
+async fn dead_letter(ctx: &Ctx, m: &jetstream::Message, rejection: Rejection) {
+    let correlation_id = header(m, CORRELATION_HEADER).unwrap_or("");
+    let event_id = header(m, "Nats-Msg-Id").unwrap_or("");
+    match ctx.dlq.publish(m, &rejection).await {
+        Ok(()) => {
+            metrics::counter!("worker_events_dlq_total", "reason" => rejection.reason).increment(1);
+            tracing::warn!(
+                correlation_id,
+                event_id,
+                subject = %m.subject,
+                reason = rejection.reason,
+                detail = %rejection.detail,
+                "Event dead-lettered"
+            );
+            if let Err(error) = m.ack_with(AckKind::Term).await {
+                tracing::warn!(%error, correlation_id, "Term failed; the DLQ deduplicates the redelivery");
+            }
+        }
+        Err(error) => {
+            metrics::counter!("worker_events_failed_total", "reason" => "dlq_unavailable")
+                .increment(1);
+            tracing::error!(%error, correlation_id, event_id, "Cannot dead-letter; will retry");
+            let _ = m
+                .ack_with(AckKind::Nak(Some(retry_delay(delivered(m)))))
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_up_to_thirty_seconds() {
+        let secs: Vec<u64> = (1..=8).map(|d| retry_delay(d).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}

@@ -1,0 +1,277 @@
+//! Building the worker and running it: migrations under the advisory lock, the streams,
+//! the consumer, the health/metrics endpoint, and a bounded graceful shutdown.
+
+use crate::config::Config;
+use crate::consumer::{self, Ctx, Settings};
+use crate::dlq::DeadLetters;
+use crate::gate::DbGate;
+use crate::migrate;
+use axum::Router;
+use deadpool_postgres::Pool;
+use service_kit::health::{self, Check, Readiness};
+use service_kit::schema;
+use service_kit::stream;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A built worker: listening for health checks, its supervisor already starting up.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    client: async_nats::Client,
+    stop: watch::Sender<bool>,
+    supervisor: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Start-up progress, for readiness.
+#[derive(Debug, Default)]
+struct Progress {
+    consuming: AtomicBool,
+}
+
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let metrics = service_kit::metrics::install();
+    let pool = service_kit::db::pool(&config.database_url, config.db_pool_max)
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    let client = stream::connect(&config.stream, "worker")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let js = stream::jetstream(client.clone(), Duration::from_secs(10));
+    let (gate, probe) = DbGate::new(pool.clone());
+    let progress = Arc::new(Progress::default());
+    let (stop, stop_rx) = watch::channel(false);
+
+    let settings = Settings {
+        stream: config.stream.nats_stream.clone(),
+        durable: config.nats_consumer.clone(),
+        batch_size: config.nats_batch_size,
+        linger: Duration::from_millis(config.batch_linger_ms),
+        max_ack_pending: config.nats_max_ack_pending,
+        ack_wait: Duration::from_secs(config.nats_ack_wait_secs),
+        concurrency: config.worker_concurrency,
+    };
+    let ctx = Arc::new(Ctx {
+        pool: pool.clone(),
+        dlq: DeadLetters::new(js.clone(), config.nats_dlq_stream.clone()),
+        gate,
+        max_deliver: config.nats_max_deliver as i64,
+    });
+    let supervisor = tokio::spawn(supervise(
+        config.clone(),
+        js.clone(),
+        settings.clone(),
+        ctx,
+        progress.clone(),
+        stop_rx,
+    ));
+    let background = vec![
+        probe,
+        service_kit::metrics::spawn_upkeep(metrics.clone()),
+        service_kit::db::spawn_pool_gauge("worker", pool.clone()),
+        tokio::spawn(consumer_gauges(
+            js.clone(),
+            settings,
+            config.nats_dlq_stream.clone(),
+        )),
+    ];
+
+    let readiness = readiness(
+        client.clone(),
+        js,
+        config.stream.nats_stream.clone(),
+        pool,
+        progress,
+    );
+    let router = service_kit::http::instrument(health::routes(readiness, metrics), "worker");
+    let listener = TcpListener::bind((config.host, config.port)).await?;
+    Ok(App {
+        listener,
+        router,
+        client,
+        stop,
+        supervisor,
+        background,
+    })
+}
+
+impl App {
+    /// The port of the health and metrics endpoint.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Consumes until `shutdown` resolves; then stops pulling, finishes, commits and
+    /// acks the batches in flight (at most `drain`), and exits.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        drain: Duration,
+    ) -> anyhow::Result<()> {
+        let (health_stop_tx, health_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(service_kit::http::serve(
+            self.listener,
+            self.router,
+            async {
+                let _ = health_stop_rx.await;
+            },
+        ));
+        shutdown.await;
+        tracing::info!("Stopping: no new pulls; finishing batches in flight");
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(drain, self.supervisor).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!(?drain, "Batches still in flight after the drain timeout"),
+        }
+        if let Err(error) = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await
+        {
+            tracing::warn!(%error, "NATS flush timed out");
+        }
+        let _ = health_stop_tx.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        for task in self.background {
+            task.abort();
+        }
+        tracing::info!("Worker stopped");
+        Ok(())
+    }
+}
+
+/// Brings the worker up step by step, retrying each dependency with backoff (never
+/// crash-looping), then consumes until told to stop.
+async fn supervise(
+    config: Config,
+    js: async_nats::jetstream::Context,
+    settings: Settings,
+    ctx: Arc<Ctx>,
+    progress: Arc<Progress>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let migrated = retry("Database migrations", &mut stop, || async {
+        let mut client = ctx.pool.get().await.map_err(|e| e.to_string())?;
+        migrate::run(&mut client).await.map_err(|e| e.to_string())
+    });
+    let Some(version) = migrated.await else {
+        return;
+    };
+    tracing::info!(version, "Schema current");
+
+    let streams = retry("Streams", &mut stop, || async {
+        stream::ensure_stream(&js, &config.stream).await?;
+        ctx.dlq
+            .ensure_stream(&config.stream.nats_subject_prefix)
+            .await
+    });
+    if streams.await.is_none() {
+        return;
+    }
+    progress.consuming.store(true, Ordering::Relaxed);
+    consumer::run(js, settings, ctx, stop).await;
+}
+
+/// Retries `step` with backoff until it succeeds; `None` if stopped first.
+async fn retry<T, F, Fut>(what: &str, stop: &mut watch::Receiver<bool>, mut step: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        match step().await {
+            Ok(value) => return Some(value),
+            Err(error) => {
+                tracing::warn!(step = what, %error, retry_in = ?backoff, "Start-up step failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return None,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Publishes the consumer backlog and the DLQ depth every few seconds.
+async fn consumer_gauges(js: async_nats::jetstream::Context, settings: Settings, dlq: String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Ok(stream) = js.get_stream(&settings.stream).await
+            && let Ok(info) = stream.consumer_info(&settings.durable).await
+        {
+            metrics::gauge!("worker_consumer_pending_messages").set(info.num_pending as f64);
+            metrics::gauge!("worker_consumer_ack_pending_messages")
+                .set(info.num_ack_pending as f64);
+        }
+        if let Ok(mut stream) = js.get_stream(&dlq).await
+            && let Ok(info) = stream.info().await
+        {
+            metrics::gauge!("worker_dlq_messages").set(info.state.messages as f64);
+        }
+    }
+}
+
+fn readiness(
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    stream_name: String,
+    pool: Pool,
+    progress: Arc<Progress>,
+) -> Readiness {
+    Arc::new(move || {
+        let (client, js, stream_name, pool, progress) = (
+            client.clone(),
+            js.clone(),
+            stream_name.clone(),
+            pool.clone(),
+            progress.clone(),
+        );
+        Box::pin(async move {
+            let mut checks = Vec::with_capacity(4);
+            let state = client.connection_state();
+            if state == async_nats::connection::State::Connected {
+                checks.push(Check::ok("nats"));
+                checks.push(match js.get_stream(&stream_name).await {
+                    Ok(_) => Check::ok("stream"),
+                    Err(e) => Check::failed("stream", format!("stream {stream_name}: {e}")),
+                });
+            } else {
+                checks.push(Check::failed("nats", format!("NATS connection is {state}")));
+            }
+            let db = tokio::time::timeout(Duration::from_secs(2), async {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                schema::applied_version(&client)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("no answer within 2 s".into()));
+            match db {
+                Ok(version) => {
+                    checks.push(Check::ok("database"));
+                    let latest = schema::latest_version();
+                    checks.push(if version == latest {
+                        Check::ok("schema")
+                    } else {
+                        Check::failed("schema", format!("version {version}, expected {latest}"))
+                    });
+                }
+                Err(e) => checks.push(Check::failed("database", e)),
+            }
+            checks.push(if progress.consuming.load(Ordering::Relaxed) {
+                Check::ok("consumer")
+            } else {
+                Check::failed("consumer", "starting up")
+            });
+            checks
+        })
+    })
+}
