@@ -1,0 +1,60 @@
+//! Configuration of the analytics service (`runtime.md`); `analytics --help` lists it.
+
+use service_kit::config::{LogFormat, positive, postgres_url};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Every setting of the analytics service, from environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "analytics",
+    version,
+    about = "Read-only reporting API over PostgreSQL"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3002)]
+    pub port: u16,
+    /// The primary database (used when no read replica is given).
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/events",
+          value_parser = postgres_url, hide_env_values = true)]
+    pub database_url: String,
+    /// A read replica to query instead of the primary.
+    #[arg(long, env = "DATABASE_READ_URL", value_parser = postgres_url, hide_env_values = true)]
+    pub database_read_url: Option<String>,
+    /// Most database connections.
+    #[arg(long, env = "DB_POOL_MAX", default_value = "8", value_parser = positive)]
+    pub db_pool_max: usize,
+    /// Connections opened at start-up.
+    #[arg(long, env = "DB_POOL_MIN", default_value = "1")]
+    pub db_pool_min: usize,
+    /// When set, requests need `Authorization: Bearer <key>`.
+    #[arg(long, env = "ANALYTICS_API_KEY", hide_env_values = true)]
+    pub analytics_api_key: Option<String>,
+    /// Seconds a graceful shutdown may take before the process exits anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value = "30",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub shutdown_timeout_secs: u64,
+    /// Log filter.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+    /// `json` (production) or `text`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The database reports read from: the replica when given, else the primary.
+    pub fn read_url(&self) -> &str {
+        self.database_read_url
+            .as_deref()
+            .unwrap_or(&self.database_url)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}

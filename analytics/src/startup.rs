@@ -1,0 +1,112 @@
+//! Building the analytics service and running it until stopped.
+
+use crate::config::Config;
+use axum::Router;
+use deadpool_postgres::Pool;
+use service_kit::health::{self, Check, Readiness};
+use service_kit::schema;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// A built analytics service, listening but not yet serving.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds the port and prepares the read pool. The database may be down: the pool
+/// connects on demand and readiness reports it.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let metrics = service_kit::metrics::install();
+    let pool = service_kit::db::pool(config.read_url(), config.db_pool_max)
+        .map_err(|e| anyhow::anyhow!("DATABASE_READ_URL/DATABASE_URL: {e}"))?;
+    service_kit::db::warm(&pool, config.db_pool_min).await;
+    let background = vec![
+        service_kit::metrics::spawn_upkeep(metrics.clone()),
+        service_kit::db::spawn_pool_gauge("analytics", pool.clone()),
+    ];
+    let router =
+        service_kit::http::instrument(health::routes(readiness(pool), metrics), "analytics");
+    let listener = TcpListener::bind((config.host, config.port)).await?;
+    Ok(App {
+        listener,
+        router,
+        background,
+    })
+}
+
+impl App {
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves, then answers the requests already received
+    /// (at most `drain` longer).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        drain: Duration,
+    ) -> anyhow::Result<()> {
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        let server = service_kit::http::serve(self.listener, self.router, signal);
+        let deadline = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(drain).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            () = deadline => tracing::warn!(?drain, "Requests still in flight after the drain timeout"),
+        }
+        for task in self.background {
+            task.abort();
+        }
+        tracing::info!("Analytics stopped");
+        Ok(())
+    }
+}
+
+fn readiness(pool: Pool) -> Readiness {
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let db = tokio::time::timeout(Duration::from_secs(2), async {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                schema::applied_version(&client)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("no answer within 2 s".into()));
+            match db {
+                Ok(version) if version == schema::latest_version() => {
+                    vec![Check::ok("database"), Check::ok("schema")]
+                }
+                Ok(version) => vec![
+                    Check::ok("database"),
+                    Check::failed(
+                        "schema",
+                        format!(
+                            "version {version}, expected {} (is the worker running?)",
+                            schema::latest_version()
+                        ),
+                    ),
+                ],
+                Err(e) => vec![
+                    Check::failed("database", e),
+                    Check::failed("schema", "unknown"),
+                ],
+            }
+        })
+    })
+}

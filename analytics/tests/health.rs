@@ -1,0 +1,87 @@
+//! The analytics service against a private PostgreSQL: readiness follows the database
+//! and the schema; SIGTERM exits 0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::time::Duration;
+use testkit::{ChildProcess, Postgres, eventually};
+
+async fn readiness(port: u16) -> Option<(u16, Value)> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/health/readiness"))
+        .await
+        .ok()?;
+    Some((r.status().as_u16(), r.json().await.ok()?))
+}
+
+fn start(pg: &Postgres) -> (ChildProcess, u16) {
+    let port = testkit::free_port().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_analytics"));
+    cmd.env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", pg.url("events"))
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    (ChildProcess::spawn("analytics", cmd).unwrap(), port)
+}
+
+#[tokio::test]
+async fn readiness_names_the_schema_until_migrations_ran_then_sigterm_exits_0() {
+    let pg = Postgres::start().await.unwrap();
+    pg.create_database("events").await.unwrap();
+    let (mut analytics, port) = start(&pg);
+
+    let (status, body) = eventually("an answer", Duration::from_secs(30), || readiness(port))
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    let schema = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "schema")
+        .cloned()
+        .unwrap();
+    assert_eq!(schema["ready"], false, "{body}");
+
+    let mut client = pg.connect("events").await.unwrap();
+    worker::migrate::run(&mut client).await.unwrap();
+    eventually("readiness", Duration::from_secs(30), || async {
+        (readiness(port).await?.0 == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    let live = reqwest::get(format!("http://127.0.0.1:{port}/health/liveness"))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"http_requests_total{service="analytics""#),
+        "{metrics}"
+    );
+
+    analytics.signal("TERM").unwrap();
+    let status = analytics.wait_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn readiness_reports_an_unreachable_database() {
+    let mut pg = Postgres::start().await.unwrap();
+    pg.create_database("events").await.unwrap();
+    let (_analytics, port) = start(&pg);
+    pg.kill();
+    let (status, body) = eventually("an answer", Duration::from_secs(30), || readiness(port))
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["checks"][0]["name"], "database");
+    assert_eq!(body["checks"][0]["ready"], false, "{body}");
+}
