@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Starts the whole platform on this machine, without Docker: a private NATS (JetStream)
+# and PostgreSQL with their data in ./.data, the ingestion, worker and analytics services
+# from a release build, and a demo publisher. Ctrl-C stops everything.
+#
+#   scripts/run-local.sh            run until Ctrl-C
+#   scripts/run-local.sh --smoke    start, publish 1000 demo events, check they are
+#                                   stored and reported ready, stop (used by CI)
+#
+# Ports (override with the variables): NATS_PORT=14222, PG_PORT=15432 (so a system
+# NATS or PostgreSQL keeps its own), INGESTION_PORT=3001, ANALYTICS_PORT=3002,
+# WORKER_PORT=3003. DATA_DIR=./.data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/prerequisites.sh
+
+SMOKE=0
+[ "${1:-}" = "--smoke" ] && SMOKE=1
+NATS_PORT="${NATS_PORT:-14222}"
+PG_PORT="${PG_PORT:-15432}"
+INGESTION_PORT="${INGESTION_PORT:-3001}"
+ANALYTICS_PORT="${ANALYTICS_PORT:-3002}"
+WORKER_PORT="${WORKER_PORT:-3003}"
+DATA_DIR="$(realpath -m "${DATA_DIR:-.data}")"
+LOGS="$DATA_DIR/logs"
+PIDS=()
+
+install_prerequisites
+echo "Building release binaries..."
+cargo build --release --quiet --bins
+BIN="$PWD/target/release"
+
+mkdir -p "$DATA_DIR/nats" "$LOGS"
+# PostgreSQL runs as `postgres`: it must reach its data directory and write its log.
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$DATA_DIR" "$LOGS"
+
+stop_all() {
+    trap - EXIT INT TERM
+    echo "Stopping..."
+    # Services first (they drain), then the broker and the database.
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [ -f "$DATA_DIR/pg/postmaster.pid" ]; then
+        as_postgres "$PG_BIN_DIR/pg_ctl" -D "$DATA_DIR/pg" -m fast stop >/dev/null 2>&1 || true
+    fi
+}
+trap stop_all EXIT INT TERM
+
+wait_http() { # url, name
+    for _ in $(seq 1 300); do
+        curl -fs -o /dev/null "$1" && return 0
+        sleep 0.2
+    done
+    echo "$2 did not become ready: see $LOGS/$2.log" >&2
+    curl -s "$1" >&2 || true
+    exit 1
+}
+
+echo "Starting NATS on 127.0.0.1:$NATS_PORT (data in $DATA_DIR/nats)..."
+"$NATS_SERVER_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$DATA_DIR/nats" >"$LOGS/nats.log" 2>&1 &
+PIDS+=($!)
+
+if [ ! -f "$DATA_DIR/pg/PG_VERSION" ]; then
+    echo "Creating the PostgreSQL cluster in $DATA_DIR/pg..."
+    mkdir -p "$DATA_DIR/pg"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$DATA_DIR/pg"
+    as_postgres "$PG_BIN_DIR/initdb" -D "$DATA_DIR/pg" -U postgres -A trust -E UTF8 --locale=C >"$LOGS/initdb.log"
+fi
+echo "Starting PostgreSQL on 127.0.0.1:$PG_PORT..."
+as_postgres "$PG_BIN_DIR/pg_ctl" -D "$DATA_DIR/pg" -l "$LOGS/postgres.log" -w \
+    -o "-p $PG_PORT -k $DATA_DIR/pg -c listen_addresses=127.0.0.1" start >/dev/null
+"$PG_BIN_DIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = 'events'" | grep -q 1 ||
+    "$PG_BIN_DIR/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres events
+
+export NATS_URL="nats://127.0.0.1:$NATS_PORT"
+export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/events"
+export HOST=127.0.0.1 LOG_FORMAT="${LOG_FORMAT:-json}" RUST_LOG="${RUST_LOG:-info}"
+
+PORT="$INGESTION_PORT" "$BIN/ingestion" >"$LOGS/ingestion.log" 2>&1 &
+PIDS+=($!)
+PORT="$WORKER_PORT" "$BIN/worker" >"$LOGS/worker.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$WORKER_PORT/health/readiness" worker
+PORT="$ANALYTICS_PORT" "$BIN/analytics" >"$LOGS/analytics.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$INGESTION_PORT/health/readiness" ingestion
+wait_http "http://127.0.0.1:$ANALYTICS_PORT/health/readiness" analytics
+
+cat <<INFO
+
+The platform is up (logs in $LOGS):
+  ingestion  http://127.0.0.1:$INGESTION_PORT/webhook/event   metrics: /metrics
+  analytics  http://127.0.0.1:$ANALYTICS_PORT/health/readiness
+  worker     http://127.0.0.1:$WORKER_PORT/metrics
+  NATS       $NATS_URL        PostgreSQL  $DATABASE_URL
+
+INFO
+
+ENDPOINT="http://127.0.0.1:$INGESTION_PORT/webhook/event"
+if [ "$SMOKE" = 1 ]; then
+    "$BIN/publisher" --url "$ENDPOINT" --count 1000 --batch 50 --rate 0 --seed 7 --start-time now \
+        --duplicates 0.1 --dump "$DATA_DIR/smoke.ndjson"
+    expected=$(grep -o '"eventId":"[^"]*"' "$DATA_DIR/smoke.ndjson" | sort -u | wc -l)
+    for _ in $(seq 1 150); do
+        rows=$("$PG_BIN_DIR/psql" "$DATABASE_URL" -tAc "SELECT count(*) FROM events")
+        [ "$rows" = "$expected" ] && break
+        sleep 0.2
+    done
+    echo "Smoke: $rows rows stored, $expected distinct events published"
+    [ "$rows" = "$expected" ] || { echo "Smoke test failed" >&2; exit 1; }
+    curl -fs "http://127.0.0.1:$WORKER_PORT/metrics" | grep -q '^worker_events_processed_total' ||
+        { echo "worker metrics missing" >&2; exit 1; }
+    echo "Smoke test passed."
+    exit 0
+fi
+
+echo "Demo publisher: 200 events/s for 10 minutes (Ctrl-C stops everything)."
+"$BIN/publisher" --url "$ENDPOINT" --rate 200 --duration 10m --batch 10 \
+    --duplicates 0.02 --invalid 0.01 --out-of-order 0.05 >"$LOGS/publisher.log" 2>&1 &
+PIDS+=($!)
+wait "${PIDS[0]}"
