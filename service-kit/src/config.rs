@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_bad_value_is_one_line_naming_the_variable() {
-        let msg = error_of(&["--port", "-5"]);
+        let msg = error_of(&["--port=-5"]);
         assert!(
             msg.starts_with("invalid configuration: PORT=\"-5\""),
             "{msg}"
