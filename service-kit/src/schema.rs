@@ -10,11 +10,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. A test checks this list against the files in `sql/`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    sql: include_str!("../../sql/0001_events.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sql: include_str!("../../sql/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "rollups",
+        sql: include_str!("../../sql/0002_rollups.sql"),
+    },
+];
 
 /// The version a current database has.
 pub fn latest_version() -> i32 {

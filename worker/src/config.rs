@@ -13,6 +13,8 @@ use std::time::Duration;
     about = "JetStream consumer: store events in PostgreSQL exactly once"
 )]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address of the health and metrics endpoint.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
@@ -70,6 +72,14 @@ pub struct Config {
     /// `json` (production) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+}
+
+/// One-off maintenance commands (without one, the worker consumes).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Apply migrations, recompute every rollup from the raw `events` table, then exit.
+    /// Writers wait while it runs.
+    RebuildRollups,
 }
 
 impl Config {

@@ -7,8 +7,9 @@ mod consumer;
 mod dlq;
 mod gate;
 pub mod migrate;
+mod rollup;
 mod startup;
 pub mod store;
 
-pub use config::Config;
-pub use startup::{App, build};
+pub use config::{Command, Config};
+pub use startup::{App, build, rebuild_rollups};

@@ -1,10 +1,13 @@
 use service_kit::{config, shutdown, telemetry};
-use worker::{Config, build};
+use worker::{Command, Config, build, rebuild_rollups};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = config::parse_or_exit("worker");
     telemetry::init(config.log_format, &config.rust_log);
+    if let Some(Command::RebuildRollups) = config.command {
+        return rebuild_rollups(&config.database_url).await;
+    }
     let drain = config.shutdown_timeout();
     let app = build(config).await?;
     tracing::info!(port = app.port(), "Worker health and metrics listening");

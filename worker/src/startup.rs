@@ -142,6 +142,25 @@ impl App {
     }
 }
 
+/// Applies migrations, then recomputes every rollup from the raw table (one transaction;
+/// writers wait). The operator's repair for rollups suspected wrong.
+pub async fn rebuild_rollups(database_url: &str) -> anyhow::Result<()> {
+    let (mut client, connection) =
+        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    migrate::run(&mut client).await?;
+    let started = std::time::Instant::now();
+    client.execute("SELECT rebuild_rollups()", &[]).await?;
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .get(0);
+    tracing::info!(events, elapsed = ?started.elapsed(), "Rollups rebuilt from the raw events");
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
 /// Brings the worker up step by step, retrying each dependency with backoff (never
 /// crash-looping), then consumes until told to stop.
 async fn supervise(

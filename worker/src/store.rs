@@ -2,8 +2,8 @@
 //!
 //! The batch goes in as one `INSERT ... SELECT FROM unnest($1..$9) ON CONFLICT (event_id)
 //! DO NOTHING RETURNING event_id`: one round trip, one plan, parameters sent as arrays.
-//! `RETURNING` tells which rows were new, so duplicates are counted (and, later, rollups
-//! updated) only for rows really inserted.
+//! `RETURNING` tells which rows were new, so duplicates are counted and rollups updated
+//! (`rollup.rs`, same transaction) only for rows really inserted.
 //!
 //! Measured (`cargo bench -p worker --bench insert`, 2026-11-22, 2-core Debian, PostgreSQL
 //! 15, private cluster with fsync=off, so absolute figures are optimistic; the ratios are
@@ -23,6 +23,7 @@
 //! the temporary table costs more than sending arrays), so it stays; RETURNING costs ~2%.
 
 use deadpool_postgres::{GenericClient, Pool};
+use rust_decimal::Decimal;
 use serde_json::Value;
 use shared_events::{FunnelStage, Source};
 use std::collections::HashSet;
@@ -43,6 +44,11 @@ pub struct Row {
     pub extra: Option<String>,
     /// When ingestion accepted the event.
     pub ingested_at: Option<OffsetDateTime>,
+    /// Derived facts (events.md), computed once here.
+    pub country: Option<String>,
+    pub campaign_id: Option<String>,
+    /// The amount of a revenue event with a non-null `purchaseAmount` (a purchase).
+    pub revenue: Option<Decimal>,
 }
 
 /// Why a message can never become a row: the dead-letter reason.
@@ -87,6 +93,9 @@ pub fn decode(payload: &[u8], ingested_at: Option<OffsetDateTime>) -> Result<Row
         data: event.data().to_string(),
         extra: event.unknown_fields().map(|m| Value::Object(m).to_string()),
         ingested_at,
+        country: event.country().map(str::to_owned),
+        campaign_id: event.campaign_id().map(str::to_owned),
+        revenue: event.revenue(),
     })
 }
 
@@ -107,10 +116,12 @@ pub struct Outcome {
 pub struct Transient(pub String);
 
 const INSERT_SQL: &str = "\
-INSERT INTO events (event_id, event_time, source, funnel_stage, event_type, user_id, data, extra, ingested_at)
-SELECT id, t, s, f, e, u, d::jsonb, x::jsonb, i
+INSERT INTO events (event_id, event_time, source, funnel_stage, event_type, user_id, data, extra,
+                    ingested_at, country, campaign_id, revenue)
+SELECT id, t, s, f, e, u, d::jsonb, x::jsonb, i, c, k, r
 FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::timestamptz[]) AS r(id, t, s, f, e, u, d, x, i)
+            $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], $12::numeric[])
+     AS r(id, t, s, f, e, u, d, x, i, c, k, r)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id";
 
@@ -143,6 +154,9 @@ pub async fn insert_batch(pool: &Pool, rows: &[Row]) -> Result<Outcome, Transien
     match insert_rows(&tx, rows).await {
         Ok(ids) => {
             mark(&mut outcome, rows, 0, ids);
+            crate::rollup::add(&tx, rows, &outcome.inserted)
+                .await
+                .map_err(transient)?;
             tx.commit().await.map_err(transient)?;
             return Ok(outcome);
         }
@@ -182,6 +196,9 @@ pub async fn insert_batch(pool: &Pool, rows: &[Row]) -> Result<Outcome, Transien
             Err(e) => return Err(transient(e)),
         }
     }
+    crate::rollup::add(&tx, rows, &outcome.inserted)
+        .await
+        .map_err(transient)?;
     tx.commit().await.map_err(transient)?;
     outcome.rejected.sort_by_key(|(i, _)| *i);
     Ok(outcome)
@@ -212,11 +229,15 @@ async fn insert_rows(
     let data: Vec<&str> = rows.iter().map(|r| r.data.as_str()).collect();
     let extra: Vec<Option<&str>> = rows.iter().map(|r| r.extra.as_deref()).collect();
     let ingested: Vec<Option<OffsetDateTime>> = rows.iter().map(|r| r.ingested_at).collect();
+    let countries: Vec<Option<&str>> = rows.iter().map(|r| r.country.as_deref()).collect();
+    let campaigns: Vec<Option<&str>> = rows.iter().map(|r| r.campaign_id.as_deref()).collect();
+    let revenue: Vec<Option<Decimal>> = rows.iter().map(|r| r.revenue).collect();
     let returned = client
         .query(
             &statement,
             &[
                 &ids, &times, &sources, &stages, &types, &users, &data, &extra, &ingested,
+                &countries, &campaigns, &revenue,
             ],
         )
         .await?;

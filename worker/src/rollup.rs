@@ -1,0 +1,201 @@
+//! Rollup maintenance: the rows a batch really inserted are aggregated here by time
+//! bucket and dimensions, then added to the rollup tables in the same transaction.
+//!
+//! Keys are upserted in sorted order (a `BTreeMap`), so concurrent batches lock rollup
+//! rows in the same order and cannot deadlock on each other.
+
+use crate::store::Row;
+use deadpool_postgres::GenericClient;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use time::{OffsetDateTime, Time, UtcOffset};
+
+/// A rollup bucket width; the byte is the `grain` column's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grain {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Grain {
+    pub fn code(self) -> i8 {
+        (match self {
+            Grain::Minute => b'm',
+            Grain::Hour => b'h',
+            Grain::Day => b'd',
+        }) as i8
+    }
+
+    /// The UTC-aligned start of the bucket holding `t`.
+    pub fn truncate(self, t: OffsetDateTime) -> OffsetDateTime {
+        let utc = t.to_offset(UtcOffset::UTC);
+        let time = match self {
+            Grain::Minute => Time::from_hms(utc.hour(), utc.minute(), 0),
+            Grain::Hour => Time::from_hms(utc.hour(), 0, 0),
+            Grain::Day => Ok(Time::MIDNIGHT),
+        };
+        utc.replace_time(time.unwrap_or(Time::MIDNIGHT))
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    events: i64,
+    purchases: i64,
+    revenue: Decimal,
+}
+
+impl Totals {
+    fn add(&mut self, row: &Row) {
+        self.events += 1;
+        if let Some(amount) = row.revenue {
+            self.purchases += 1;
+            self.revenue += amount;
+        }
+    }
+}
+
+type EventsKey<'a> = (i8, OffsetDateTime, &'static str, &'static str, &'a str);
+type GeoKey<'a> = (
+    i8,
+    OffsetDateTime,
+    &'static str,
+    &'static str,
+    &'a str,
+    &'a str,
+);
+type CampaignKey<'a> = (i8, OffsetDateTime, &'a str);
+
+const EVENTS_SQL: &str = "\
+INSERT INTO rollup_events AS r (grain, bucket, source, funnel_stage, event_type, events, purchases, revenue)
+SELECT * FROM unnest($1::\"char\"[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                     $6::bigint[], $7::bigint[], $8::numeric[])
+ON CONFLICT (grain, bucket, source, funnel_stage, event_type) DO UPDATE
+SET events = r.events + excluded.events, purchases = r.purchases + excluded.purchases,
+    revenue = r.revenue + excluded.revenue";
+
+const GEO_SQL: &str = "\
+INSERT INTO rollup_geo AS r (grain, bucket, source, funnel_stage, event_type, country, events, purchases, revenue)
+SELECT * FROM unnest($1::\"char\"[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::bigint[], $8::bigint[], $9::numeric[])
+ON CONFLICT (grain, bucket, source, funnel_stage, event_type, country) DO UPDATE
+SET events = r.events + excluded.events, purchases = r.purchases + excluded.purchases,
+    revenue = r.revenue + excluded.revenue";
+
+const CAMPAIGNS_SQL: &str = "\
+INSERT INTO rollup_campaigns AS r (grain, bucket, campaign_id, events, purchases, revenue)
+SELECT * FROM unnest($1::\"char\"[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bigint[], $6::numeric[])
+ON CONFLICT (grain, bucket, campaign_id) DO UPDATE
+SET events = r.events + excluded.events, purchases = r.purchases + excluded.purchases,
+    revenue = r.revenue + excluded.revenue";
+
+/// Adds the newly inserted rows (`inserted[i]`) to every rollup.
+pub async fn add(
+    client: &impl GenericClient,
+    rows: &[Row],
+    inserted: &[bool],
+) -> Result<(), tokio_postgres::Error> {
+    let mut events: BTreeMap<EventsKey, Totals> = BTreeMap::new();
+    let mut geo: BTreeMap<GeoKey, Totals> = BTreeMap::new();
+    let mut campaigns: BTreeMap<CampaignKey, Totals> = BTreeMap::new();
+    for row in rows
+        .iter()
+        .zip(inserted)
+        .filter(|(_, new)| **new)
+        .map(|(r, _)| r)
+    {
+        let (source, stage) = (row.source.as_str(), row.funnel_stage.as_str());
+        for grain in [Grain::Minute, Grain::Hour, Grain::Day] {
+            let bucket = grain.truncate(row.event_time);
+            let g = grain.code();
+            events
+                .entry((g, bucket, source, stage, &row.event_type))
+                .or_default()
+                .add(row);
+            if grain == Grain::Minute {
+                continue;
+            }
+            let country = row.country.as_deref().unwrap_or("");
+            geo.entry((g, bucket, source, stage, &row.event_type, country))
+                .or_default()
+                .add(row);
+            if let Some(campaign) = row.campaign_id.as_deref() {
+                campaigns.entry((g, bucket, campaign)).or_default().add(row);
+            }
+        }
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+
+    let totals = |m: &mut dyn Iterator<Item = Totals>| -> (Vec<i64>, Vec<i64>, Vec<Decimal>) {
+        let mut out = (Vec::new(), Vec::new(), Vec::new());
+        for t in m {
+            out.0.push(t.events);
+            out.1.push(t.purchases);
+            out.2.push(t.revenue);
+        }
+        out
+    };
+
+    let statement = client.prepare_cached(EVENTS_SQL).await?;
+    let (n, p, r) = totals(&mut events.values().copied());
+    let grains: Vec<i8> = events.keys().map(|k| k.0).collect();
+    let buckets: Vec<OffsetDateTime> = events.keys().map(|k| k.1).collect();
+    let sources: Vec<&str> = events.keys().map(|k| k.2).collect();
+    let stages: Vec<&str> = events.keys().map(|k| k.3).collect();
+    let types: Vec<&str> = events.keys().map(|k| k.4).collect();
+    client
+        .execute(
+            &statement,
+            &[&grains, &buckets, &sources, &stages, &types, &n, &p, &r],
+        )
+        .await?;
+
+    let statement = client.prepare_cached(GEO_SQL).await?;
+    let (n, p, r) = totals(&mut geo.values().copied());
+    let grains: Vec<i8> = geo.keys().map(|k| k.0).collect();
+    let buckets: Vec<OffsetDateTime> = geo.keys().map(|k| k.1).collect();
+    let sources: Vec<&str> = geo.keys().map(|k| k.2).collect();
+    let stages: Vec<&str> = geo.keys().map(|k| k.3).collect();
+    let types: Vec<&str> = geo.keys().map(|k| k.4).collect();
+    let countries: Vec<&str> = geo.keys().map(|k| k.5).collect();
+    client
+        .execute(
+            &statement,
+            &[
+                &grains, &buckets, &sources, &stages, &types, &countries, &n, &p, &r,
+            ],
+        )
+        .await?;
+
+    if !campaigns.is_empty() {
+        let statement = client.prepare_cached(CAMPAIGNS_SQL).await?;
+        let (n, p, r) = totals(&mut campaigns.values().copied());
+        let grains: Vec<i8> = campaigns.keys().map(|k| k.0).collect();
+        let buckets: Vec<OffsetDateTime> = campaigns.keys().map(|k| k.1).collect();
+        let ids: Vec<&str> = campaigns.keys().map(|k| k.2).collect();
+        client
+            .execute(&statement, &[&grains, &buckets, &ids, &n, &p, &r])
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn buckets_are_utc_aligned_whatever_the_events_offset() {
+        let t = datetime!(2026-03-01 01:30:45.5 +02:00);
+        assert_eq!(
+            Grain::Minute.truncate(t),
+            datetime!(2026-02-28 23:30:00 UTC)
+        );
+        assert_eq!(Grain::Hour.truncate(t), datetime!(2026-02-28 23:00:00 UTC));
+        assert_eq!(Grain::Day.truncate(t), datetime!(2026-02-28 00:00:00 UTC));
+    }
+}
