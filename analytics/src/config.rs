@@ -31,6 +31,10 @@ pub struct Config {
     /// Connections opened at start-up.
     #[arg(long, env = "DB_POOL_MIN", default_value = "1")]
     pub db_pool_min: usize,
+    /// Milliseconds a report query may run before it is cancelled (503).
+    #[arg(long, env = "STATEMENT_TIMEOUT_MS", default_value = "10000",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub statement_timeout_ms: u64,
     /// When set, requests need `Authorization: Bearer <key>`.
     #[arg(long, env = "ANALYTICS_API_KEY", hide_env_values = true)]
     pub analytics_api_key: Option<String>,

@@ -1,8 +1,13 @@
-//! The analytics service: read-only reports over PostgreSQL. This first slice serves
-//! health, readiness (database reachable, schema current) and metrics; the reports of
-//! `api.md` follow.
+//! The analytics service: read-only reports over PostgreSQL, answered from the rollups
+//! the worker maintains (whole buckets) plus the raw table (partial buckets at a range's
+//! edges), so figures are exact for any range and the work does not grow with the number
+//! of stored events.
 
+mod auth;
 mod config;
+mod params;
+mod range;
+mod routes;
 mod startup;
 
 pub use config::Config;

@@ -1,7 +1,10 @@
 //! Building the analytics service and running it until stopped.
 
+use crate::auth;
 use crate::config::Config;
+use crate::routes::{self, AppState};
 use axum::Router;
+use axum::routing::get;
 use deadpool_postgres::Pool;
 use service_kit::health::{self, Check, Readiness};
 use service_kit::schema;
@@ -22,15 +25,31 @@ pub struct App {
 /// connects on demand and readiness reports it.
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let metrics = service_kit::metrics::install();
-    let pool = service_kit::db::pool(config.read_url(), config.db_pool_max)
-        .map_err(|e| anyhow::anyhow!("DATABASE_READ_URL/DATABASE_URL: {e}"))?;
+    let pool = service_kit::db::pool(
+        config.read_url(),
+        config.db_pool_max,
+        Some(Duration::from_millis(config.statement_timeout_ms)),
+    )
+    .map_err(|e| anyhow::anyhow!("DATABASE_READ_URL/DATABASE_URL: {e}"))?;
     service_kit::db::warm(&pool, config.db_pool_min).await;
     let background = vec![
         service_kit::metrics::spawn_upkeep(metrics.clone()),
         service_kit::db::spawn_pool_gauge("analytics", pool.clone()),
     ];
-    let router =
-        service_kit::http::instrument(health::routes(readiness(pool), metrics), "analytics");
+    let reports = Router::new()
+        .route("/analytics/stats", get(routes::stats::stats))
+        .route("/analytics/timeseries", get(routes::timeseries::timeseries))
+        .route("/analytics/revenue", get(routes::revenue::revenue))
+        .route("/analytics/campaigns/top", get(routes::campaigns::top))
+        .with_state(AppState { pool: pool.clone() })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(config.analytics_api_key.clone()),
+            auth::require_key,
+        ));
+    let router = service_kit::http::instrument(
+        reports.merge(health::routes(readiness(pool), metrics)),
+        "analytics",
+    );
     let listener = TcpListener::bind((config.host, config.port)).await?;
     Ok(App {
         listener,

@@ -7,10 +7,16 @@ use tokio_postgres::NoTls;
 /// Builds a pool (connections are opened lazily, up to `max`). Connecting and waiting
 /// for a free connection are bounded, so a database outage turns into errors the
 /// callers classify as transient instead of hanging forever.
-pub fn pool(url: &str, max: usize) -> Result<Pool, String> {
+/// `statement_timeout` bounds every query of the pool's connections (readers); `None`
+/// leaves the server's setting.
+pub fn pool(url: &str, max: usize, statement_timeout: Option<Duration>) -> Result<Pool, String> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
+    }
+    if let Some(timeout) = statement_timeout {
+        let existing = config.get_options().unwrap_or_default().to_owned();
+        config.options(format!("{existing} -c statement_timeout={}", timeout.as_millis()).trim());
     }
     let manager = Manager::from_config(
         config,

@@ -642,7 +642,8 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     all[9]["data"]["engagement"]["purchaseAmount"] = Value::Null;
     for body in all.chunks(50).rev() {
         let mut body = body.to_vec();
-        body.extend_from_slice(&body[..5].to_vec());
+        let repeats = body[..5].to_vec();
+        body.extend(repeats);
         let (status, reply) = p.post(ingestion.port, &Value::Array(body)).await.unwrap();
         assert_eq!(status, 202, "{reply}");
     }

@@ -1,0 +1,213 @@
+//! Splitting a half-open time range into whole rollup buckets and raw edges.
+//!
+//! `[from, to)` is covered by the coarsest whole buckets that fit (days, then hours,
+//! then minutes, as far as a report's rollup has them) and the leftover partial buckets
+//! at both ends, which are read from the raw `events` table. Every instant of the range
+//! is in exactly one piece, so sums over the pieces are exact for any `from` and `to`.
+
+use time::{Duration, OffsetDateTime, Time, UtcOffset};
+
+/// A bucket width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grain {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Grain {
+    /// The `grain` column's value.
+    pub fn code(self) -> i8 {
+        (match self {
+            Grain::Minute => b'm',
+            Grain::Hour => b'h',
+            Grain::Day => b'd',
+        }) as i8
+    }
+
+    pub fn length(self) -> Duration {
+        match self {
+            Grain::Minute => Duration::MINUTE,
+            Grain::Hour => Duration::HOUR,
+            Grain::Day => Duration::DAY,
+        }
+    }
+
+    /// The UTC-aligned start of the bucket holding `t`.
+    pub fn floor(self, t: OffsetDateTime) -> OffsetDateTime {
+        let utc = t.to_offset(UtcOffset::UTC);
+        let time = match self {
+            Grain::Minute => Time::from_hms(utc.hour(), utc.minute(), 0),
+            Grain::Hour => Time::from_hms(utc.hour(), 0, 0),
+            Grain::Day => Ok(Time::MIDNIGHT),
+        };
+        utc.replace_time(time.unwrap_or(Time::MIDNIGHT))
+    }
+
+    /// The first bucket start at or after `t`.
+    pub fn ceil(self, t: OffsetDateTime) -> OffsetDateTime {
+        let floor = self.floor(t);
+        if floor == t {
+            floor
+        } else {
+            floor + self.length()
+        }
+    }
+}
+
+/// The pieces of a range: whole buckets per grain, and raw edges.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pieces {
+    /// `(grain code, start, end)`: every bucket of that grain with start in `[start, end)`.
+    pub buckets: Vec<(i8, OffsetDateTime, OffsetDateTime)>,
+    /// `[start, end)` ranges to read from the raw table.
+    pub raw: Vec<(OffsetDateTime, OffsetDateTime)>,
+}
+
+impl Pieces {
+    /// Columns for `unnest($grains, $starts, $ends)`.
+    pub fn bucket_columns(&self) -> (Vec<i8>, Vec<OffsetDateTime>, Vec<OffsetDateTime>) {
+        let grains = self.buckets.iter().map(|b| b.0).collect();
+        let starts = self.buckets.iter().map(|b| b.1).collect();
+        let ends = self.buckets.iter().map(|b| b.2).collect();
+        (grains, starts, ends)
+    }
+
+    /// Columns for `unnest($starts, $ends)` over the raw table.
+    pub fn raw_columns(&self) -> (Vec<OffsetDateTime>, Vec<OffsetDateTime>) {
+        (
+            self.raw.iter().map(|r| r.0).collect(),
+            self.raw.iter().map(|r| r.1).collect(),
+        )
+    }
+}
+
+/// Covers `[from, to)` with whole buckets of `grains` (coarsest first) and raw edges.
+pub fn split(from: OffsetDateTime, to: OffsetDateTime, grains: &[Grain]) -> Pieces {
+    let mut pieces = Pieces::default();
+    cover(from, to, grains, &mut pieces);
+    pieces
+}
+
+fn cover(from: OffsetDateTime, to: OffsetDateTime, grains: &[Grain], out: &mut Pieces) {
+    if from >= to {
+        return;
+    }
+    let Some((&grain, finer)) = grains.split_first() else {
+        out.raw.push((from, to));
+        return;
+    };
+    let (start, end) = (grain.ceil(from), grain.floor(to));
+    if start < end {
+        out.buckets.push((grain.code(), start, end));
+        cover(from, start, finer, out);
+        cover(end, to, finer, out);
+    } else {
+        cover(from, to, finer, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const ALL: &[Grain] = &[Grain::Day, Grain::Hour, Grain::Minute];
+
+    #[test]
+    fn an_aligned_range_of_days_is_only_day_buckets() {
+        let p = split(
+            datetime!(2026-03-01 0:00 UTC),
+            datetime!(2026-03-31 0:00 UTC),
+            ALL,
+        );
+        assert_eq!(
+            p.buckets,
+            vec![(
+                b'd' as i8,
+                datetime!(2026-03-01 0:00 UTC),
+                datetime!(2026-03-31 0:00 UTC)
+            )]
+        );
+        assert!(p.raw.is_empty());
+    }
+
+    #[test]
+    fn ragged_edges_go_down_to_minutes_then_raw() {
+        let from = datetime!(2026-03-01 10:30:15.5 UTC);
+        let to = datetime!(2026-03-03 04:20:30 UTC);
+        let p = split(from, to, ALL);
+        let d = |g: u8, a, b| (g as i8, a, b);
+        assert_eq!(
+            p.buckets,
+            vec![
+                d(
+                    b'd',
+                    datetime!(2026-03-02 0:00 UTC),
+                    datetime!(2026-03-03 0:00 UTC)
+                ),
+                d(
+                    b'h',
+                    datetime!(2026-03-01 11:00 UTC),
+                    datetime!(2026-03-02 0:00 UTC)
+                ),
+                d(
+                    b'm',
+                    datetime!(2026-03-01 10:31 UTC),
+                    datetime!(2026-03-01 11:00 UTC)
+                ),
+                d(
+                    b'h',
+                    datetime!(2026-03-03 0:00 UTC),
+                    datetime!(2026-03-03 4:00 UTC)
+                ),
+                d(
+                    b'm',
+                    datetime!(2026-03-03 4:00 UTC),
+                    datetime!(2026-03-03 4:20 UTC)
+                ),
+            ]
+        );
+        assert_eq!(
+            p.raw,
+            vec![
+                (from, datetime!(2026-03-01 10:31 UTC)),
+                (datetime!(2026-03-03 4:20 UTC), to),
+            ]
+        );
+    }
+
+    #[test]
+    fn pieces_tile_the_range_exactly() {
+        // Every piece is inside [from, to), and their lengths add up to the range.
+        let cases = [
+            (
+                datetime!(2026-03-01 10:30:15 UTC),
+                datetime!(2026-03-01 10:30:45 UTC),
+            ),
+            (
+                datetime!(2026-02-27 23:59:59 UTC),
+                datetime!(2026-03-02 0:00:01 UTC),
+            ),
+            (
+                datetime!(2026-03-01 0:00 +05:30),
+                datetime!(2026-06-01 0:00 UTC),
+            ),
+        ];
+        for (from, to) in cases {
+            for grains in [ALL, &[Grain::Hour, Grain::Day][..1], &[]] {
+                let p = split(from, to, grains);
+                let mut total = Duration::ZERO;
+                for &(_, a, b) in &p.buckets {
+                    assert!(from <= a && b <= to && a < b);
+                    total += b - a;
+                }
+                for &(a, b) in &p.raw {
+                    assert!(from <= a && b <= to && a < b);
+                    total += b - a;
+                }
+                assert_eq!(total, to - from, "{from} {to} {grains:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `GET /analytics/campaigns/top`: Facebook campaigns by revenue or by events.
+
+use super::{AppState, Pairs, money, query};
+use crate::params::Params;
+use crate::range::{Grain, split};
+use axum::Json;
+use axum::extract::State;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use service_kit::error::ApiError;
+
+fn sql(order: &str) -> String {
+    format!(
+        "\
+WITH parts AS (
+    SELECT r.campaign_id AS c, r.events AS n, r.purchases AS p, r.revenue AS v
+    FROM unnest($1::\"char\"[], $2::timestamptz[], $3::timestamptz[]) AS s(grain, lo, hi)
+    JOIN rollup_campaigns r ON r.grain = s.grain AND r.bucket >= s.lo AND r.bucket < s.hi
+    UNION ALL
+    SELECT e.campaign_id, 1, (e.revenue IS NOT NULL)::int, coalesce(e.revenue, 0)
+    FROM unnest($4::timestamptz[], $5::timestamptz[]) AS w(lo, hi)
+    JOIN events e ON e.event_time >= w.lo AND e.event_time < w.hi
+    WHERE e.campaign_id IS NOT NULL
+)
+SELECT c, sum(n)::bigint AS events, sum(p)::bigint AS purchases, sum(v) AS revenue
+FROM parts GROUP BY c ORDER BY {order} DESC, c ASC LIMIT $6"
+    )
+}
+
+pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value>, ApiError> {
+    let mut p = Params::new(pairs.0, &["from", "to", "limit", "by"]);
+    let (from, to) = p.range();
+    let limit = p.limit();
+    let by = p.choice("by", &["revenue", "events"], "revenue");
+    p.finish()?;
+
+    let pieces = split(from, to, &[Grain::Day, Grain::Hour]);
+    let (g, starts, ends) = pieces.bucket_columns();
+    let (rs, re) = pieces.raw_columns();
+    let sql = sql(if by == "events" { "events" } else { "revenue" });
+    let rows = query(
+        &app.pool,
+        "campaigns_top",
+        &sql,
+        &[&g, &starts, &ends, &rs, &re, &limit],
+    )
+    .await?;
+    let campaigns: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "campaignId": r.get::<_, String>(0),
+                "events": r.get::<_, i64>(1),
+                "purchases": r.get::<_, i64>(2),
+                "revenue": money(r.get::<_, Option<Decimal>>(3)),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"campaigns": campaigns})))
+}

@@ -1,0 +1,96 @@
+//! The reports of `api.md`, one file each, and what they share.
+
+pub mod campaigns;
+pub mod revenue;
+pub mod stats;
+pub mod timeseries;
+
+use axum::http::StatusCode;
+use deadpool_postgres::Pool;
+use rust_decimal::Decimal;
+use service_kit::error::ApiError;
+use std::time::Instant;
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// What every report handler needs.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: Pool,
+}
+
+/// The raw query pairs of a request (`?a=1&b=2`), kept in order with repeats.
+pub type Pairs = axum::extract::Query<Vec<(String, String)>>;
+
+/// An instant as the API writes it: RFC 3339 in UTC (`2026-03-01T12:00:00Z`).
+pub fn timestamp(t: OffsetDateTime) -> String {
+    t.to_offset(UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Money as the API writes it: a decimal string with two places.
+pub fn money(d: Option<Decimal>) -> String {
+    shared_events::format_money(d.unwrap_or_default())
+}
+
+/// Runs a report's query, timing it as `analytics_query_duration_seconds{report}`.
+pub async fn query(
+    pool: &Pool,
+    report: &'static str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    let started = Instant::now();
+    let client = pool.get().await.map_err(|e| {
+        tracing::warn!(error = %e, report, "No database connection");
+        unavailable()
+    })?;
+    let statement = client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| database_error(report, e))?;
+    let rows = client
+        .query(&statement, params)
+        .await
+        .map_err(|e| database_error(report, e))?;
+    metrics::histogram!("analytics_query_duration_seconds", "report" => report)
+        .record(started.elapsed().as_secs_f64());
+    Ok(rows)
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the database is not reachable; retry later",
+    )
+    .with_retry_after(1)
+}
+
+/// Connection trouble and timeouts may pass (503); anything else is our bug (500).
+fn database_error(report: &'static str, e: tokio_postgres::Error) -> ApiError {
+    let code = e.code().map(|c| c.code().to_owned());
+    tracing::error!(error = %e, report, sqlstate = ?code, "Report query failed");
+    match code.as_deref().map(|c| &c[..2]) {
+        None | Some("08") | Some("57") | Some("53") => unavailable(),
+        _ => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the report could not be computed",
+        ),
+    }
+}
+
+/// Sorts `(name, figure)` rows by figure descending, then name ascending.
+pub fn sort_desc<T, K: Ord, N: Ord + Clone>(
+    rows: &mut [T],
+    figure: impl Fn(&T) -> K,
+    name: impl Fn(&T) -> N,
+) {
+    rows.sort_by(|a, b| {
+        figure(b)
+            .cmp(&figure(a))
+            .then_with(|| name(a).cmp(&name(b)))
+    });
+}

@@ -1,0 +1,570 @@
+//! Every report against answers computed independently, in this test, from the raw
+//! events: a generated data set (both sources, every event type, duplicates, out-of-order
+//! arrival, events on bucket boundaries, odd offsets, null amounts, unknown countries)
+//! goes through the real pipeline (ingestion -> JetStream -> worker -> PostgreSQL).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+use testkit::{NatsServer, Postgres, eventually};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// A tiny deterministic generator (xorshift), so the data set is the same every run.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+const START: i64 = 1_772_323_200; // 2026-03-01T00:00:00Z
+
+fn generate(n: usize) -> Vec<Value> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        // Three days; some events exactly on or just before bucket boundaries.
+        let secs = match i % 10 {
+            0 => START + 3600 * (rng.next() % 72) as i64,
+            1 => START + 86_400 * (1 + (rng.next() % 2) as i64) - 1,
+            _ => START + (rng.next() % (3 * 86_400)) as i64,
+        };
+        let millis = if i % 10 == 1 {
+            999
+        } else {
+            (rng.next() % 1000) as i64
+        };
+        let t = OffsetDateTime::from_unix_timestamp(secs).unwrap()
+            + time::Duration::milliseconds(millis);
+        let offset = match i % 3 {
+            0 => UtcOffset::UTC,
+            1 => UtcOffset::from_hms(2, 0, 0).unwrap(),
+            _ => UtcOffset::from_hms(-5, -30, 0).unwrap(),
+        };
+        let ts = t.to_offset(offset).format(&Rfc3339).unwrap();
+        let user = format!("u{}", rng.next() % 40);
+        let amount = match rng.next() % 4 {
+            0 => Value::Null,
+            1 => json!("0.005"),
+            _ => json!(format!("{}.{:02}", rng.next() % 500, rng.next() % 100)),
+        };
+        let id = format!("ev-{i}");
+        let event = if rng.next().is_multiple_of(2) {
+            let country = rng.pick(&["Germany", "Brazil", "India", "United States"]);
+            let user_obj = json!({"userId": user, "name": "N", "age": rng.next() % 90, "gender": "female",
+                                  "location": {"country": country, "city": "C"}});
+            if rng.next().is_multiple_of(3) {
+                let t = rng.pick(&["ad.click", "form.submission", "checkout.complete"]);
+                json!({"eventId": id, "timestamp": ts, "source": "facebook", "funnelStage": "bottom", "eventType": t,
+                       "data": {"user": user_obj, "engagement": {"adId": "a", "campaignId": rng.pick(&["cmp-1", "cmp-2", "cmp-3"]),
+                       "clickPosition": "center", "device": "mobile", "browser": "Safari", "purchaseAmount": amount}}})
+            } else {
+                let t = rng.pick(&["ad.view", "page.like", "comment", "video.view"]);
+                json!({"eventId": id, "timestamp": ts, "source": "facebook", "funnelStage": "top", "eventType": t,
+                       "data": {"user": user_obj, "engagement": {"actionTime": ts, "referrer": "groups", "videoId": null}}})
+            }
+        } else {
+            let user_obj =
+                json!({"userId": user, "username": "n", "followers": rng.next() % 2_000_000});
+            if rng.next().is_multiple_of(3) {
+                let t = rng.pick(&["profile.visit", "purchase", "follow"]);
+                json!({"eventId": id, "timestamp": ts, "source": "tiktok", "funnelStage": "bottom", "eventType": t,
+                       "data": {"user": user_obj, "engagement": {"actionTime": ts, "profileId": null,
+                       "purchasedItem": null, "purchaseAmount": amount}}})
+            } else {
+                let t = rng.pick(&["video.view", "like", "share", "comment"]);
+                json!({"eventId": id, "timestamp": ts, "source": "tiktok", "funnelStage": "top", "eventType": t,
+                       "data": {"user": user_obj, "engagement": {"watchTime": 3, "percentageWatched": 50,
+                       "device": "iOS", "country": rng.pick(&["Brazil", "Japan"]), "videoId": "v"}}})
+            }
+        };
+        out.push(event);
+    }
+    out
+}
+
+/// One stored event as the test understands the spec, independently of the services.
+#[derive(Debug, Clone)]
+struct Fact {
+    at: OffsetDateTime,
+    source: String,
+    stage: String,
+    event_type: String,
+    campaign: Option<String>,
+    revenue: Option<Decimal>,
+}
+
+fn fact(e: &Value) -> Fact {
+    let s = |v: &Value| v.as_str().unwrap().to_owned();
+    let source = s(&e["source"]);
+    let event_type = s(&e["eventType"]);
+    let is_purchase = matches!(
+        (source.as_str(), event_type.as_str()),
+        ("facebook", "checkout.complete") | ("tiktok", "purchase")
+    );
+    let stage = s(&e["funnelStage"]);
+    Fact {
+        at: OffsetDateTime::parse(e["timestamp"].as_str().unwrap(), &Rfc3339).unwrap(),
+        campaign: (source == "facebook" && stage == "bottom")
+            .then(|| s(&e["data"]["engagement"]["campaignId"])),
+        revenue: if is_purchase {
+            e["data"]["engagement"]["purchaseAmount"]
+                .as_str()
+                .map(|a| Decimal::from_str(a).unwrap())
+        } else {
+            None
+        },
+        source,
+        stage,
+        event_type,
+    }
+}
+
+fn money(d: Decimal) -> String {
+    shared_events::format_money(d)
+}
+
+fn ts(s: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(s, &Rfc3339).unwrap()
+}
+
+struct Setup {
+    _nats: NatsServer,
+    _pg: Postgres,
+    analytics: u16,
+    http: reqwest::Client,
+    facts: Vec<Fact>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Setup {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("http://127.0.0.1:{}{path}", self.analytics))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    fn within(&self, from: &str, to: &str) -> Vec<&Fact> {
+        let (from, to) = (ts(from), ts(to));
+        self.facts
+            .iter()
+            .filter(|f| f.at >= from && f.at < to)
+            .collect()
+    }
+}
+
+async fn setup(api_key: Option<&str>) -> Setup {
+    service_kit::telemetry::init_for_tests();
+    let (nats, pg) = tokio::try_join!(NatsServer::start(), Postgres::start()).unwrap();
+    let db = pg.create_database("events").await.unwrap();
+    let name = testkit::unique_name();
+    let stream = [
+        "--nats-url".to_owned(),
+        nats.url(),
+        "--nats-stream".into(),
+        format!("{}_EVENTS", name.to_uppercase()),
+        "--nats-subject-prefix".into(),
+        format!("{name}.events"),
+    ];
+    let mut tasks = Vec::new();
+
+    let mut args = vec![
+        "ingestion".to_owned(),
+        "--host=127.0.0.1".into(),
+        "--port=0".into(),
+    ];
+    args.extend(stream.clone());
+    let ingestion =
+        ingestion::build(<ingestion::Config as clap::Parser>::try_parse_from(args).unwrap())
+            .await
+            .unwrap();
+    let ingestion_port = ingestion.port();
+    tasks.push(tokio::spawn(
+        ingestion.run_until_stopped(std::future::pending(), Duration::from_secs(1)),
+    ));
+
+    let mut args = vec![
+        "worker".to_owned(),
+        "--host=127.0.0.1".into(),
+        "--port=0".into(),
+        "--database-url".into(),
+        db.clone(),
+        "--nats-consumer".into(),
+        format!("{name}-w"),
+        "--nats-dlq-stream".into(),
+        format!("{}_DLQ", name.to_uppercase()),
+        "--nats-batch-size".into(),
+        "64".into(),
+    ];
+    args.extend(stream);
+    let worker = worker::build(<worker::Config as clap::Parser>::try_parse_from(args).unwrap())
+        .await
+        .unwrap();
+    tasks.push(tokio::spawn(
+        worker.run_until_stopped(std::future::pending(), Duration::from_secs(1)),
+    ));
+
+    let mut args = vec![
+        "analytics".to_owned(),
+        "--host=127.0.0.1".into(),
+        "--port=0".into(),
+        "--database-url".into(),
+        db,
+    ];
+    if let Some(key) = api_key {
+        args.extend(["--analytics-api-key".to_owned(), key.to_owned()]);
+    }
+    let analytics =
+        analytics::build(<analytics::Config as clap::Parser>::try_parse_from(args).unwrap())
+            .await
+            .unwrap();
+    let analytics_port = analytics.port();
+    tasks.push(tokio::spawn(
+        analytics.run_until_stopped(std::future::pending(), Duration::from_secs(1)),
+    ));
+
+    let http = reqwest::Client::new();
+    let events = generate(1200);
+    // Out of order: later events first; duplicates: every 7th request is sent twice, and
+    // 100 events again at the end.
+    let chunks: Vec<&[Value]> = events.chunks(40).rev().collect();
+    let post = |body: Value| {
+        let http = http.clone();
+        async move {
+            eventually("202", Duration::from_secs(30), || async {
+                let r = http
+                    .post(format!("http://127.0.0.1:{ingestion_port}/webhook/event"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
+                (r.status() == 202).then_some(())
+            })
+            .await
+            .unwrap();
+        }
+    };
+    for (n, chunk) in chunks.iter().enumerate() {
+        post(Value::Array(chunk.to_vec())).await;
+        if n.is_multiple_of(7) {
+            post(Value::Array(chunk.to_vec())).await;
+        }
+    }
+    post(Value::Array(events[500..600].to_vec())).await;
+
+    let client = pg.connect("events").await.unwrap();
+    eventually("every event stored", Duration::from_secs(60), || async {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .ok()?
+            .get(0);
+        (n == events.len() as i64).then_some(())
+    })
+    .await
+    .unwrap();
+    let mut seen = HashSet::new();
+    let facts = events
+        .iter()
+        .filter(|e| seen.insert(e["eventId"].clone()))
+        .map(fact)
+        .collect();
+    Setup {
+        _nats: nats,
+        _pg: pg,
+        analytics: analytics_port,
+        http,
+        facts,
+        tasks,
+    }
+}
+
+const RANGES: &[(&str, &str)] = &[
+    ("2026-03-01T00:00:00Z", "2026-03-04T00:00:00Z"), // whole days
+    ("2026-03-01T10:30:15.500Z", "2026-03-03T04:20:30Z"), // ragged: days, hours, minutes, raw
+    ("2026-03-01T23:59:59.999Z", "2026-03-02T00:00:00.001Z"), // two milliseconds on a day boundary
+    ("2026-03-02T05:00:00+02:00", "2026-03-02T07:45:00-01:00"),
+];
+
+fn enc(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+fn sorted_counts<K: Ord + Clone>(m: BTreeMap<K, i64>) -> Vec<(K, i64)> {
+    let mut v: Vec<(K, i64)> = m.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+#[tokio::test]
+async fn every_count_report_matches_the_raw_events_for_every_range_and_filter() {
+    let s = setup(None).await;
+    let filters: &[(&str, fn(&Fact) -> bool)] = &[
+        ("", |_| true),
+        ("&source=tiktok", |f| f.source == "tiktok"),
+        ("&funnelStage=bottom", |f| f.stage == "bottom"),
+        ("&eventType=comment", |f| f.event_type == "comment"),
+        (
+            "&source=facebook&funnelStage=top&eventType=video.view",
+            |f| f.source == "facebook" && f.stage == "top" && f.event_type == "video.view",
+        ),
+    ];
+    // The data set is not trivial: every event is in the first range, and the
+    // two-millisecond range on a day boundary holds events.
+    assert_eq!(s.within(RANGES[0].0, RANGES[0].1).len(), 1200);
+    assert!(!s.within(RANGES[2].0, RANGES[2].1).is_empty());
+    for (from, to) in RANGES {
+        let facts = s.within(from, to);
+        for (q, keep) in filters {
+            let kept: Vec<&Fact> = facts.iter().copied().filter(|f| keep(f)).collect();
+
+            // stats
+            let mut by_source = BTreeMap::new();
+            let mut by_stage = BTreeMap::new();
+            let mut by_type = BTreeMap::new();
+            for f in &kept {
+                *by_source.entry(f.source.clone()).or_insert(0) += 1;
+                *by_stage.entry(f.stage.clone()).or_insert(0) += 1;
+                *by_type
+                    .entry((f.source.clone(), f.stage.clone(), f.event_type.clone()))
+                    .or_insert(0) += 1;
+            }
+            let expected = json!({
+                "from": OffsetDateTime::parse(from, &Rfc3339).unwrap().to_offset(UtcOffset::UTC).format(&Rfc3339).unwrap(),
+                "to": OffsetDateTime::parse(to, &Rfc3339).unwrap().to_offset(UtcOffset::UTC).format(&Rfc3339).unwrap(),
+                "total": kept.len(),
+                "bySource": sorted_counts(by_source).iter().map(|(k, n)| json!({"source": k, "count": n})).collect::<Vec<_>>(),
+                "byFunnelStage": sorted_counts(by_stage).iter().map(|(k, n)| json!({"funnelStage": k, "count": n})).collect::<Vec<_>>(),
+                "byEventType": sorted_counts(by_type).iter().map(|((a, b, c), n)| json!({"source": a, "funnelStage": b, "eventType": c, "count": n})).collect::<Vec<_>>(),
+            });
+            let got = s
+                .ok(&format!(
+                    "/analytics/stats?from={}&to={}{q}",
+                    enc(from),
+                    enc(to)
+                ))
+                .await;
+            assert_eq!(got, expected, "stats {from} {to} {q}");
+
+            // timeseries, every interval that fits
+            for (interval, secs) in [("minute", 60i64), ("hour", 3600), ("day", 86_400)] {
+                let (f0, t0) = (ts(from), ts(to));
+                let first = f0.unix_timestamp().div_euclid(secs) * secs;
+                let last_instant = t0 - time::Duration::NANOSECOND;
+                let last = last_instant.unix_timestamp().div_euclid(secs) * secs;
+                if (last - first) / secs + 1 > 10_000 {
+                    continue;
+                }
+                let mut points = BTreeMap::new();
+                let mut b = first;
+                while b <= last {
+                    points.insert(b, (0i64, Decimal::ZERO));
+                    b += secs;
+                }
+                for f in &kept {
+                    let p = points
+                        .get_mut(&(f.at.unix_timestamp().div_euclid(secs) * secs))
+                        .unwrap();
+                    p.0 += 1;
+                    p.1 += f.revenue.unwrap_or_default();
+                }
+                let expected = json!({"interval": interval, "points": points.iter().map(|(b, (n, v))| json!({
+                    "bucket": OffsetDateTime::from_unix_timestamp(*b).unwrap().format(&Rfc3339).unwrap(),
+                    "count": n, "revenue": money(*v)})).collect::<Vec<_>>()});
+                let got = s
+                    .ok(&format!(
+                        "/analytics/timeseries?interval={interval}&from={}&to={}{q}",
+                        enc(from),
+                        enc(to)
+                    ))
+                    .await;
+                assert_eq!(got, expected, "timeseries {interval} {from} {to} {q}");
+            }
+        }
+
+        // revenue, with and without source and campaign
+        for (q, keep) in [
+            ("", (|_| true) as fn(&Fact) -> bool),
+            ("&source=tiktok", |f| f.source == "tiktok"),
+            ("&campaignId=cmp-2", |f| {
+                f.campaign.as_deref() == Some("cmp-2")
+            }),
+            ("&campaignId=cmp-2&source=tiktok", |_| false),
+            ("&campaignId=nope", |_| false),
+        ] {
+            let mut by_source: BTreeMap<String, (Decimal, i64)> = BTreeMap::new();
+            for f in facts.iter().filter(|f| keep(f)) {
+                if let Some(v) = f.revenue {
+                    let e = by_source.entry(f.source.clone()).or_default();
+                    e.0 += v;
+                    e.1 += 1;
+                }
+            }
+            let mut rows: Vec<(String, (Decimal, i64))> = by_source.into_iter().collect();
+            rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+            let expected = json!({
+                "total": money(rows.iter().map(|r| r.1.0).sum()),
+                "purchases": rows.iter().map(|r| r.1.1).sum::<i64>(),
+                "bySource": rows.iter().map(|(s, (v, n))| json!({"source": s, "revenue": money(*v), "purchases": n})).collect::<Vec<_>>(),
+            });
+            let got = s
+                .ok(&format!(
+                    "/analytics/revenue?from={}&to={}{q}",
+                    enc(from),
+                    enc(to)
+                ))
+                .await;
+            assert_eq!(got, expected, "revenue {from} {to} {q}");
+        }
+
+        // campaigns/top by revenue and by events
+        let mut campaigns: BTreeMap<String, (i64, i64, Decimal)> = BTreeMap::new();
+        for f in &facts {
+            if let Some(c) = &f.campaign {
+                let e = campaigns.entry(c.clone()).or_default();
+                e.0 += 1;
+                e.1 += i64::from(f.revenue.is_some());
+                e.2 += f.revenue.unwrap_or_default();
+            }
+        }
+        for by in ["revenue", "events"] {
+            let mut rows: Vec<(String, (i64, i64, Decimal))> =
+                campaigns.clone().into_iter().collect();
+            if by == "events" {
+                rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+            } else {
+                rows.sort_by(|a, b| b.1.2.cmp(&a.1.2).then_with(|| a.0.cmp(&b.0)));
+            }
+            rows.truncate(2);
+            let expected = json!({"campaigns": rows.iter().map(|(c, (n, p, v))| json!({
+                "campaignId": c, "events": n, "purchases": p, "revenue": money(*v)})).collect::<Vec<_>>()});
+            let got = s
+                .ok(&format!(
+                    "/analytics/campaigns/top?by={by}&limit=2&from={}&to={}",
+                    enc(from),
+                    enc(to)
+                ))
+                .await;
+            assert_eq!(got, expected, "campaigns {by} {from} {to}");
+        }
+    }
+    for t in s.tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn every_documented_bad_parameter_is_a_400_naming_the_field() {
+    let s = setup(None).await;
+    let cases = [
+        ("/analytics/stats?from=yesterday", "from"),
+        ("/analytics/stats?to=2026-13-01T00:00:00Z", "to"),
+        (
+            "/analytics/stats?from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z",
+            "from",
+        ),
+        (
+            "/analytics/stats?from=2026-03-01T00:00:00Z&to=2026-03-01T00:00:00Z",
+            "from",
+        ),
+        ("/analytics/stats?source=snapchat", "source"),
+        ("/analytics/stats?funnelStage=middle", "funnelStage"),
+        ("/analytics/stats?eventType=ad.View", "eventType"),
+        ("/analytics/stats?colour=red", "colour"),
+        ("/analytics/stats?source=tiktok&source=facebook", "source"),
+        ("/analytics/timeseries?interval=week", "interval"),
+        (
+            "/analytics/timeseries?interval=minute&from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z",
+            "interval",
+        ),
+        ("/analytics/revenue?campaignId=", "campaignId"),
+        ("/analytics/revenue?limit=5", "limit"),
+        ("/analytics/campaigns/top?limit=0", "limit"),
+        ("/analytics/campaigns/top?limit=1001", "limit"),
+        ("/analytics/campaigns/top?limit=ten", "limit"),
+        ("/analytics/campaigns/top?by=clicks", "by"),
+    ];
+    for (path, field) in cases {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{path}: {body}");
+        let fields: Vec<&str> = body["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, [field], "{path}: {body}");
+        assert!(
+            !body["error"]["details"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .is_empty()
+        );
+    }
+    // Several problems at once are all listed.
+    let (status, body) = s
+        .get("/analytics/stats?source=x&funnelStage=y&extra=1")
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["details"].as_array().unwrap().len(),
+        3,
+        "{body}"
+    );
+    for t in s.tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn with_an_api_key_reports_need_the_bearer_token_and_health_stays_open() {
+    let s = setup(Some("k3y")).await;
+    let (status, body) = s.get("/analytics/stats").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let r = s
+        .http
+        .get(format!("http://127.0.0.1:{}/analytics/stats", s.analytics))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .http
+        .get(format!("http://127.0.0.1:{}/analytics/stats", s.analytics))
+        .bearer_auth("k3y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _) = s.get("/health/readiness").await;
+    assert_eq!(status, 200);
+    for t in s.tasks {
+        t.abort();
+    }
+}
