@@ -128,6 +128,15 @@ impl Params {
         }
     }
 
+    /// The `source` a report requires.
+    pub fn required_source(&mut self) -> Option<&'static str> {
+        if !self.values.contains_key("source") {
+            self.error("source", "is required: facebook or tiktok");
+            return None;
+        }
+        self.source()
+    }
+
     /// `source`, `funnelStage` and `eventType`.
     pub fn filters(&mut self) -> Filters {
         let source = self.source();

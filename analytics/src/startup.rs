@@ -41,6 +41,13 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .route("/analytics/timeseries", get(routes::timeseries::timeseries))
         .route("/analytics/revenue", get(routes::revenue::revenue))
         .route("/analytics/campaigns/top", get(routes::campaigns::top))
+        .route("/analytics/funnel", get(routes::funnel::funnel))
+        .route("/analytics/geo", get(routes::geo::geo))
+        .route("/analytics/users/top", get(routes::users::top))
+        .route(
+            "/analytics/demographics",
+            get(routes::demographics::demographics),
+        )
         .with_state(AppState { pool: pool.clone() })
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(config.analytics_api_key.clone()),

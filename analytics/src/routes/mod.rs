@@ -1,9 +1,13 @@
 //! The reports of `api.md`, one file each, and what they share.
 
 pub mod campaigns;
+pub mod demographics;
+pub mod funnel;
+pub mod geo;
 pub mod revenue;
 pub mod stats;
 pub mod timeseries;
+pub mod users;
 
 use axum::http::StatusCode;
 use deadpool_postgres::Pool;
@@ -32,6 +36,15 @@ pub fn timestamp(t: OffsetDateTime) -> String {
 /// Money as the API writes it: a decimal string with two places.
 pub fn money(d: Option<Decimal>) -> String {
     shared_events::format_money(d.unwrap_or_default())
+}
+
+/// A ratio in 0..=1 (0 when the denominator is 0).
+pub fn ratio(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 /// Runs a report's query, timing it as `analytics_query_duration_seconds{report}`.
