@@ -6,11 +6,12 @@
 //! them in batches, `BENCH_CONCURRENCY` at a time through a deadpool pool like the worker:
 //!
 //! - `copy`: binary COPY straight into `events`, no conflict handling (the ceiling);
-//! - `unnest`: `worker::store::insert_batch` (UNNEST arrays, ON CONFLICT DO NOTHING,
-//!   RETURNING, one transaction per batch);
-//! - `unnest_no_returning`: the same statement without RETURNING;
+//! - `unnest`: `worker::store::insert_batch`, the worker's whole write (UNNEST arrays,
+//!   ON CONFLICT DO NOTHING, RETURNING, and the rollup upserts, one transaction per batch);
 //! - `copy_temp`: binary COPY into a session temporary table (ON COMMIT DELETE ROWS),
-//!   then INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING, one transaction;
+//!   then INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING, one transaction (the
+//!   insert alone, without rollups: the alternative measured when the insert form was
+//!   chosen);
 //! - `copy_temp_drop`: the same with a temporary table created per batch (ON COMMIT DROP);
 //! - `*_dup`: a second pass of the same rows, all duplicates (what redelivery costs).
 //!
@@ -21,75 +22,28 @@
 //! fsync=off, so the absolute figures are optimistic; the ratios are what matters.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bytes::{BufMut, BytesMut};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::error::Error;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use worker::store::{self, Row};
 
-const COLUMNS: &str =
-    "event_id, event_time, source, funnel_stage, event_type, user_id, data, extra, ingested_at";
-
-const COPY_TYPES: [Type; 9] = [
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::JSONB,
-    Type::JSONB,
-    Type::TIMESTAMPTZ,
-];
+/// Every column the worker writes (the same as `store::copy_rows`).
+const COLUMNS: &str = "event_id, event_time, source, funnel_stage, event_type, user_id, data, \
+    extra, ingested_at, country, campaign_id, revenue";
 
 const TEMP_COLUMNS: &str = "(event_id text, event_time timestamptz, source text, \
     funnel_stage text, event_type text, user_id text, data jsonb, extra jsonb, \
-    ingested_at timestamptz)";
-
-const UNNEST_NO_RETURNING: &str = "\
-INSERT INTO events (event_id, event_time, source, funnel_stage, event_type, user_id, data, extra, ingested_at)
-SELECT id, t, s, f, e, u, d::jsonb, x::jsonb, i
-FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::timestamptz[]) AS r(id, t, s, f, e, u, d, x, i)
-ON CONFLICT (event_id) DO NOTHING";
-
-/// JSON text sent as `jsonb` in binary (version byte 1, then the text).
-#[derive(Debug)]
-struct Jsonb<'a>(&'a str);
-
-impl ToSql for Jsonb<'_> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        if *ty == Type::JSONB {
-            out.put_u8(1);
-        }
-        out.put_slice(self.0.as_bytes());
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        matches!(*ty, Type::JSON | Type::JSONB)
-    }
-
-    to_sql_checked!();
-}
+    ingested_at timestamptz, country text, campaign_id text, revenue numeric)";
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Variant {
     Copy,
     Unnest,
-    UnnestNoReturning,
     CopyTemp,
     CopyTempDrop,
 }
@@ -99,7 +53,6 @@ impl Variant {
         match self {
             Variant::Copy => "copy",
             Variant::Unnest => "unnest",
-            Variant::UnnestNoReturning => "unnest_no_returning",
             Variant::CopyTemp => "copy_temp",
             Variant::CopyTempDrop => "copy_temp_drop",
         }
@@ -108,8 +61,9 @@ impl Variant {
     fn describe(self) -> &'static str {
         match self {
             Variant::Copy => "(a) binary COPY into events, no conflict handling",
-            Variant::Unnest => "(b) worker insert_batch: UNNEST + ON CONFLICT + RETURNING",
-            Variant::UnnestNoReturning => "(d) UNNEST + ON CONFLICT, no RETURNING",
+            Variant::Unnest => {
+                "(b) worker insert_batch: UNNEST + ON CONFLICT + RETURNING + rollups"
+            }
             Variant::CopyTemp => "(c) COPY into session temp table + INSERT SELECT RETURNING",
             Variant::CopyTempDrop => "(c') COPY into temp table ON COMMIT DROP + INSERT SELECT",
         }
@@ -323,35 +277,6 @@ fn rows(n: usize) -> (Vec<Row>, usize) {
     (rows, bytes / n.max(1))
 }
 
-async fn copy_rows(
-    tx: &tokio_postgres::Transaction<'_>,
-    table: &str,
-    rows: &[Row],
-) -> Result<u64, tokio_postgres::Error> {
-    let sink = tx
-        .copy_in(&format!("COPY {table} ({COLUMNS}) FROM STDIN BINARY"))
-        .await?;
-    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-    let mut writer = std::pin::pin!(writer);
-    for r in rows {
-        writer
-            .as_mut()
-            .write(&[
-                &r.event_id,
-                &r.event_time,
-                &r.source.as_str(),
-                &r.funnel_stage.as_str(),
-                &r.event_type,
-                &r.user_id,
-                &Jsonb(&r.data),
-                &r.extra.as_deref().map(Jsonb),
-                &r.ingested_at,
-            ])
-            .await?;
-    }
-    writer.as_mut().finish().await
-}
-
 /// One batch through one variant, in one transaction; returns how many rows were new.
 async fn run_batch(pool: &Pool, variant: Variant, rows: &[Row]) -> u64 {
     if variant == Variant::Unnest {
@@ -362,28 +287,7 @@ async fn run_batch(pool: &Pool, variant: Variant, rows: &[Row]) -> u64 {
     let mut client = pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
     let new = match variant {
-        Variant::Copy => copy_rows(&tx, "events", rows).await.unwrap(),
-        Variant::UnnestNoReturning => {
-            let statement = tx.prepare_cached(UNNEST_NO_RETURNING).await.unwrap();
-            let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
-            let times: Vec<OffsetDateTime> = rows.iter().map(|r| r.event_time).collect();
-            let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
-            let stages: Vec<&str> = rows.iter().map(|r| r.funnel_stage.as_str()).collect();
-            let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
-            let users: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
-            let data: Vec<&str> = rows.iter().map(|r| r.data.as_str()).collect();
-            let extra: Vec<Option<&str>> = rows.iter().map(|r| r.extra.as_deref()).collect();
-            let ingested: Vec<Option<OffsetDateTime>> =
-                rows.iter().map(|r| r.ingested_at).collect();
-            tx.execute(
-                &statement,
-                &[
-                    &ids, &times, &sources, &stages, &types, &users, &data, &extra, &ingested,
-                ],
-            )
-            .await
-            .unwrap()
-        }
+        Variant::Copy => store::copy_rows(&tx, "events", rows).await.unwrap(),
         Variant::CopyTemp | Variant::CopyTempDrop => {
             let create = if variant == Variant::CopyTemp {
                 format!(
@@ -398,7 +302,7 @@ async fn run_batch(pool: &Pool, variant: Variant, rows: &[Row]) -> u64 {
                 "events_load_tx"
             };
             tx.batch_execute(&create).await.unwrap();
-            copy_rows(&tx, table, rows).await.unwrap();
+            store::copy_rows(&tx, table, rows).await.unwrap();
             let insert = format!(
                 "INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM {table} \
                  ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
@@ -544,7 +448,6 @@ async fn bench() {
         (Variant::Unnest, true),
         (Variant::CopyTemp, true),
         (Variant::CopyTempDrop, true),
-        (Variant::UnnestNoReturning, false),
     ];
     let mut figures: Vec<Figure> = Vec::new();
     let mut record = |name: String, describe: &'static str, took: Duration| match figures

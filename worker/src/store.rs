@@ -28,6 +28,8 @@ use serde_json::Value;
 use shared_events::{FunnelStage, Source};
 use std::collections::HashSet;
 use time::OffsetDateTime;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 /// One event ready to insert.
 #[derive(Debug, Clone)]
@@ -270,4 +272,83 @@ mod tests {
         assert_eq!(r.as_ref().map(|r| r.reason), Some("invalid_event"));
         assert!(r.is_some_and(|r| r.detail.contains("timestamp: is required")));
     }
+}
+
+/// The columns [`copy_rows`] fills, in order.
+const COPY_COLUMNS: &str = "event_id, event_time, source, funnel_stage, event_type, user_id, \
+    data, extra, ingested_at, country, campaign_id, revenue";
+
+const COPY_TYPES: [Type; 12] = [
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::JSONB,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::NUMERIC,
+];
+
+/// JSON text sent as `jsonb` in binary COPY (version byte 1, then the text).
+#[derive(Debug)]
+struct Jsonb<'a>(&'a str);
+
+impl ToSql for Jsonb<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
+    }
+
+    to_sql_checked!();
+}
+
+/// Bulk-loads rows with binary `COPY` into `table` (`events` or a table like it), with no
+/// conflict handling and no rollup maintenance: the ceiling the benchmarks compare the
+/// worker's path with, and the loader of their large data sets (run `rebuild_rollups()`
+/// afterwards). Returns the rows copied.
+pub async fn copy_rows(
+    client: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    rows: &[Row],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client
+        .copy_in(&format!("COPY {table} ({COPY_COLUMNS}) FROM STDIN BINARY"))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    let mut writer = std::pin::pin!(writer);
+    for r in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &r.event_id,
+                &r.event_time,
+                &r.source.as_str(),
+                &r.funnel_stage.as_str(),
+                &r.event_type,
+                &r.user_id,
+                &Jsonb(&r.data),
+                &r.extra.as_deref().map(Jsonb),
+                &r.ingested_at,
+                &r.country,
+                &r.campaign_id,
+                &r.revenue,
+            ])
+            .await?;
+    }
+    writer.as_mut().finish().await
 }
