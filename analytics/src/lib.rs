@@ -3,6 +3,7 @@
 //! edges), so figures are exact for any range and the work does not grow with the number
 //! of stored events.
 
+mod api_doc;
 mod auth;
 mod config;
 mod params;
@@ -10,5 +11,6 @@ mod range;
 mod routes;
 mod startup;
 
+pub use api_doc::openapi;
 pub use config::Config;
 pub use startup::{App, build};

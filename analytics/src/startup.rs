@@ -1,5 +1,6 @@
 //! Building the analytics service and running it until stopped.
 
+use crate::api_doc;
 use crate::auth;
 use crate::config::Config;
 use crate::routes::{self, AppState};
@@ -54,7 +55,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             auth::require_key,
         ));
     let router = service_kit::http::instrument(
-        reports.merge(health::routes(readiness(pool), metrics)),
+        reports
+            .merge(health::routes(readiness(pool), metrics))
+            .merge(api_doc::routes()),
         "analytics",
     );
     let listener = TcpListener::bind((config.host, config.port)).await?;

@@ -1,6 +1,7 @@
 //! The ingestion service: `POST /webhook/event` validates events and publishes them to
 //! JetStream, answering 202 only once every event's PubAck arrived.
 
+mod api_doc;
 mod config;
 mod correlation;
 mod error;
@@ -9,5 +10,6 @@ mod routes;
 mod signature;
 mod startup;
 
+pub use api_doc::openapi;
 pub use config::Config;
 pub use startup::{App, build};

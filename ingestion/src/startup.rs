@@ -1,5 +1,6 @@
 //! Building the service (bound listener, NATS, routes) and running it until stopped.
 
+use crate::api_doc;
 use crate::config::Config;
 use crate::correlation;
 use crate::publish::Publisher;
@@ -56,7 +57,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let api = Router::new()
         .route("/webhook/event", post(receive))
         .route("/webhook", post(receive))
-        .with_state(state);
+        .with_state(state)
+        .merge(api_doc::routes());
     let router = service_kit::http::instrument(
         api.merge(health::routes(
             readiness(

@@ -6,8 +6,30 @@ use crate::range::{Grain, split};
 use axum::Json;
 use axum::extract::State;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde::Serialize;
 use service_kit::error::ApiError;
+use utoipa::ToSchema;
+
+/// The query parameters this report accepts.
+pub const PARAMS: &[&str] = &["from", "to", "limit", "by"];
+
+/// The top campaigns (Facebook bottom events).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopCampaigns {
+    /// By the `by` figure descending, then campaignId; at most `limit`.
+    pub campaigns: Vec<Campaign>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Campaign {
+    #[schema(example = "cmp-12")]
+    pub campaign_id: String,
+    pub events: i64,
+    pub purchases: i64,
+    #[schema(example = "149.99")]
+    pub revenue: String,
+}
 
 fn sql(order: &str) -> String {
     format!(
@@ -27,8 +49,27 @@ FROM parts GROUP BY c ORDER BY {order} DESC, c ASC LIMIT $6"
     )
 }
 
-pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value>, ApiError> {
-    let mut p = Params::new(pairs.0, &["from", "to", "limit", "by"]);
+/// Facebook campaigns by revenue or by events.
+#[utoipa::path(
+    get,
+    path = "/analytics/campaigns/top",
+    tag = "reports",
+    params(
+        crate::api_doc::RangeQuery,
+        crate::api_doc::LimitQuery,
+        crate::api_doc::CampaignOrderQuery,
+    ),
+    responses(
+        (status = 200, description = "The top campaigns", body = TopCampaigns),
+        crate::api_doc::ReportErrors,
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn top(
+    State(app): State<AppState>,
+    pairs: Pairs,
+) -> Result<Json<TopCampaigns>, ApiError> {
+    let mut p = Params::new(pairs.0, PARAMS);
     let (from, to) = p.range();
     let limit = p.limit();
     let by = p.choice("by", &["revenue", "events"], "revenue");
@@ -45,16 +86,14 @@ pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value
         &[&g, &starts, &ends, &rs, &re, &limit],
     )
     .await?;
-    let campaigns: Vec<Value> = rows
+    let campaigns = rows
         .iter()
-        .map(|r| {
-            json!({
-                "campaignId": r.get::<_, String>(0),
-                "events": r.get::<_, i64>(1),
-                "purchases": r.get::<_, i64>(2),
-                "revenue": money(r.get::<_, Option<Decimal>>(3)),
-            })
+        .map(|r| Campaign {
+            campaign_id: r.get::<_, String>(0),
+            events: r.get::<_, i64>(1),
+            purchases: r.get::<_, i64>(2),
+            revenue: money(r.get::<_, Option<Decimal>>(3)),
         })
         .collect();
-    Ok(Json(json!({"campaigns": campaigns})))
+    Ok(Json(TopCampaigns { campaigns }))
 }

@@ -8,9 +8,90 @@ use super::{AppState, Pairs, query};
 use crate::params::Params;
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde::Serialize;
 use service_kit::error::ApiError;
 use std::collections::HashMap;
+use utoipa::ToSchema;
+
+/// The query parameters this report accepts.
+pub const PARAMS: &[&str] = &["from", "to", "source"];
+
+/// Distinct users by attribute value; the shape depends on `source`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Demographics {
+    Facebook(FacebookDemographics),
+    Tiktok(TiktokDemographics),
+}
+
+/// `source=facebook`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FacebookDemographics {
+    #[schema(example = "facebook")]
+    pub source: &'static str,
+    /// `<18`, `18-24`, `25-34`, `35-44`, `45-54`, `55-64`, `65+`: every bucket, in that order.
+    pub age_buckets: Vec<Bucket>,
+    /// By users descending, then gender.
+    pub genders: Vec<GenderUsers>,
+    /// Top 20, by users descending, then country.
+    pub countries: Vec<CountryUsers>,
+    /// Top 20, by users descending, then city and country.
+    pub cities: Vec<CityUsers>,
+}
+
+/// `source=tiktok`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TiktokDemographics {
+    #[schema(example = "tiktok")]
+    pub source: &'static str,
+    /// `<1k`, `1k-10k`, `10k-100k`, `100k-1M`, `1M+` (lower bound inclusive): every bucket, in
+    /// that order.
+    pub follower_buckets: Vec<Bucket>,
+    /// Devices of top events, by users descending, then device.
+    pub devices: Vec<DeviceUsers>,
+    /// Top 20, by users descending, then country.
+    pub countries: Vec<CountryUsers>,
+}
+
+/// Distinct users in a fixed bucket (0 when none).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Bucket {
+    #[schema(example = "25-34")]
+    pub bucket: &'static str,
+    pub users: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GenderUsers {
+    #[schema(example = "female")]
+    pub gender: String,
+    pub users: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceUsers {
+    #[schema(example = "iOS")]
+    pub device: String,
+    pub users: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CountryUsers {
+    #[schema(example = "Germany")]
+    pub country: String,
+    pub users: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CityUsers {
+    #[schema(example = "Berlin")]
+    pub city: String,
+    #[schema(example = "Germany")]
+    pub country: String,
+    pub users: i64,
+}
 
 /// The buckets of `api.md`, in order, with their SQL conditions.
 const AGE_BUCKETS: &[(&str, &str)] = &[
@@ -57,6 +138,10 @@ GROUP BY 1",
     )
 }
 
+fn country_users(country: String, users: i64) -> CountryUsers {
+    CountryUsers { country, users }
+}
+
 type Range = (time::OffsetDateTime, time::OffsetDateTime, &'static str);
 
 async fn counts(
@@ -69,32 +154,52 @@ async fn counts(
 }
 
 /// Every bucket, in order, zero when absent.
-fn fixed(buckets: &[(&str, &str)], found: Vec<(Option<String>, i64)>) -> Vec<Value> {
+fn fixed(buckets: &[(&'static str, &str)], found: Vec<(Option<String>, i64)>) -> Vec<Bucket> {
     let found: HashMap<Option<String>, i64> = found.into_iter().collect();
     buckets
         .iter()
-        .map(|(label, _)| json!({"bucket": label, "users": found.get(&Some((*label).to_owned())).copied().unwrap_or(0)}))
+        .map(|(label, _)| Bucket {
+            bucket: label,
+            users: found.get(&Some((*label).to_owned())).copied().unwrap_or(0),
+        })
         .collect()
 }
 
 /// Present values, by users descending then name, at most `limit`.
-fn ranked(key: &str, found: Vec<(Option<String>, i64)>, limit: usize) -> Vec<Value> {
+fn ranked<T>(
+    found: Vec<(Option<String>, i64)>,
+    limit: usize,
+    row: impl Fn(String, i64) -> T,
+) -> Vec<T> {
     let mut rows: Vec<(String, i64)> = found
         .into_iter()
         .filter_map(|(v, n)| Some((v?, n)))
         .collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     rows.truncate(limit);
-    rows.into_iter()
-        .map(|(v, n)| json!({key: v, "users": n}))
-        .collect()
+    rows.into_iter().map(|(v, n)| row(v, n)).collect()
 }
 
+/// Distinct users by attribute value: ages, genders, countries and cities for Facebook;
+/// follower counts, devices and countries for TikTok.
+///
+/// `users` = distinct userIds among the events in range having that attribute value.
+#[utoipa::path(
+    get,
+    path = "/analytics/demographics",
+    tag = "reports",
+    params(crate::api_doc::RangeQuery, crate::api_doc::RequiredSourceQuery),
+    responses(
+        (status = 200, description = "The users of the source, by attribute", body = Demographics),
+        crate::api_doc::ReportErrors,
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn demographics(
     State(app): State<AppState>,
     pairs: Pairs,
-) -> Result<Json<Value>, ApiError> {
-    let mut p = Params::new(pairs.0, &["from", "to", "source"]);
+) -> Result<Json<Demographics>, ApiError> {
+    let mut p = Params::new(pairs.0, PARAMS);
     let (from, to) = p.range();
     let source = p.required_source();
     p.finish()?;
@@ -126,12 +231,22 @@ pub async fn demographics(
             .collect();
         cities.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
         cities.truncate(20);
-        Ok(Json(json!({
-            "source": source,
-            "ageBuckets": fixed(AGE_BUCKETS, ages),
-            "genders": ranked("gender", genders, usize::MAX),
-            "countries": ranked("country", countries, 20),
-            "cities": cities.iter().map(|(c, k, n)| json!({"city": c, "country": k, "users": n})).collect::<Vec<_>>(),
+        Ok(Json(Demographics::Facebook(FacebookDemographics {
+            source,
+            age_buckets: fixed(AGE_BUCKETS, ages),
+            genders: ranked(genders, usize::MAX, |gender, users| GenderUsers {
+                gender,
+                users,
+            }),
+            countries: ranked(countries, 20, country_users),
+            cities: cities
+                .into_iter()
+                .map(|(city, country, users)| CityUsers {
+                    city,
+                    country,
+                    users,
+                })
+                .collect(),
         })))
     } else {
         let followers =
@@ -143,11 +258,14 @@ pub async fn demographics(
         )
         .await?;
         let countries = counts(&app, &by_value_sql("country", ""), &r).await?;
-        Ok(Json(json!({
-            "source": source,
-            "followerBuckets": fixed(FOLLOWER_BUCKETS, followers),
-            "devices": ranked("device", devices, usize::MAX),
-            "countries": ranked("country", countries, 20),
+        Ok(Json(Demographics::Tiktok(TiktokDemographics {
+            source,
+            follower_buckets: fixed(FOLLOWER_BUCKETS, followers),
+            devices: ranked(devices, usize::MAX, |device, users| DeviceUsers {
+                device,
+                users,
+            }),
+            countries: ranked(countries, 20, country_users),
         })))
     }
 }

@@ -8,10 +8,53 @@ use super::{AppState, Pairs, query, ratio};
 use crate::params::Params;
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde::Serialize;
 use service_kit::error::ApiError;
 use shared_events::{FunnelStage, Source, event_types};
 use std::collections::HashMap;
+use utoipa::ToSchema;
+
+/// The query parameters this report accepts.
+pub const PARAMS: &[&str] = &["from", "to", "source"];
+
+/// The funnel of each source, by top events descending.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Funnel {
+    pub sources: Vec<SourceFunnel>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceFunnel {
+    #[schema(example = "facebook")]
+    pub source: &'static str,
+    pub top_events: i64,
+    pub bottom_events: i64,
+    /// bottomEvents / topEvents (0 when there are no top events).
+    #[schema(minimum = 0, maximum = 1)]
+    pub event_conversion: f64,
+    /// Distinct users with at least one top event in the range.
+    pub top_users: i64,
+    /// Those of them with at least one bottom event in the range.
+    pub converted_users: i64,
+    /// convertedUsers / topUsers (0 when there are no top users).
+    #[schema(minimum = 0, maximum = 1)]
+    pub user_conversion: f64,
+    /// Every event type of the source: top stage first, each stage by events descending.
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    #[schema(example = "top")]
+    pub funnel_stage: &'static str,
+    #[schema(example = "ad.view")]
+    pub event_type: &'static str,
+    pub events: i64,
+    /// Distinct users with an event of this type.
+    pub users: i64,
+}
 
 const STEPS_SQL: &str = "\
 SELECT source, funnel_stage, event_type, count(*)::bigint, count(DISTINCT user_id)::bigint
@@ -27,8 +70,21 @@ FROM (SELECT source, user_id, bool_or(funnel_stage = 'top') AS top, bool_or(funn
       GROUP BY 1, 2) AS u
 GROUP BY 1";
 
-pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value>, ApiError> {
-    let mut p = Params::new(pairs.0, &["from", "to", "source"]);
+/// Per source: events and distinct users at each step, and how many users who had a top
+/// event also had a bottom event.
+#[utoipa::path(
+    get,
+    path = "/analytics/funnel",
+    tag = "reports",
+    params(crate::api_doc::RangeQuery, crate::api_doc::SourceQuery),
+    responses(
+        (status = 200, description = "The funnel of each source", body = Funnel),
+        crate::api_doc::ReportErrors,
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Funnel>, ApiError> {
+    let mut p = Params::new(pairs.0, PARAMS);
     let (from, to) = p.range();
     let source = p.source();
     p.finish()?;
@@ -70,27 +126,32 @@ pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Va
                     FunnelStage::Top => top += events,
                     FunnelStage::Bottom => bottom += events,
                 }
-                rows.push(json!({"funnelStage": stage.as_str(), "eventType": t, "events": events, "users": users}));
+                rows.push(Step {
+                    funnel_stage: stage.as_str(),
+                    event_type: t,
+                    events,
+                    users,
+                });
             }
         }
         let (top_users, converted) = users.get(s.as_str()).copied().unwrap_or((0, 0));
         sources.push((
             top,
             s.as_str(),
-            json!({
-                "source": s.as_str(),
-                "topEvents": top,
-                "bottomEvents": bottom,
-                "eventConversion": ratio(bottom, top),
-                "topUsers": top_users,
-                "convertedUsers": converted,
-                "userConversion": ratio(converted, top_users),
-                "steps": rows,
-            }),
+            SourceFunnel {
+                source: s.as_str(),
+                top_events: top,
+                bottom_events: bottom,
+                event_conversion: ratio(bottom, top),
+                top_users,
+                converted_users: converted,
+                user_conversion: ratio(converted, top_users),
+                steps: rows,
+            },
         ));
     }
     sources.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    Ok(Json(
-        json!({"sources": sources.into_iter().map(|s| s.2).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(Funnel {
+        sources: sources.into_iter().map(|s| s.2).collect(),
+    }))
 }

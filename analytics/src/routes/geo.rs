@@ -8,8 +8,34 @@ use crate::params::Params;
 use axum::Json;
 use axum::extract::State;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde::Serialize;
 use service_kit::error::ApiError;
+use utoipa::ToSchema;
+
+/// The query parameters this report accepts.
+pub const PARAMS: &[&str] = &["from", "to", "source", "funnelStage", "eventType", "limit"];
+
+/// Events, distinct users and revenue by country.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Geo {
+    /// By events descending, then country; at most `limit`.
+    pub countries: Vec<Country>,
+    /// Events without a country (TikTok bottom events).
+    pub unknown_country_events: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Country {
+    #[schema(example = "Germany")]
+    pub country: String,
+    pub events: i64,
+    /// Distinct users (source, userId).
+    pub users: i64,
+    /// A decimal string with two places.
+    #[schema(example = "149.99")]
+    pub revenue: String,
+}
 
 const SQL: &str = "\
 SELECT country, count(*)::bigint AS events, count(DISTINCT (source, user_id))::bigint, sum(revenue)
@@ -19,11 +45,25 @@ WHERE event_time >= $1 AND event_time < $2
   AND ($5::text IS NULL OR event_type = $5)
 GROUP BY country";
 
-pub async fn geo(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value>, ApiError> {
-    let mut p = Params::new(
-        pairs.0,
-        &["from", "to", "source", "funnelStage", "eventType", "limit"],
-    );
+/// Events, distinct users and revenue by country.
+#[utoipa::path(
+    get,
+    path = "/analytics/geo",
+    tag = "reports",
+    params(
+        crate::api_doc::RangeQuery,
+        crate::api_doc::SourceQuery,
+        crate::api_doc::StageTypeQuery,
+        crate::api_doc::LimitQuery,
+    ),
+    responses(
+        (status = 200, description = "Countries by events", body = Geo),
+        crate::api_doc::ReportErrors,
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn geo(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Geo>, ApiError> {
+    let mut p = Params::new(pairs.0, PARAMS);
     let (from, to) = p.range();
     let f = p.filters();
     let limit = p.limit() as usize;
@@ -46,8 +86,16 @@ pub async fn geo(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value
     }
     countries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     countries.truncate(limit);
-    Ok(Json(json!({
-        "countries": countries.iter().map(|(c, n, u, v)| json!({"country": c, "events": n, "users": u, "revenue": money(*v)})).collect::<Vec<_>>(),
-        "unknownCountryEvents": unknown,
-    })))
+    Ok(Json(Geo {
+        countries: countries
+            .into_iter()
+            .map(|(country, events, users, revenue)| Country {
+                country,
+                events,
+                users,
+                revenue: money(revenue),
+            })
+            .collect(),
+        unknown_country_events: unknown,
+    }))
 }

@@ -7,8 +7,33 @@ use crate::range::{Grain, split};
 use axum::Json;
 use axum::extract::State;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde::Serialize;
 use service_kit::error::ApiError;
+use utoipa::ToSchema;
+
+/// The query parameters this report accepts.
+pub const PARAMS: &[&str] = &["from", "to", "source", "campaignId"];
+
+/// Exact revenue and purchases (revenue events with a non-null amount).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revenue {
+    /// A decimal string with two places.
+    #[schema(example = "10450.25")]
+    pub total: String,
+    pub purchases: i64,
+    /// By revenue descending, then source.
+    pub by_source: Vec<SourceRevenue>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceRevenue {
+    #[schema(example = "facebook")]
+    pub source: String,
+    #[schema(example = "149.99")]
+    pub revenue: String,
+    pub purchases: i64,
+}
 
 const ALL_SQL: &str = "\
 WITH parts AS (
@@ -41,8 +66,24 @@ SELECT 'facebook', sum(p)::bigint, sum(v) FROM parts
 WHERE $6::text IS NULL OR $6 = 'facebook'
 HAVING count(*) > 0";
 
-pub async fn revenue(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value>, ApiError> {
-    let mut p = Params::new(pairs.0, &["from", "to", "source", "campaignId"]);
+/// Exact revenue and purchases, by source, optionally for one campaign.
+#[utoipa::path(
+    get,
+    path = "/analytics/revenue",
+    tag = "reports",
+    params(
+        crate::api_doc::RangeQuery,
+        crate::api_doc::SourceQuery,
+        crate::api_doc::CampaignQuery,
+    ),
+    responses(
+        (status = 200, description = "Revenue in the range", body = Revenue),
+        crate::api_doc::ReportErrors,
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn revenue(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Revenue>, ApiError> {
+    let mut p = Params::new(pairs.0, PARAMS);
     let (from, to) = p.range();
     let source = p.source();
     let campaign = p.text("campaignId");
@@ -88,9 +129,16 @@ pub async fn revenue(State(app): State<AppState>, pairs: Pairs) -> Result<Json<V
     sort_desc(&mut by_source, |r| r.2, |r| r.0.clone());
     let total: Decimal = by_source.iter().map(|r| r.2).sum();
     let purchases: i64 = by_source.iter().map(|r| r.1).sum();
-    Ok(Json(json!({
-        "total": money(Some(total)),
-        "purchases": purchases,
-        "bySource": by_source.iter().map(|(s, n, v)| json!({"source": s, "revenue": money(Some(*v)), "purchases": n})).collect::<Vec<_>>(),
-    })))
+    Ok(Json(Revenue {
+        total: money(Some(total)),
+        purchases,
+        by_source: by_source
+            .into_iter()
+            .map(|(source, purchases, revenue)| SourceRevenue {
+                source,
+                revenue: money(Some(revenue)),
+                purchases,
+            })
+            .collect(),
+    }))
 }

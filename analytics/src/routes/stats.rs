@@ -5,9 +5,57 @@ use crate::params::Params;
 use crate::range::{Grain, split};
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde::Serialize;
 use service_kit::error::ApiError;
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// The query parameters this report accepts.
+pub const PARAMS: &[&str] = &["from", "to", "source", "funnelStage", "eventType"];
+
+/// Event counts in `[from, to)`, overall and broken down.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Start of the range (inclusive), RFC 3339 UTC.
+    #[schema(example = "2026-03-01T00:00:00Z")]
+    pub from: String,
+    /// End of the range (exclusive), RFC 3339 UTC.
+    #[schema(example = "2026-03-08T00:00:00Z")]
+    pub to: String,
+    /// Events in the range matching the filters.
+    pub total: i64,
+    pub by_source: Vec<SourceCount>,
+    pub by_funnel_stage: Vec<StageCount>,
+    pub by_event_type: Vec<TypeCount>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceCount {
+    #[schema(example = "facebook")]
+    pub source: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StageCount {
+    #[schema(example = "top")]
+    pub funnel_stage: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeCount {
+    #[schema(example = "facebook")]
+    pub source: String,
+    #[schema(example = "top")]
+    pub funnel_stage: String,
+    #[schema(example = "ad.view")]
+    pub event_type: String,
+    pub count: i64,
+}
 
 const SQL: &str = "\
 WITH parts AS (
@@ -24,11 +72,20 @@ WHERE ($6::text IS NULL OR source = $6) AND ($7::text IS NULL OR funnel_stage = 
   AND ($8::text IS NULL OR event_type = $8)
 GROUP BY 1, 2, 3";
 
-pub async fn stats(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value>, ApiError> {
-    let mut p = Params::new(
-        pairs.0,
-        &["from", "to", "source", "funnelStage", "eventType"],
-    );
+/// Event counts by source, funnel stage and event type.
+#[utoipa::path(
+    get,
+    path = "/analytics/stats",
+    tag = "reports",
+    params(crate::api_doc::RangeQuery, crate::api_doc::SourceQuery, crate::api_doc::StageTypeQuery),
+    responses(
+        (status = 200, description = "Counts in the range", body = Stats),
+        crate::api_doc::ReportErrors,
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn stats(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Stats>, ApiError> {
+    let mut p = Params::new(pairs.0, PARAMS);
     let (from, to) = p.range();
     let f = p.filters();
     p.finish()?;
@@ -75,12 +132,29 @@ pub async fn stats(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Val
         |r| (r.0.clone(), r.1.clone(), r.2.clone()),
     );
 
-    Ok(Json(json!({
-        "from": timestamp(from),
-        "to": timestamp(to),
-        "total": total,
-        "bySource": by_source.iter().map(|(s, n)| json!({"source": s, "count": n})).collect::<Vec<_>>(),
-        "byFunnelStage": by_stage.iter().map(|(s, n)| json!({"funnelStage": s, "count": n})).collect::<Vec<_>>(),
-        "byEventType": by_type.iter().map(|(s, f, t, n)| json!({"source": s, "funnelStage": f, "eventType": t, "count": n})).collect::<Vec<_>>(),
-    })))
+    Ok(Json(Stats {
+        from: timestamp(from),
+        to: timestamp(to),
+        total,
+        by_source: by_source
+            .into_iter()
+            .map(|(source, count)| SourceCount { source, count })
+            .collect(),
+        by_funnel_stage: by_stage
+            .into_iter()
+            .map(|(funnel_stage, count)| StageCount {
+                funnel_stage,
+                count,
+            })
+            .collect(),
+        by_event_type: by_type
+            .into_iter()
+            .map(|(source, funnel_stage, event_type, count)| TypeCount {
+                source,
+                funnel_stage,
+                event_type,
+                count,
+            })
+            .collect(),
+    }))
 }

@@ -6,10 +6,42 @@ use crate::range::{Grain, split};
 use axum::Json;
 use axum::extract::State;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde::Serialize;
 use service_kit::error::ApiError;
 use std::collections::HashMap;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// The query parameters this report accepts.
+pub const PARAMS: &[&str] = &[
+    "from",
+    "to",
+    "interval",
+    "source",
+    "funnelStage",
+    "eventType",
+];
+
+/// Counts and revenue per bucket, every bucket present (zero-filled), ascending.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeseries {
+    /// `minute`, `hour` or `day`.
+    #[schema(example = "hour")]
+    pub interval: &'static str,
+    pub points: Vec<Point>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Point {
+    /// Start of the bucket, RFC 3339 UTC.
+    #[schema(example = "2026-03-01T12:00:00Z")]
+    pub bucket: String,
+    /// Events in the bucket (and in `[from, to)`).
+    pub count: i64,
+    /// Revenue in the bucket, a decimal string with two places.
+    #[schema(example = "149.99")]
+    pub revenue: String,
+}
 
 /// Most buckets one answer may hold.
 const MAX_BUCKETS: i64 = 10_000;
@@ -30,21 +62,31 @@ WITH parts AS (
 )
 SELECT b, sum(n)::bigint, sum(v) FROM parts GROUP BY b";
 
+/// Counts and revenue per UTC-aligned bucket, zero-filled.
+///
+/// Points run from the bucket containing `from` to the bucket containing the last instant
+/// before `to`; only events in `[from, to)` are counted.
+#[utoipa::path(
+    get,
+    path = "/analytics/timeseries",
+    tag = "reports",
+    params(
+        crate::api_doc::RangeQuery,
+        crate::api_doc::IntervalQuery,
+        crate::api_doc::SourceQuery,
+        crate::api_doc::StageTypeQuery,
+    ),
+    responses(
+        (status = 200, description = "One point per bucket", body = Timeseries),
+        crate::api_doc::ReportErrors,
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn timeseries(
     State(app): State<AppState>,
     pairs: Pairs,
-) -> Result<Json<Value>, ApiError> {
-    let mut p = Params::new(
-        pairs.0,
-        &[
-            "from",
-            "to",
-            "interval",
-            "source",
-            "funnelStage",
-            "eventType",
-        ],
-    );
+) -> Result<Json<Timeseries>, ApiError> {
+    let mut p = Params::new(pairs.0, PARAMS);
     let (from, to) = p.range();
     let interval = p.choice("interval", &["minute", "hour", "day"], "hour");
     let f = p.filters();
@@ -107,9 +149,12 @@ pub async fn timeseries(
     let mut bucket = first;
     for _ in 0..buckets {
         let (count, revenue) = found.get(&bucket).copied().unwrap_or((0, None));
-        points
-            .push(json!({"bucket": timestamp(bucket), "count": count, "revenue": money(revenue)}));
+        points.push(Point {
+            bucket: timestamp(bucket),
+            count,
+            revenue: money(revenue),
+        });
         bucket += grain.length();
     }
-    Ok(Json(json!({"interval": interval, "points": points})))
+    Ok(Json(Timeseries { interval, points }))
 }

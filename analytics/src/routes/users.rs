@@ -8,8 +8,31 @@ use crate::params::Params;
 use axum::Json;
 use axum::extract::State;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde::Serialize;
 use service_kit::error::ApiError;
+use utoipa::ToSchema;
+
+/// The query parameters this report accepts.
+pub const PARAMS: &[&str] = &["from", "to", "source", "limit", "by"];
+
+/// The top users.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopUsers {
+    /// By the `by` figure descending, then source and userId; at most `limit`.
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    #[schema(example = "facebook")]
+    pub source: String,
+    #[schema(example = "fb-u-1042")]
+    pub user_id: String,
+    pub events: i64,
+    #[schema(example = "149.99")]
+    pub revenue: String,
+}
 
 fn sql(order: &str) -> String {
     format!(
@@ -23,8 +46,25 @@ LIMIT $4"
     )
 }
 
-pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value>, ApiError> {
-    let mut p = Params::new(pairs.0, &["from", "to", "source", "limit", "by"]);
+/// The most active or most valuable users.
+#[utoipa::path(
+    get,
+    path = "/analytics/users/top",
+    tag = "reports",
+    params(
+        crate::api_doc::RangeQuery,
+        crate::api_doc::SourceQuery,
+        crate::api_doc::LimitQuery,
+        crate::api_doc::UserOrderQuery,
+    ),
+    responses(
+        (status = 200, description = "The top users", body = TopUsers),
+        crate::api_doc::ReportErrors,
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<TopUsers>, ApiError> {
+    let mut p = Params::new(pairs.0, PARAMS);
     let (from, to) = p.range();
     let source = p.source();
     let limit = p.limit();
@@ -33,16 +73,14 @@ pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Value
 
     let sql = sql(if by == "revenue" { "revenue" } else { "events" });
     let rows = query(&app.pool, "users_top", &sql, &[&from, &to, &source, &limit]).await?;
-    let users: Vec<Value> = rows
+    let users = rows
         .iter()
-        .map(|r| {
-            json!({
-                "source": r.get::<_, String>(0),
-                "userId": r.get::<_, String>(1),
-                "events": r.get::<_, i64>(2),
-                "revenue": money(r.get::<_, Option<Decimal>>(3)),
-            })
+        .map(|r| User {
+            source: r.get::<_, String>(0),
+            user_id: r.get::<_, String>(1),
+            events: r.get::<_, i64>(2),
+            revenue: money(r.get::<_, Option<Decimal>>(3)),
         })
         .collect();
-    Ok(Json(json!({"users": users})))
+    Ok(Json(TopUsers { users }))
 }

@@ -32,12 +32,45 @@ pub struct WebhookState {
     pub secret: Option<Vec<u8>>,
 }
 
-#[derive(Serialize)]
-struct Accepted {
+/// Every event of the request is stored in JetStream.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// Events in the request (duplicates included).
+    #[schema(example = 1)]
     accepted: usize,
+    /// Events JetStream recognised as re-sent within its duplicate window.
+    #[schema(example = 0)]
     duplicates: usize,
 }
 
+/// Receives one event or an array of 1 to 1000 events.
+///
+/// Checks run cheapest first and nothing is published unless every event is valid:
+/// content type (415), size (413), signature (401), JSON (400), batch size (422), every
+/// event against the spec (422), then publish and await every PubAck (202, or 503 for the
+/// whole request). Signed requests (when `WEBHOOK_SECRET` is set) carry
+/// `X-Webhook-Timestamp: <unix seconds>` and `X-Webhook-Signature: sha256=<hex
+/// HMAC-SHA256 of "<timestamp>.<raw body>">`.
+#[utoipa::path(
+    post,
+    path = "/webhook/event",
+    tag = "webhook",
+    request_body(
+        content = crate::api_doc::EventBody,
+        content_type = "application/json",
+        description = "One event, or a JSON array of 1 to 1000 events (`Content-Type: application/json`, a charset parameter is fine).",
+    ),
+    params(
+        ("X-Correlation-ID" = Option<String>, Header, description = "Your id for the request (1 to 128 printable ASCII characters); generated when absent. Echoed in the response and carried to the worker's logs and the DLQ."),
+        ("X-Webhook-Timestamp" = Option<String>, Header, description = "Unix seconds; required when the service has `WEBHOOK_SECRET` set, and within 5 minutes of now."),
+        ("X-Webhook-Signature" = Option<String>, Header, description = "`sha256=<hex HMAC-SHA256 of \"<timestamp>.<raw body>\" with the secret>`; required when the service has `WEBHOOK_SECRET` set."),
+    ),
+    responses(
+        (status = 202, description = "Every event validated and durably stored in JetStream (PubAck received).", body = Accepted,
+         headers(("X-Correlation-ID" = String, description = "The request's correlation id"))),
+        crate::api_doc::WebhookErrors,
+    ),
+)]
 pub async fn receive(
     State(state): State<Arc<WebhookState>>,
     Extension(correlation): Extension<CorrelationId>,

@@ -6,6 +6,7 @@
 mod health;
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod outage;
 mod publish;
 mod requests;
