@@ -12,6 +12,12 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Ingest-to-commit latency buckets (seconds): the worker's linger (50 ms) up to the
+/// minutes a backlog takes to drain after an outage.
+pub const END_TO_END_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
 /// Batch-size buckets (events per batch).
 pub const SIZE_BUCKETS: &[f64] = &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0];
 
@@ -28,6 +34,13 @@ pub fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full("worker_batch_size".into()),
                         SIZE_BUCKETS,
+                    )
+                })
+                // Full matchers are tried before suffix matchers.
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("worker_event_latency_seconds".into()),
+                        END_TO_END_BUCKETS,
                     )
                 });
             let recorder = match builder {
@@ -46,13 +59,23 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Keeps histogram storage bounded between scrapes; run once per process.
+/// Keeps histogram storage bounded between scrapes and refreshes the process metrics
+/// (`process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`,
+/// `process_threads`, ... of the `metrics-process` crate) every second; run once per
+/// process. The CPU counter is exported with sub-second precision (as a gauge type, which
+/// `rate()` accepts) instead of the crate's whole-second counter.
 pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
+        let process = metrics_process::Collector::default();
+        process.describe();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for n in 0u64.. {
             tick.tick().await;
-            handle.run_upkeep();
+            process.collect();
+            if n % 5 == 0 {
+                handle.run_upkeep();
+            }
         }
     })
 }

@@ -266,6 +266,14 @@ async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: Owne
         Ok(outcome) => {
             let committed = time::OffsetDateTime::now_utc();
             let refused: HashSet<usize> = outcome.rejected.iter().map(|(k, _)| *k).collect();
+            tracing::debug!(
+                events = rows.len() - refused.len(),
+                correlation_ids = ?(0..rows.len())
+                    .filter(|k| !refused.contains(k))
+                    .filter_map(|k| header(&messages[row_message[k]], CORRELATION_HEADER))
+                    .collect::<std::collections::BTreeSet<_>>(),
+                "Batch committed"
+            );
             let mut duplicates = 0u64;
             for (k, row) in rows.iter().enumerate() {
                 if refused.contains(&k) {

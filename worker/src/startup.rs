@@ -218,22 +218,41 @@ where
     }
 }
 
-/// Publishes the consumer backlog and the DLQ depth every few seconds.
+/// Publishes the consumer backlog, the DLQ depth and both streams' size and limits
+/// (`worker_stream_{messages,bytes,max_messages,max_bytes}{stream}`) every few seconds.
 async fn consumer_gauges(js: async_nats::jetstream::Context, settings: Settings, dlq: String) {
+    fn stream_gauges(info: &async_nats::jetstream::stream::Info) {
+        let name = info.config.name.clone();
+        metrics::gauge!("worker_stream_messages", "stream" => name.clone())
+            .set(info.state.messages as f64);
+        metrics::gauge!("worker_stream_bytes", "stream" => name.clone())
+            .set(info.state.bytes as f64);
+        // -1 (unlimited) is left out: a ratio against it would mean nothing.
+        if info.config.max_messages > 0 {
+            metrics::gauge!("worker_stream_max_messages", "stream" => name.clone())
+                .set(info.config.max_messages as f64);
+        }
+        if info.config.max_bytes > 0 {
+            metrics::gauge!("worker_stream_max_bytes", "stream" => name)
+                .set(info.config.max_bytes as f64);
+        }
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        if let Ok(stream) = js.get_stream(&settings.stream).await
-            && let Ok(info) = stream.consumer_info(&settings.durable).await
-        {
-            metrics::gauge!("worker_consumer_pending_messages").set(info.num_pending as f64);
-            metrics::gauge!("worker_consumer_ack_pending_messages")
-                .set(info.num_ack_pending as f64);
+        if let Ok(stream) = js.get_stream(&settings.stream).await {
+            stream_gauges(stream.cached_info());
+            if let Ok(info) = stream.consumer_info(&settings.durable).await {
+                metrics::gauge!("worker_consumer_pending_messages").set(info.num_pending as f64);
+                metrics::gauge!("worker_consumer_ack_pending_messages")
+                    .set(info.num_ack_pending as f64);
+            }
         }
         if let Ok(mut stream) = js.get_stream(&dlq).await
             && let Ok(info) = stream.info().await
         {
             metrics::gauge!("worker_dlq_messages").set(info.state.messages as f64);
+            stream_gauges(info);
         }
     }
 }
