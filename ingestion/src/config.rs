@@ -27,6 +27,14 @@ pub struct Config {
     /// Shared secret for `X-Webhook-Signature`; unset means no signature check.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Most events accepted per second (429 beyond); unset = no limit.
+    #[arg(long, env = "RATE_LIMIT_EVENTS_PER_SEC",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_events_per_sec: Option<u32>,
+    /// Events that may arrive at once above the rate (at least 1000, one full batch);
+    /// default: one second's worth.
+    #[arg(long, env = "RATE_LIMIT_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: Option<u32>,
     /// Milliseconds to wait for the PubAcks of one request before answering 503.
     #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value = "5000",
           value_parser = clap::value_parser!(u64).range(1..))]

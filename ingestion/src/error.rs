@@ -27,6 +27,11 @@ pub enum WebhookError {
         events: usize,
         details: Vec<Value>,
     },
+    /// More events than `RATE_LIMIT_EVENTS_PER_SEC` allows; retry after `retry_after` s.
+    RateLimited {
+        events: usize,
+        retry_after: u32,
+    },
     /// JetStream did not confirm every event; the client retries the whole request.
     Unavailable {
         reason: &'static str,
@@ -49,6 +54,7 @@ impl WebhookError {
             WebhookError::MalformedJson(_) => "malformed_json",
             WebhookError::BatchSize(_) => "batch_size",
             WebhookError::Validation { .. } => "validation_failed",
+            WebhookError::RateLimited { .. } => "rate_limited",
             WebhookError::Unavailable { reason, .. } => reason,
         }
     }
@@ -61,7 +67,9 @@ impl WebhookError {
     /// How many events the error concerns, for the event counters (1 when unknown).
     pub fn events(&self) -> usize {
         match self {
-            WebhookError::Validation { events, .. } => *events,
+            WebhookError::Validation { events, .. } | WebhookError::RateLimited { events, .. } => {
+                *events
+            }
             WebhookError::BatchSize(n) => (*n).max(1),
             _ => 1,
         }
@@ -109,6 +117,12 @@ impl IntoResponse for WebhookError {
                 ),
             )
             .with_details(details),
+            WebhookError::RateLimited { retry_after, .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "more events per second than this endpoint accepts; retry after Retry-After seconds",
+            )
+            .with_retry_after(retry_after),
             WebhookError::Unavailable { detail, .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -6,6 +6,7 @@ mod config;
 mod correlation;
 mod error;
 mod publish;
+mod ratelimit;
 mod routes;
 mod signature;
 mod startup;

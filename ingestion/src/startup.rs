@@ -53,6 +53,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         subject_prefix: config.stream.nats_subject_prefix.clone(),
         max_body_bytes: config.max_body_bytes,
         secret: config.webhook_secret.clone().map(String::into_bytes),
+        rate_limit: config
+            .rate_limit_events_per_sec
+            .map(|rate| crate::ratelimit::RateLimit::new(rate, config.rate_limit_burst)),
     });
     let api = Router::new()
         .route("/webhook/event", post(receive))

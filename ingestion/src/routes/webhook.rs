@@ -30,6 +30,7 @@ pub struct WebhookState {
     pub subject_prefix: String,
     pub max_body_bytes: usize,
     pub secret: Option<Vec<u8>>,
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
 }
 
 /// Every event of the request is stored in JetStream.
@@ -134,6 +135,14 @@ async fn handle(
     }
 
     let events = parse(&body)?;
+    if let Some(limit) = &state.rate_limit
+        && let Err(wait) = limit.take(events.len(), std::time::Instant::now())
+    {
+        return Err(WebhookError::RateLimited {
+            events: events.len(),
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u32,
+        });
+    }
     let mut details = Vec::new();
     let mut outgoing = Vec::with_capacity(events.len());
     let mut per_source = [0u64; 2];

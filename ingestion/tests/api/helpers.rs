@@ -23,6 +23,7 @@ pub struct Options {
     pub webhook_secret: Option<String>,
     pub publish_timeout_ms: Option<u64>,
     pub stream_max_msgs: Option<i64>,
+    pub rate_limit_events_per_sec: Option<u32>,
 }
 
 /// A running ingestion service and its private nats-server.
@@ -76,6 +77,10 @@ pub async fn spawn_app(options: Options) -> TestApp {
         options.max_body_bytes.map(|v| v.to_string()),
     );
     flag("webhook-secret", options.webhook_secret);
+    flag(
+        "rate-limit-events-per-sec",
+        options.rate_limit_events_per_sec.map(|v| v.to_string()),
+    );
     flag(
         "publish-timeout-ms",
         options.publish_timeout_ms.map(|v| v.to_string()),

@@ -9,6 +9,7 @@ mod lifecycle;
 mod openapi;
 mod outage;
 mod publish;
+mod ratelimit;
 mod requests;
 mod signature;
 mod validation;
