@@ -5,55 +5,8 @@
 //! at both ends, which are read from the raw `events` table. Every instant of the range
 //! is in exactly one piece, so sums over the pieces are exact for any `from` and `to`.
 
-use time::{Duration, OffsetDateTime, Time, UtcOffset};
-
-/// A bucket width.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Grain {
-    Minute,
-    Hour,
-    Day,
-}
-
-impl Grain {
-    /// The `grain` column's value.
-    pub fn code(self) -> i8 {
-        (match self {
-            Grain::Minute => b'm',
-            Grain::Hour => b'h',
-            Grain::Day => b'd',
-        }) as i8
-    }
-
-    pub fn length(self) -> Duration {
-        match self {
-            Grain::Minute => Duration::MINUTE,
-            Grain::Hour => Duration::HOUR,
-            Grain::Day => Duration::DAY,
-        }
-    }
-
-    /// The UTC-aligned start of the bucket holding `t`.
-    pub fn floor(self, t: OffsetDateTime) -> OffsetDateTime {
-        let utc = t.to_offset(UtcOffset::UTC);
-        let time = match self {
-            Grain::Minute => Time::from_hms(utc.hour(), utc.minute(), 0),
-            Grain::Hour => Time::from_hms(utc.hour(), 0, 0),
-            Grain::Day => Ok(Time::MIDNIGHT),
-        };
-        utc.replace_time(time.unwrap_or(Time::MIDNIGHT))
-    }
-
-    /// The first bucket start at or after `t`.
-    pub fn ceil(self, t: OffsetDateTime) -> OffsetDateTime {
-        let floor = self.floor(t);
-        if floor == t {
-            floor
-        } else {
-            floor + self.length()
-        }
-    }
-}
+pub use service_kit::schema::Grain;
+use time::OffsetDateTime;
 
 /// The pieces of a range: whole buckets per grain, and raw edges.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -110,6 +63,7 @@ fn cover(from: OffsetDateTime, to: OffsetDateTime, grains: &[Grain], out: &mut P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::Duration;
     use time::macros::datetime;
 
     const ALL: &[Grain] = &[Grain::Day, Grain::Hour, Grain::Minute];

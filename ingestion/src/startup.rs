@@ -98,23 +98,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
         drain: Duration,
     ) -> anyhow::Result<()> {
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        };
-        let server = service_kit::http::serve(self.listener, self.router, signal);
-        let deadline = async {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(drain).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            result = server => result?,
-            () = deadline => tracing::warn!(?drain, "Requests still in flight after the drain timeout"),
-        }
+        service_kit::http::serve_with_drain(self.listener, self.router, shutdown, drain).await?;
         if let Err(error) = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await
         {
             tracing::warn!(%error, "NATS flush timed out");

@@ -12,6 +12,36 @@ pub fn instrument(router: Router, service: &'static str) -> Router {
     ))
 }
 
+/// Like [`serve`], but once `shutdown` resolved the requests in flight get at most `drain`
+/// to finish, so a stuck client cannot hold the process past the bounded shutdown of
+/// `runtime.md`.
+pub async fn serve_with_drain(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: std::time::Duration,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let deadline = async {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(drain).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = serve(listener, router, signal) => result,
+        () = deadline => {
+            tracing::warn!(?drain, "Requests still in flight after the drain timeout");
+            Ok(())
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and finishes the requests
 /// already received (the lifecycle of `runtime.md`).
 pub async fn serve(

@@ -48,9 +48,70 @@ pub async fn applied_version(
     Ok(row.get(0))
 }
 
+/// The width of a rollup bucket (`grain` column: `'m'`, `'h'`, `'d'`). The worker files
+/// events under it and analytics reads by it, so both use this one definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grain {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Grain {
+    /// The `grain` column's value (PostgreSQL `"char"`).
+    pub fn code(self) -> i8 {
+        (match self {
+            Grain::Minute => b'm',
+            Grain::Hour => b'h',
+            Grain::Day => b'd',
+        }) as i8
+    }
+
+    pub fn length(self) -> time::Duration {
+        match self {
+            Grain::Minute => time::Duration::MINUTE,
+            Grain::Hour => time::Duration::HOUR,
+            Grain::Day => time::Duration::DAY,
+        }
+    }
+
+    /// The UTC-aligned start of the bucket holding `t` (what `date_trunc(.., 'UTC')` gives).
+    pub fn floor(self, t: time::OffsetDateTime) -> time::OffsetDateTime {
+        let utc = t.to_offset(time::UtcOffset::UTC);
+        let start = match self {
+            Grain::Minute => time::Time::from_hms(utc.hour(), utc.minute(), 0),
+            Grain::Hour => time::Time::from_hms(utc.hour(), 0, 0),
+            Grain::Day => Ok(time::Time::MIDNIGHT),
+        };
+        utc.replace_time(start.unwrap_or(time::Time::MIDNIGHT))
+    }
+
+    /// The first bucket start at or after `t`.
+    pub fn ceil(self, t: time::OffsetDateTime) -> time::OffsetDateTime {
+        let floor = self.floor(t);
+        if floor == t {
+            floor
+        } else {
+            floor + self.length()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_are_utc_aligned_whatever_the_offset() {
+        use time::macros::datetime;
+        let t = datetime!(2026-03-01 01:30:45.5 +02:00);
+        assert_eq!(Grain::Minute.floor(t), datetime!(2026-02-28 23:30:00 UTC));
+        assert_eq!(Grain::Hour.floor(t), datetime!(2026-02-28 23:00:00 UTC));
+        assert_eq!(Grain::Day.floor(t), datetime!(2026-02-28 00:00:00 UTC));
+        assert_eq!(Grain::Hour.ceil(t), datetime!(2026-03-01 00:00:00 UTC));
+        let aligned = datetime!(2026-03-01 00:00 UTC);
+        assert_eq!(Grain::Day.ceil(aligned), aligned);
+    }
 
     #[test]
     fn every_sql_file_is_listed_once_in_order() {

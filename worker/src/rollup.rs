@@ -7,37 +7,9 @@
 use crate::store::Row;
 use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
+use service_kit::schema::Grain;
 use std::collections::BTreeMap;
-use time::{OffsetDateTime, Time, UtcOffset};
-
-/// A rollup bucket width; the byte is the `grain` column's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Grain {
-    Minute,
-    Hour,
-    Day,
-}
-
-impl Grain {
-    pub fn code(self) -> i8 {
-        (match self {
-            Grain::Minute => b'm',
-            Grain::Hour => b'h',
-            Grain::Day => b'd',
-        }) as i8
-    }
-
-    /// The UTC-aligned start of the bucket holding `t`.
-    pub fn truncate(self, t: OffsetDateTime) -> OffsetDateTime {
-        let utc = t.to_offset(UtcOffset::UTC);
-        let time = match self {
-            Grain::Minute => Time::from_hms(utc.hour(), utc.minute(), 0),
-            Grain::Hour => Time::from_hms(utc.hour(), 0, 0),
-            Grain::Day => Ok(Time::MIDNIGHT),
-        };
-        utc.replace_time(time.unwrap_or(Time::MIDNIGHT))
-    }
-}
+use time::OffsetDateTime;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Totals {
@@ -107,7 +79,7 @@ pub async fn add(
     {
         let (source, stage) = (row.source.as_str(), row.funnel_stage.as_str());
         for grain in [Grain::Minute, Grain::Hour, Grain::Day] {
-            let bucket = grain.truncate(row.event_time);
+            let bucket = grain.floor(row.event_time);
             let g = grain.code();
             events
                 .entry((g, bucket, source, stage, &row.event_type))
@@ -181,21 +153,4 @@ pub async fn add(
             .await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn buckets_are_utc_aligned_whatever_the_events_offset() {
-        let t = datetime!(2026-03-01 01:30:45.5 +02:00);
-        assert_eq!(
-            Grain::Minute.truncate(t),
-            datetime!(2026-02-28 23:30:00 UTC)
-        );
-        assert_eq!(Grain::Hour.truncate(t), datetime!(2026-02-28 23:00:00 UTC));
-        assert_eq!(Grain::Day.truncate(t), datetime!(2026-02-28 00:00:00 UTC));
-    }
 }
