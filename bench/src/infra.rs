@@ -1,0 +1,362 @@
+//! What the benchmark runs on: a private PostgreSQL (initdb in a temporary directory,
+//! settings chosen here and printed), a private nats-server (testkit's), and the three
+//! services started from the release binaries. Everything is killed when dropped.
+
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::ChildProcess;
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
+
+/// A command run as `postgres` when we are root (PostgreSQL refuses root); `setpriv`
+/// execs in place, so the PID we hold is the server's own.
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// How durable PostgreSQL is during the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// PostgreSQL's defaults: fsync=on, synchronous_commit=on, full_page_writes=on
+    /// (what production runs).
+    Full,
+    /// fsync=on, synchronous_commit=off (commits return before the WAL flush; a crash
+    /// loses the last few hundred ms, never corrupts).
+    Async,
+    /// fsync=off, full_page_writes=off, synchronous_commit=off (the test clusters'
+    /// setting; optimistic figures).
+    Off,
+}
+
+/// A private PostgreSQL cluster.
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    dir: tempfile::TempDir,
+    process: Option<ChildProcess>,
+}
+
+impl Postgres {
+    pub async fn start(bin_dir: &Path, durability: Durability) -> anyhow::Result<Postgres> {
+        let dir = tempfile::Builder::new().prefix("bench-pg").tempdir()?;
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
+            anyhow::ensure!(status.success(), "chown of the PostgreSQL directory failed");
+        }
+        let output = as_postgres(&bin_dir.join("initdb"))
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+            .output()
+            .with_context(|| format!("running {}/initdb", bin_dir.display()))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = testkit::free_port()?;
+        let mut settings: Vec<String> = [
+            "listen_addresses=127.0.0.1",
+            "max_connections=100",
+            // Modest, commonly applied tuning (PostgreSQL's own defaults are 128MB and
+            // 1GB): bulk loads would otherwise checkpoint every few seconds.
+            "shared_buffers=512MB",
+            "max_wal_size=4GB",
+        ]
+        .map(String::from)
+        .to_vec();
+        match durability {
+            Durability::Full => {}
+            Durability::Async => settings.push("synchronous_commit=off".into()),
+            Durability::Off => settings.extend(
+                [
+                    "fsync=off",
+                    "full_page_writes=off",
+                    "synchronous_commit=off",
+                ]
+                .map(String::from),
+            ),
+        }
+        let mut cmd = as_postgres(&bin_dir.join("postgres"));
+        cmd.arg("-D")
+            .arg(dir.path().join("data"))
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir.path());
+        for s in &settings {
+            cmd.args(["-c", s]);
+        }
+        let log = std::fs::File::create(dir.path().join("postgres.log"))?;
+        cmd.stdout(Stdio::null()).stderr(log);
+        let process = ChildProcess::spawn("postgres", cmd)?;
+        let pg = Postgres {
+            port,
+            dir,
+            process: Some(process),
+        };
+        let url = pg.url("postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() >= deadline => {
+                    bail!("PostgreSQL did not start on port {port}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Ok(pg)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map(ChildProcess::pid).unwrap_or(0)
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub async fn connect(&self, database: &str) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.url(database), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            // Immediate shutdown, then reap (or SIGKILL when it does not go).
+            let _ = p.signal("QUIT");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while p.try_status().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// One of our services, started from its release binary.
+#[derive(Debug)]
+pub struct Service {
+    pub name: &'static str,
+    pub port: u16,
+    pub log: PathBuf,
+    process: Option<ChildProcess>,
+    /// Peak RSS and CPU seconds read just before it was stopped.
+    pub last: Option<(u64, f64)>,
+}
+
+impl Service {
+    pub fn spawn(
+        name: &'static str,
+        bin_dir: &Path,
+        log_dir: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
+        let port = testkit::free_port()?;
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(bin_dir.join(name));
+        cmd.env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(file.try_clone()?)
+            .stderr(file)
+            .stdin(Stdio::null());
+        let process = ChildProcess::spawn(name, cmd)?;
+        Ok(Service {
+            name,
+            port,
+            log,
+            process: Some(process),
+            last: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map(ChildProcess::pid).unwrap_or(0)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until `/health/readiness` answers 200.
+    pub async fn wait_ready(
+        &mut self,
+        http: &reqwest::Client,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let url = format!("{}/health/readiness", self.base());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = self.process.as_mut()
+                && let Some(status) = p.try_status()
+            {
+                bail!(
+                    "{} exited ({status}) before it was ready; log: {}\n{}",
+                    self.name,
+                    self.log.display(),
+                    tail(&self.log, 20)
+                );
+            }
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} not ready after {timeout:?}; log: {}\n{}",
+                    self.name,
+                    self.log.display(),
+                    tail(&self.log, 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGSTOP / SIGCONT (pausing the worker isolates ingestion).
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        match &self.process {
+            Some(p) => p.signal(signal),
+            None => bail!("{} is not running", self.name),
+        }
+    }
+
+    /// Peak RSS (bytes) and CPU seconds so far.
+    pub fn usage(&self) -> (u64, f64) {
+        let pid = self.pid();
+        (
+            crate::procstat::status_bytes(pid, "VmHWM").unwrap_or(0),
+            crate::procstat::cpu_seconds(pid, false),
+        )
+    }
+
+    /// Records the final usage, then SIGTERM and waits for a clean exit (SIGKILL after
+    /// `timeout`). Returns whether it exited 0.
+    pub async fn stop(&mut self, timeout: Duration) -> bool {
+        self.last = Some(self.usage());
+        let Some(mut p) = self.process.take() else {
+            return false;
+        };
+        // A paused process would never see SIGTERM.
+        let _ = p.signal("CONT");
+        if p.signal("TERM").is_err() {
+            return false;
+        }
+        match p.wait_exit(timeout).await {
+            Ok(status) => status.success(),
+            Err(_) => {
+                p.kill();
+                false
+            }
+        }
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Version line of a program (`nats-server --version`).
+pub fn version_of(program: &Path, arg: &str) -> String {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            if s.is_empty() {
+                s = String::from_utf8_lossy(&o.stderr).trim().to_owned();
+            }
+            s
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The nats-server binary (`NATS_SERVER_BIN` as testkit reads it).
+pub fn nats_server_bin() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+}
+
+/// A private nats-server with JetStream (file store in a temporary directory).
+#[derive(Debug)]
+pub struct Nats {
+    port: u16,
+    _store: tempfile::TempDir,
+    process: ChildProcess,
+}
+
+impl Nats {
+    pub async fn start(log_dir: &Path) -> anyhow::Result<Nats> {
+        let store = tempfile::Builder::new().prefix("bench-nats").tempdir()?;
+        let port = testkit::free_port()?;
+        let log = std::fs::File::create(log_dir.join("nats-server.log"))?;
+        let mut cmd = Command::new(nats_server_bin());
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let process = ChildProcess::spawn("nats-server", cmd)?;
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Nats {
+            port,
+            _store: store,
+            process,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
