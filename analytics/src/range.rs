@@ -18,20 +18,38 @@ pub struct Pieces {
 }
 
 impl Pieces {
-    /// Columns for `unnest($grains, $starts, $ends)`.
-    pub fn bucket_columns(&self) -> (Vec<i8>, Vec<OffsetDateTime>, Vec<OffsetDateTime>) {
-        let grains = self.buckets.iter().map(|b| b.0).collect();
-        let starts = self.buckets.iter().map(|b| b.1).collect();
-        let ends = self.buckets.iter().map(|b| b.2).collect();
-        (grains, starts, ends)
-    }
-
-    /// Columns for `unnest($starts, $ends)` over the raw table.
-    pub fn raw_columns(&self) -> (Vec<OffsetDateTime>, Vec<OffsetDateTime>) {
-        (
-            self.raw.iter().map(|r| r.0).collect(),
-            self.raw.iter().map(|r| r.1).collect(),
-        )
+    /// A `UNION ALL` with one simple range scan per piece, so each uses its index (an
+    /// `unnest` join gave the planner no estimate and it scanned whole tables).
+    /// `rollup` selects from a rollup table with `{grain}`, `{lo}` and `{hi}` in its
+    /// `WHERE`; `raw` selects from `events` with `{lo}` and `{hi}`. Bounds become
+    /// parameters numbered from `first`; they are returned in that order.
+    pub fn union_all(
+        &self,
+        rollup: &str,
+        raw: &str,
+        first: usize,
+    ) -> (String, Vec<OffsetDateTime>) {
+        let mut branches = Vec::new();
+        let mut bounds = Vec::new();
+        let param = |t: OffsetDateTime, bounds: &mut Vec<OffsetDateTime>| {
+            bounds.push(t);
+            format!("${}::timestamptz", first + bounds.len() - 1)
+        };
+        for &(grain, lo, hi) in &self.buckets {
+            let (lo, hi) = (param(lo, &mut bounds), param(hi, &mut bounds));
+            let grain = format!("'{}'", grain as u8 as char);
+            branches.push(
+                rollup
+                    .replace("{grain}", &grain)
+                    .replace("{lo}", &lo)
+                    .replace("{hi}", &hi),
+            );
+        }
+        for &(lo, hi) in &self.raw {
+            let (lo, hi) = (param(lo, &mut bounds), param(hi, &mut bounds));
+            branches.push(raw.replace("{lo}", &lo).replace("{hi}", &hi));
+        }
+        (branches.join("\nUNION ALL\n"), bounds)
     }
 }
 

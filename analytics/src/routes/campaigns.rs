@@ -1,6 +1,6 @@
 //! `GET /analytics/campaigns/top`: Facebook campaigns by revenue or by events.
 
-use super::{AppState, Pairs, money, query};
+use super::{AppState, Pairs, money, query_pieces};
 use crate::params::Params;
 use crate::range::{Grain, split};
 use axum::Json;
@@ -31,21 +31,17 @@ pub struct Campaign {
     pub revenue: String,
 }
 
-fn sql(order: &str) -> String {
+const ROLLUP: &str = "SELECT campaign_id, events, purchases, revenue FROM rollup_campaigns \
+    WHERE grain = {grain} AND bucket >= {lo} AND bucket < {hi}";
+const RAW: &str = "SELECT campaign_id, 1::bigint, (revenue IS NOT NULL)::int::bigint, \
+    coalesce(revenue, 0) FROM events \
+    WHERE event_time >= {lo} AND event_time < {hi} AND campaign_id IS NOT NULL";
+
+fn sql(parts: &str, order: &str) -> String {
     format!(
-        "\
-WITH parts AS (
-    SELECT r.campaign_id AS c, r.events AS n, r.purchases AS p, r.revenue AS v
-    FROM unnest($1::\"char\"[], $2::timestamptz[], $3::timestamptz[]) AS s(grain, lo, hi)
-    JOIN rollup_campaigns r ON r.grain = s.grain AND r.bucket >= s.lo AND r.bucket < s.hi
-    UNION ALL
-    SELECT e.campaign_id, 1, (e.revenue IS NOT NULL)::int, coalesce(e.revenue, 0)
-    FROM unnest($4::timestamptz[], $5::timestamptz[]) AS w(lo, hi)
-    JOIN events e ON e.event_time >= w.lo AND e.event_time < w.hi
-    WHERE e.campaign_id IS NOT NULL
-)
-SELECT c, sum(n)::bigint AS events, sum(p)::bigint AS purchases, sum(v) AS revenue
-FROM parts GROUP BY c ORDER BY {order} DESC, c ASC LIMIT $6"
+        "SELECT c, sum(n)::bigint AS events, sum(p)::bigint AS purchases, sum(v) AS revenue \
+         FROM ({parts}) AS x(c, n, p, v) \
+         GROUP BY c ORDER BY {order} DESC, c ASC LIMIT $1"
     )
 }
 
@@ -76,14 +72,14 @@ pub async fn top(
     p.finish()?;
 
     let pieces = split(from, to, &[Grain::Day, Grain::Hour]);
-    let (g, starts, ends) = pieces.bucket_columns();
-    let (rs, re) = pieces.raw_columns();
-    let sql = sql(if by == "events" { "events" } else { "revenue" });
-    let rows = query(
+    let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 2);
+    let order = if by == "events" { "events" } else { "revenue" };
+    let rows = query_pieces(
         &app.pool,
         "campaigns_top",
-        &sql,
-        &[&g, &starts, &ends, &rs, &re, &limit],
+        &sql(&parts, order),
+        &[&limit],
+        &bounds,
     )
     .await?;
     let campaigns = rows

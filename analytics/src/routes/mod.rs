@@ -81,6 +81,24 @@ fn unavailable() -> ApiError {
     .with_retry_after(1)
 }
 
+/// Runs a report's query with its own parameters followed by the bounds of
+/// [`crate::range::Pieces::union_all`].
+pub async fn query_pieces(
+    pool: &Pool,
+    report: &'static str,
+    sql: &str,
+    own: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    bounds: &[OffsetDateTime],
+) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = own.to_vec();
+    params.extend(
+        bounds
+            .iter()
+            .map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync)),
+    );
+    query(pool, report, sql, &params).await
+}
+
 /// Connection trouble and timeouts may pass (503); anything else is our bug (500).
 fn database_error(report: &'static str, e: tokio_postgres::Error) -> ApiError {
     let code = e.code().map(|c| c.code().to_owned());

@@ -1,7 +1,7 @@
 //! `GET /analytics/revenue`: exact revenue and purchases, by source, optionally for one
 //! campaign.
 
-use super::{AppState, Pairs, money, query, sort_desc};
+use super::{AppState, Pairs, money, query_pieces, sort_desc};
 use crate::params::Params;
 use crate::range::{Grain, split};
 use axum::Json;
@@ -35,36 +35,31 @@ pub struct SourceRevenue {
     pub purchases: i64,
 }
 
-const ALL_SQL: &str = "\
-WITH parts AS (
-    SELECT r.source, r.purchases AS p, r.revenue AS v
-    FROM unnest($1::\"char\"[], $2::timestamptz[], $3::timestamptz[]) AS s(grain, lo, hi)
-    JOIN rollup_events r ON r.grain = s.grain AND r.bucket >= s.lo AND r.bucket < s.hi
-    WHERE r.purchases > 0 AND ($6::text IS NULL OR r.source = $6)
-    UNION ALL
-    SELECT e.source, 1, e.revenue
-    FROM unnest($4::timestamptz[], $5::timestamptz[]) AS w(lo, hi)
-    JOIN events e ON e.event_time >= w.lo AND e.event_time < w.hi
-    WHERE e.revenue IS NOT NULL AND ($6::text IS NULL OR e.source = $6)
-)
-SELECT source, sum(p)::bigint, sum(v) FROM parts GROUP BY 1";
+const ALL_ROLLUP: &str = "SELECT source, purchases, revenue FROM rollup_events \
+    WHERE grain = {grain} AND bucket >= {lo} AND bucket < {hi} AND purchases > 0";
+const ALL_RAW: &str = "SELECT source, 1::bigint, revenue FROM events \
+    WHERE event_time >= {lo} AND event_time < {hi} AND revenue IS NOT NULL";
+
+fn all_sql(parts: &str) -> String {
+    format!(
+        "SELECT source, sum(p)::bigint, sum(v) FROM ({parts}) AS x(source, p, v) \
+         WHERE $1::text IS NULL OR source = $1 GROUP BY 1"
+    )
+}
 
 /// Campaigns are Facebook's: the rows are labelled `facebook`.
-const CAMPAIGN_SQL: &str = "\
-WITH parts AS (
-    SELECT r.purchases AS p, r.revenue AS v
-    FROM unnest($1::\"char\"[], $2::timestamptz[], $3::timestamptz[]) AS s(grain, lo, hi)
-    JOIN rollup_campaigns r ON r.grain = s.grain AND r.bucket >= s.lo AND r.bucket < s.hi
-    WHERE r.campaign_id = $7 AND r.purchases > 0
-    UNION ALL
-    SELECT 1, e.revenue
-    FROM unnest($4::timestamptz[], $5::timestamptz[]) AS w(lo, hi)
-    JOIN events e ON e.event_time >= w.lo AND e.event_time < w.hi
-    WHERE e.campaign_id = $7 AND e.revenue IS NOT NULL
-)
-SELECT 'facebook', sum(p)::bigint, sum(v) FROM parts
-WHERE $6::text IS NULL OR $6 = 'facebook'
-HAVING count(*) > 0";
+const CAMPAIGN_ROLLUP: &str = "SELECT purchases, revenue FROM rollup_campaigns \
+    WHERE grain = {grain} AND bucket >= {lo} AND bucket < {hi} AND campaign_id = $2 \
+      AND purchases > 0";
+const CAMPAIGN_RAW: &str = "SELECT 1::bigint, revenue FROM events \
+    WHERE event_time >= {lo} AND event_time < {hi} AND campaign_id = $2 AND revenue IS NOT NULL";
+
+fn campaign_sql(parts: &str) -> String {
+    format!(
+        "SELECT 'facebook', sum(p)::bigint, sum(v) FROM ({parts}) AS x(p, v) \
+         WHERE $1::text IS NULL OR $1 = 'facebook' HAVING count(*) > 0"
+    )
+}
 
 /// Exact revenue and purchases, by source, optionally for one campaign.
 #[utoipa::path(
@@ -92,25 +87,18 @@ pub async fn revenue(State(app): State<AppState>, pairs: Pairs) -> Result<Json<R
     let rows = match &campaign {
         None => {
             let pieces = split(from, to, &[Grain::Day, Grain::Hour, Grain::Minute]);
-            let (g, starts, ends) = pieces.bucket_columns();
-            let (rs, re) = pieces.raw_columns();
-            query(
-                &app.pool,
-                "revenue",
-                ALL_SQL,
-                &[&g, &starts, &ends, &rs, &re, &source],
-            )
-            .await?
+            let (parts, bounds) = pieces.union_all(ALL_ROLLUP, ALL_RAW, 2);
+            query_pieces(&app.pool, "revenue", &all_sql(&parts), &[&source], &bounds).await?
         }
         Some(campaign) => {
             let pieces = split(from, to, &[Grain::Day, Grain::Hour]);
-            let (g, starts, ends) = pieces.bucket_columns();
-            let (rs, re) = pieces.raw_columns();
-            query(
+            let (parts, bounds) = pieces.union_all(CAMPAIGN_ROLLUP, CAMPAIGN_RAW, 3);
+            query_pieces(
                 &app.pool,
                 "revenue",
-                CAMPAIGN_SQL,
-                &[&g, &starts, &ends, &rs, &re, &source, campaign],
+                &campaign_sql(&parts),
+                &[&source, campaign],
+                &bounds,
             )
             .await?
         }

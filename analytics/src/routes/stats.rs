@@ -1,6 +1,6 @@
 //! `GET /analytics/stats`: event counts by source, funnel stage and event type.
 
-use super::{AppState, Pairs, query, sort_desc, timestamp};
+use super::{AppState, Pairs, query_pieces, sort_desc, timestamp};
 use crate::params::Params;
 use crate::range::{Grain, split};
 use axum::Json;
@@ -57,20 +57,20 @@ pub struct TypeCount {
     pub count: i64,
 }
 
-const SQL: &str = "\
-WITH parts AS (
-    SELECT r.source, r.funnel_stage, r.event_type, r.events AS n
-    FROM unnest($1::\"char\"[], $2::timestamptz[], $3::timestamptz[]) AS s(grain, lo, hi)
-    JOIN rollup_events r ON r.grain = s.grain AND r.bucket >= s.lo AND r.bucket < s.hi
-    UNION ALL
-    SELECT e.source, e.funnel_stage, e.event_type, 1
-    FROM unnest($4::timestamptz[], $5::timestamptz[]) AS w(lo, hi)
-    JOIN events e ON e.event_time >= w.lo AND e.event_time < w.hi
-)
-SELECT source, funnel_stage, event_type, sum(n)::bigint FROM parts
-WHERE ($6::text IS NULL OR source = $6) AND ($7::text IS NULL OR funnel_stage = $7)
-  AND ($8::text IS NULL OR event_type = $8)
-GROUP BY 1, 2, 3";
+const ROLLUP: &str = "SELECT source, funnel_stage, event_type, events FROM rollup_events \
+    WHERE grain = {grain} AND bucket >= {lo} AND bucket < {hi}";
+const RAW: &str = "SELECT source, funnel_stage, event_type, 1::bigint FROM events \
+    WHERE event_time >= {lo} AND event_time < {hi}";
+
+fn sql(parts: &str) -> String {
+    format!(
+        "SELECT source, funnel_stage, event_type, sum(n)::bigint \
+         FROM ({parts}) AS p(source, funnel_stage, event_type, n) \
+         WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR funnel_stage = $2) \
+           AND ($3::text IS NULL OR event_type = $3) \
+         GROUP BY 1, 2, 3"
+    )
+}
 
 /// Event counts by source, funnel stage and event type.
 #[utoipa::path(
@@ -91,22 +91,13 @@ pub async fn stats(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Sta
     p.finish()?;
 
     let pieces = split(from, to, &[Grain::Day, Grain::Hour, Grain::Minute]);
-    let (grains, starts, ends) = pieces.bucket_columns();
-    let (raw_starts, raw_ends) = pieces.raw_columns();
-    let rows = query(
+    let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 4);
+    let rows = query_pieces(
         &app.pool,
         "stats",
-        SQL,
-        &[
-            &grains,
-            &starts,
-            &ends,
-            &raw_starts,
-            &raw_ends,
-            &f.source,
-            &f.funnel_stage,
-            &f.event_type,
-        ],
+        &sql(&parts),
+        &[&f.source, &f.funnel_stage, &f.event_type],
+        &bounds,
     )
     .await?;
 

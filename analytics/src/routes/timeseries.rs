@@ -1,6 +1,6 @@
 //! `GET /analytics/timeseries`: counts and revenue per UTC-aligned bucket, zero-filled.
 
-use super::{AppState, Pairs, money, query, timestamp};
+use super::{AppState, Pairs, money, query_pieces, timestamp};
 use crate::params::Params;
 use crate::range::{Grain, split};
 use axum::Json;
@@ -46,21 +46,20 @@ pub struct Point {
 /// Most buckets one answer may hold.
 const MAX_BUCKETS: i64 = 10_000;
 
-const SQL: &str = "\
-WITH parts AS (
-    SELECT date_trunc($9, r.bucket, 'UTC') AS b, r.events AS n, r.revenue AS v
-    FROM unnest($1::\"char\"[], $2::timestamptz[], $3::timestamptz[]) AS s(grain, lo, hi)
-    JOIN rollup_events r ON r.grain = s.grain AND r.bucket >= s.lo AND r.bucket < s.hi
-    WHERE ($6::text IS NULL OR r.source = $6) AND ($7::text IS NULL OR r.funnel_stage = $7)
-      AND ($8::text IS NULL OR r.event_type = $8)
-    UNION ALL
-    SELECT date_trunc($9, e.event_time, 'UTC'), 1, coalesce(e.revenue, 0)
-    FROM unnest($4::timestamptz[], $5::timestamptz[]) AS w(lo, hi)
-    JOIN events e ON e.event_time >= w.lo AND e.event_time < w.hi
-    WHERE ($6::text IS NULL OR e.source = $6) AND ($7::text IS NULL OR e.funnel_stage = $7)
-      AND ($8::text IS NULL OR e.event_type = $8)
-)
-SELECT b, sum(n)::bigint, sum(v) FROM parts GROUP BY b";
+const ROLLUP: &str = "SELECT bucket, events, revenue, source, funnel_stage, event_type \
+    FROM rollup_events WHERE grain = {grain} AND bucket >= {lo} AND bucket < {hi}";
+const RAW: &str = "SELECT event_time, 1::bigint, coalesce(revenue, 0), source, funnel_stage, \
+    event_type FROM events WHERE event_time >= {lo} AND event_time < {hi}";
+
+fn sql(parts: &str) -> String {
+    format!(
+        "SELECT date_trunc($4, t, 'UTC') AS b, sum(n)::bigint, sum(v) \
+         FROM ({parts}) AS p(t, n, v, source, funnel_stage, event_type) \
+         WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR funnel_stage = $2) \
+           AND ($3::text IS NULL OR event_type = $3) \
+         GROUP BY b"
+    )
+}
 
 /// Counts and revenue per UTC-aligned bucket, zero-filled.
 ///
@@ -121,23 +120,13 @@ pub async fn timeseries(
         Grain::Minute => &[Grain::Minute],
     };
     let pieces = split(from, to, grains);
-    let (g, starts, ends) = pieces.bucket_columns();
-    let (raw_starts, raw_ends) = pieces.raw_columns();
-    let rows = query(
+    let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 5);
+    let rows = query_pieces(
         &app.pool,
         "timeseries",
-        SQL,
-        &[
-            &g,
-            &starts,
-            &ends,
-            &raw_starts,
-            &raw_ends,
-            &f.source,
-            &f.funnel_stage,
-            &f.event_type,
-            &interval,
-        ],
+        &sql(&parts),
+        &[&f.source, &f.funnel_stage, &f.event_type, &interval],
+        &bounds,
     )
     .await?;
     let found: HashMap<OffsetDateTime, (i64, Option<Decimal>)> = rows
