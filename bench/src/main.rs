@@ -61,9 +61,9 @@ struct Cli {
     #[arg(long, default_value_t = 200_000)]
     ceiling_events: usize,
     /// Bulk-COPY this many events into `events` at the end, then run the sustained
-    /// 100-event-batch phase again against the full table (10000000 for the target; takes
-    /// several minutes, so it is off by default).
-    #[arg(long, default_value_t = 0)]
+    /// 100-event-batch phase again against the full table (the issue's 10M target; the
+    /// load takes ~100 s here, the whole run ~7 min). 0 skips the phase.
+    #[arg(long, default_value_t = 10_000_000)]
     preload: u64,
     /// PostgreSQL durability during the run.
     #[arg(long, value_enum, default_value_t = Durability::Full)]
@@ -803,9 +803,7 @@ async fn run(mut bench: Bench) -> anyhow::Result<Results> {
     } else {
         results.skipped.push(Skipped {
             what: "e2e sustained with 10,000,000 events already in the table".into(),
-            why: "off by default: the bulk load alone takes minutes on a 2-core machine and \
-                  would break the 10-minute budget; run with --preload 10000000"
-                .into(),
+            why: "--preload 0 was given".into(),
         });
     }
 
