@@ -7,8 +7,7 @@ use crate::routes::{self, AppState};
 use axum::Router;
 use axum::routing::get;
 use deadpool_postgres::Pool;
-use service_kit::health::{self, Check, Readiness};
-use service_kit::schema;
+use service_kit::health::{self, Readiness};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,34 +91,6 @@ impl App {
 fn readiness(pool: Pool) -> Readiness {
     Arc::new(move || {
         let pool = pool.clone();
-        Box::pin(async move {
-            let db = tokio::time::timeout(Duration::from_secs(2), async {
-                let client = pool.get().await.map_err(|e| e.to_string())?;
-                schema::applied_version(&client)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|_| Err("no answer within 2 s".into()));
-            match db {
-                Ok(version) if version == schema::latest_version() => {
-                    vec![Check::ok("database"), Check::ok("schema")]
-                }
-                Ok(version) => vec![
-                    Check::ok("database"),
-                    Check::failed(
-                        "schema",
-                        format!(
-                            "version {version}, expected {} (is the worker running?)",
-                            schema::latest_version()
-                        ),
-                    ),
-                ],
-                Err(e) => vec![
-                    Check::failed("database", e),
-                    Check::failed("schema", "unknown"),
-                ],
-            }
-        })
+        Box::pin(async move { health::database_checks(&pool).await })
     })
 }

@@ -89,3 +89,31 @@ pub fn routes(readiness: Readiness, metrics: PrometheusHandle) -> Router {
             }),
         )
 }
+
+/// The `database` and `schema` checks: the pool answers within 2 s, and the migrations
+/// applied are the ones this binary knows (`schema::latest_version`).
+pub async fn database_checks(pool: &deadpool_postgres::Pool) -> Vec<Check> {
+    let applied = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        crate::schema::applied_version(&client)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|_| Err("no answer within 2 s".into()));
+    let latest = crate::schema::latest_version();
+    match applied {
+        Ok(version) if version == latest => vec![Check::ok("database"), Check::ok("schema")],
+        Ok(version) => vec![
+            Check::ok("database"),
+            Check::failed(
+                "schema",
+                format!("version {version}, expected {latest} (the worker applies migrations)"),
+            ),
+        ],
+        Err(e) => vec![
+            Check::failed("database", e),
+            Check::failed("schema", "unknown while the database is unreachable"),
+        ],
+    }
+}

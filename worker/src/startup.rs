@@ -9,7 +9,6 @@ use crate::migrate;
 use axum::Router;
 use deadpool_postgres::Pool;
 use service_kit::health::{self, Check, Readiness};
-use service_kit::schema;
 use service_kit::stream;
 use std::future::Future;
 use std::sync::Arc;
@@ -284,26 +283,7 @@ fn readiness(
             } else {
                 checks.push(Check::failed("nats", format!("NATS connection is {state}")));
             }
-            let db = tokio::time::timeout(Duration::from_secs(2), async {
-                let client = pool.get().await.map_err(|e| e.to_string())?;
-                schema::applied_version(&client)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|_| Err("no answer within 2 s".into()));
-            match db {
-                Ok(version) => {
-                    checks.push(Check::ok("database"));
-                    let latest = schema::latest_version();
-                    checks.push(if version == latest {
-                        Check::ok("schema")
-                    } else {
-                        Check::failed("schema", format!("version {version}, expected {latest}"))
-                    });
-                }
-                Err(e) => checks.push(Check::failed("database", e)),
-            }
+            checks.extend(health::database_checks(&pool).await);
             checks.push(if progress.consuming.load(Ordering::Relaxed) {
                 Check::ok("consumer")
             } else {
