@@ -3,6 +3,7 @@
 //! edges), so figures are exact for any range and the work does not grow with the number
 //! of stored events.
 
+mod activity;
 mod api_doc;
 mod auth;
 mod config;

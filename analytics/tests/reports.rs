@@ -31,7 +31,11 @@ impl Rng {
 const START: i64 = 1_772_323_200; // 2026-03-01T00:00:00Z
 
 fn generate(n: usize) -> Vec<Value> {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    generate_from(0x9E37_79B9_7F4A_7C15, "ev", n)
+}
+
+fn generate_from(seed: u64, prefix: &str, n: usize) -> Vec<Value> {
+    let mut rng = Rng(seed);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         // Three days; some events exactly on or just before bucket boundaries.
@@ -59,7 +63,7 @@ fn generate(n: usize) -> Vec<Value> {
             1 => json!("0.005"),
             _ => json!(format!("{}.{:02}", rng.next() % 500, rng.next() % 100)),
         };
-        let id = format!("ev-{i}");
+        let id = format!("{prefix}-{i}");
         let event = if rng.next().is_multiple_of(2) {
             let country = rng.pick(&["Germany", "Brazil", "India", "United States"]);
             let user_obj = json!({"userId": user, "name": "N", "age": rng.next() % 90, "gender": rng.pick(&["female", "male", "non-binary"]),
@@ -163,7 +167,8 @@ fn ts(s: &str) -> OffsetDateTime {
 
 struct Setup {
     _nats: NatsServer,
-    _pg: Postgres,
+    pg: Postgres,
+    ingestion: u16,
     analytics: u16,
     http: reqwest::Client,
     facts: Vec<Fact>,
@@ -196,7 +201,9 @@ impl Setup {
     }
 }
 
-async fn setup(api_key: Option<&str>) -> Setup {
+/// The pipeline with the data set stored. `compact_interval_ms`: the worker's compaction
+/// interval (`None`: its default).
+async fn setup(api_key: Option<&str>, compact_interval_ms: Option<u64>) -> Setup {
     service_kit::telemetry::init_for_tests();
     let (nats, pg) = tokio::try_join!(NatsServer::start(), Postgres::start()).unwrap();
     let db = pg.create_database("events").await.unwrap();
@@ -239,6 +246,9 @@ async fn setup(api_key: Option<&str>) -> Setup {
         "--nats-batch-size".into(),
         "64".into(),
     ];
+    if let Some(ms) = compact_interval_ms {
+        args.push(format!("--compact-interval-ms={ms}"));
+    }
     args.extend(stream);
     let worker = worker::build(<worker::Config as clap::Parser>::try_parse_from(args).unwrap())
         .await
@@ -268,8 +278,29 @@ async fn setup(api_key: Option<&str>) -> Setup {
 
     let http = reqwest::Client::new();
     let events = generate(1200);
+    let facts = send(&http, ingestion_port, &pg, &events, events.len()).await;
+    Setup {
+        _nats: nats,
+        pg,
+        ingestion: ingestion_port,
+        analytics: analytics_port,
+        http,
+        facts,
+        tasks,
+    }
+}
+
+/// Sends `events` out of order and with duplicates, waits until the table holds `total`
+/// rows, and returns the facts of the distinct events sent.
+async fn send(
+    http: &reqwest::Client,
+    ingestion_port: u16,
+    pg: &Postgres,
+    events: &[Value],
+    total: usize,
+) -> Vec<Fact> {
     // Out of order: later events first; duplicates: every 7th request is sent twice, and
-    // 100 events again at the end.
+    // a twelfth of the events again at the end.
     let chunks: Vec<&[Value]> = events.chunks(40).rev().collect();
     let post = |body: Value| {
         let http = http.clone();
@@ -293,7 +324,10 @@ async fn setup(api_key: Option<&str>) -> Setup {
             post(Value::Array(chunk.to_vec())).await;
         }
     }
-    post(Value::Array(events[500..600].to_vec())).await;
+    post(Value::Array(
+        events[events.len() * 5 / 12..events.len() / 2].to_vec(),
+    ))
+    .await;
 
     let client = pg.connect("events").await.unwrap();
     eventually("every event stored", Duration::from_secs(60), || async {
@@ -302,24 +336,16 @@ async fn setup(api_key: Option<&str>) -> Setup {
             .await
             .ok()?
             .get(0);
-        (n == events.len() as i64).then_some(())
+        (n == total as i64).then_some(())
     })
     .await
     .unwrap();
     let mut seen = HashSet::new();
-    let facts = events
+    events
         .iter()
         .filter(|e| seen.insert(e["eventId"].clone()))
         .map(fact)
-        .collect();
-    Setup {
-        _nats: nats,
-        _pg: pg,
-        analytics: analytics_port,
-        http,
-        facts,
-        tasks,
-    }
+        .collect()
 }
 
 const RANGES: &[(&str, &str)] = &[
@@ -341,7 +367,7 @@ fn sorted_counts<K: Ord + Clone>(m: BTreeMap<K, i64>) -> Vec<(K, i64)> {
 
 #[tokio::test]
 async fn every_count_report_matches_the_raw_events_for_every_range_and_filter() {
-    let s = setup(None).await;
+    let s = setup(None, None).await;
     let filters: &[(&str, fn(&Fact) -> bool)] = &[
         ("", |_| true),
         ("&source=tiktok", |f| f.source == "tiktok"),
@@ -498,7 +524,7 @@ async fn every_count_report_matches_the_raw_events_for_every_range_and_filter() 
 
 #[tokio::test]
 async fn every_documented_bad_parameter_is_a_400_naming_the_field() {
-    let s = setup(None).await;
+    let s = setup(None, None).await;
     let cases = [
         ("/analytics/stats?from=yesterday", "from"),
         ("/analytics/stats?to=2026-13-01T00:00:00Z", "to"),
@@ -562,7 +588,7 @@ async fn every_documented_bad_parameter_is_a_400_naming_the_field() {
 
 #[tokio::test]
 async fn with_an_api_key_reports_need_the_bearer_token_and_health_stays_open() {
-    let s = setup(Some("k3y")).await;
+    let s = setup(Some("k3y"), None).await;
     let (status, body) = s.get("/analytics/stats").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -603,9 +629,69 @@ fn ranked(m: BTreeMap<String, HashSet<String>>, key: &str, limit: usize) -> Vec<
         .collect()
 }
 
+/// Compacts every dirty hour that has ended, as the worker does on its interval; returns
+/// how many hours were dirty before.
+async fn compact(s: &Setup) -> usize {
+    let mut client = s.pg.connect("events").await.unwrap();
+    let n = worker::compact::until_clean(&mut client).await.unwrap();
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM user_sets_dirty", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "every hour of the data set has ended");
+    n
+}
+
+async fn dirty_hours(s: &Setup) -> i64 {
+    let client = s.pg.connect("events").await.unwrap();
+    client
+        .query_one("SELECT count(*) FROM user_sets_dirty", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
-async fn every_user_report_matches_the_raw_events_for_every_range() {
-    let s = setup(None).await;
+async fn every_user_report_matches_the_raw_events_in_every_state_of_the_user_sets() {
+    // The worker compacts only when this test says so, to check every state: nothing
+    // built (all raw), everything built, built blocks with late events in three of their
+    // hours (those hours raw, some of their users without a key yet), and rebuilt.
+    let mut s = setup(None, Some(3_600_000)).await;
+    assert_eq!(
+        dirty_hours(&s).await,
+        72,
+        "three days of hours, none compacted"
+    );
+    check_user_reports(&s, "nothing compacted").await;
+
+    assert_eq!(compact(&s).await, 72);
+    check_user_reports(&s, "every hour compacted").await;
+
+    let mut late = generate_from(0x5DEE_CE66_D1CE_4E5B, "late", 90);
+    for (i, e) in late.iter_mut().enumerate() {
+        let hour = [5, 30, 50][i % 3];
+        let t = OffsetDateTime::from_unix_timestamp(START + 3600 * hour + (i as i64 * 37) % 3600)
+            .unwrap();
+        e["timestamp"] = json!(t.format(&Rfc3339).unwrap());
+        if i % 2 == 0 {
+            e["data"]["user"]["userId"] = json!(format!("new-{}", i % 6));
+        }
+    }
+    let total = s.facts.len() + late.len();
+    let facts = send(&s.http, s.ingestion, &s.pg, &late, total).await;
+    s.facts.extend(facts);
+    assert_eq!(dirty_hours(&s).await, 3);
+    check_user_reports(&s, "late events in three compacted hours").await;
+
+    assert_eq!(compact(&s).await, 3);
+    check_user_reports(&s, "late events compacted").await;
+    for t in s.tasks {
+        t.abort();
+    }
+}
+
+async fn check_user_reports(s: &Setup, state: &str) {
     for (from, to) in RANGES {
         let facts = s.within(from, to);
         let range = format!("from={}&to={}", enc(from), enc(to));
@@ -671,7 +757,7 @@ async fn every_user_report_matches_the_raw_events_for_every_range() {
             let expected = json!({"sources": sources.into_iter().map(|x| x.2).collect::<Vec<_>>()});
             let q = only.map(|o| format!("&source={o}")).unwrap_or_default();
             let got = s.ok(&format!("/analytics/funnel?{range}{q}")).await;
-            assert_eq!(got, expected, "funnel {from} {to} {q}");
+            assert_eq!(got, expected, "{state}: funnel {from} {to} {q}");
         }
 
         // geo, with a filter and a limit
@@ -679,6 +765,13 @@ async fn every_user_report_matches_the_raw_events_for_every_range() {
             ("", (|_| true) as fn(&Fact) -> bool, 10),
             ("&source=tiktok&limit=1", |f| f.source == "tiktok", 1),
             ("&funnelStage=bottom", |f| f.stage == "bottom", 10),
+            ("&eventType=comment", |f| f.event_type == "comment", 10),
+            (
+                "&source=facebook&funnelStage=top&eventType=video.view",
+                |f| f.source == "facebook" && f.stage == "top" && f.event_type == "video.view",
+                10,
+            ),
+            ("&funnelStage=bottom&eventType=like", |_| false, 10),
         ] {
             let mut by_country: BTreeMap<String, (i64, HashSet<(String, String)>, Decimal)> =
                 BTreeMap::new();
@@ -700,7 +793,7 @@ async fn every_user_report_matches_the_raw_events_for_every_range() {
             let expected = json!({"countries": rows.iter().map(|(c, (n, u, v))| json!({"country": c, "events": n, "users": u.len(), "revenue": money(*v)})).collect::<Vec<_>>(),
                                   "unknownCountryEvents": unknown});
             let got = s.ok(&format!("/analytics/geo?{range}{q}")).await;
-            assert_eq!(got, expected, "geo {from} {to} {q}");
+            assert_eq!(got, expected, "{state}: geo {from} {to} {q}");
         }
 
         // users/top by events and by revenue
@@ -730,7 +823,7 @@ async fn every_user_report_matches_the_raw_events_for_every_range() {
             }
             let expected = json!({"users": rows.iter().map(|((src, u), (n, v))| json!({"source": src, "userId": u, "events": n, "revenue": money(*v)})).collect::<Vec<_>>()});
             let got = s.ok(&format!("/analytics/users/top?{range}{q}")).await;
-            assert_eq!(got, expected, "users/top {from} {to} {q}");
+            assert_eq!(got, expected, "{state}: users/top {from} {to} {q}");
         }
 
         // demographics, both sources
@@ -776,7 +869,7 @@ async fn every_user_report_matches_the_raw_events_for_every_range() {
         let got = s
             .ok(&format!("/analytics/demographics?source=facebook&{range}"))
             .await;
-        assert_eq!(got, expected, "demographics facebook {from} {to}");
+        assert_eq!(got, expected, "{state}: demographics facebook {from} {to}");
 
         let tt: Vec<&&Fact> = facts.iter().filter(|f| f.source == "tiktok").collect();
         let follower_label = |n: u64| match n {
@@ -811,7 +904,7 @@ async fn every_user_report_matches_the_raw_events_for_every_range() {
         let got = s
             .ok(&format!("/analytics/demographics?source=tiktok&{range}"))
             .await;
-        assert_eq!(got, expected, "demographics tiktok {from} {to}");
+        assert_eq!(got, expected, "{state}: demographics tiktok {from} {to}");
     }
     let (status, body) = s.get("/analytics/demographics").await;
     assert_eq!(
@@ -819,7 +912,4 @@ async fn every_user_report_matches_the_raw_events_for_every_range() {
         (400, Some("source")),
         "{body}"
     );
-    for t in s.tasks {
-        t.abort();
-    }
 }

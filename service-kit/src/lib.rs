@@ -12,3 +12,4 @@ pub mod schema;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
+pub mod user_sets;

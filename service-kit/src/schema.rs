@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rollups",
         sql: include_str!("../../sql/0002_rollups.sql"),
     },
+    Migration {
+        version: 3,
+        name: "user_sets",
+        sql: include_str!("../../sql/0003_user_sets.sql"),
+    },
 ];
 
 /// The version a current database has.

@@ -14,5 +14,5 @@ mod validate;
 
 pub use event::Event;
 pub use money::{MoneyError, format_money, parse_amount};
-pub use spec::{ENVELOPE_FIELDS, FunnelStage, Source, event_types, is_known_event_type};
+pub use spec::{ENVELOPE_FIELDS, FunnelStage, Source, event_types, is_known_event_type, stage_of};
 pub use validate::{FieldError, MAX_EVENT_ID_CHARS, validate};

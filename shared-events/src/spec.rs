@@ -95,7 +95,7 @@ pub fn is_known_event_type(name: &str) -> bool {
 }
 
 /// The stage an event type belongs to for a source, if the source has that type.
-pub(crate) fn stage_of(source: Source, event_type: &str) -> Option<FunnelStage> {
+pub fn stage_of(source: Source, event_type: &str) -> Option<FunnelStage> {
     FunnelStage::ALL
         .into_iter()
         .find(|&stage| event_types(source, stage).contains(&event_type))

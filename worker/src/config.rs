@@ -56,6 +56,11 @@ pub struct Config {
     /// Batches inserted concurrently by this process.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value = "3", value_parser = positive)]
     pub worker_concurrency: usize,
+    /// Milliseconds between compaction rounds: each builds the per-user sets of the hours
+    /// written since, once those hours have ended (reports read them raw until then).
+    #[arg(long, env = "COMPACT_INTERVAL_MS", default_value = "2000",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub compact_interval_ms: u64,
     /// Most database connections.
     #[arg(long, env = "DB_POOL_MAX", default_value = "8", value_parser = positive)]
     pub db_pool_max: usize,
@@ -77,8 +82,8 @@ pub struct Config {
 /// One-off maintenance commands (without one, the worker consumes).
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// Apply migrations, recompute every rollup from the raw `events` table, then exit.
-    /// Writers wait while it runs.
+    /// Apply migrations, recompute every rollup and per-user set from the raw `events`
+    /// table, then exit. Writers wait while the counts are recomputed.
     RebuildRollups,
 }
 

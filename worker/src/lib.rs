@@ -2,6 +2,7 @@
 //! exactly once (batch insert, `ON CONFLICT (event_id) DO NOTHING`, ack only after the
 //! commit) and dead-letters what can never be stored.
 
+pub mod compact;
 mod config;
 mod consumer;
 mod dlq;

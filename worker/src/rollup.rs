@@ -3,12 +3,15 @@
 //!
 //! Keys are upserted in sorted order (a `BTreeMap`), so concurrent batches lock rollup
 //! rows in the same order and cannot deadlock on each other.
+//!
+//! The per-user sets (`compact.rs`) are not written here: the batch only marks the hours
+//! it added events to as dirty, and the compactor rebuilds them from the raw table.
 
 use crate::store::Row;
 use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use service_kit::schema::Grain;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,12 @@ ON CONFLICT (grain, bucket, source, funnel_stage, event_type, country) DO UPDATE
 SET events = r.events + excluded.events, purchases = r.purchases + excluded.purchases,
     revenue = r.revenue + excluded.revenue";
 
+/// `DO UPDATE` (not `DO NOTHING`) so the row stays locked until this transaction commits:
+/// a compactor clearing the mark meanwhile waits, then reads this batch's events.
+const DIRTY_SQL: &str = "\
+INSERT INTO user_sets_dirty AS d (hour) SELECT unnest($1::timestamptz[])
+ON CONFLICT (hour) DO UPDATE SET hour = excluded.hour";
+
 const CAMPAIGNS_SQL: &str = "\
 INSERT INTO rollup_campaigns AS r (grain, bucket, campaign_id, events, purchases, revenue)
 SELECT * FROM unnest($1::\"char\"[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bigint[], $6::numeric[])
@@ -71,6 +80,7 @@ pub async fn add(
     let mut events: BTreeMap<EventsKey, Totals> = BTreeMap::new();
     let mut geo: BTreeMap<GeoKey, Totals> = BTreeMap::new();
     let mut campaigns: BTreeMap<CampaignKey, Totals> = BTreeMap::new();
+    let mut hours: BTreeSet<OffsetDateTime> = BTreeSet::new();
     for row in rows
         .iter()
         .zip(inserted)
@@ -78,6 +88,7 @@ pub async fn add(
         .map(|(r, _)| r)
     {
         let (source, stage) = (row.source.as_str(), row.funnel_stage.as_str());
+        hours.insert(Grain::Hour.floor(row.event_time));
         for grain in [Grain::Minute, Grain::Hour, Grain::Day] {
             let bucket = grain.floor(row.event_time);
             let g = grain.code();
@@ -152,5 +163,9 @@ pub async fn add(
             .execute(&statement, &[&grains, &buckets, &ids, &n, &p, &r])
             .await?;
     }
+
+    let statement = client.prepare_cached(DIRTY_SQL).await?;
+    let hours: Vec<OffsetDateTime> = hours.into_iter().collect();
+    client.execute(&statement, &[&hours]).await?;
     Ok(())
 }

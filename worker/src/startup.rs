@@ -61,6 +61,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         gate,
         max_deliver: config.nats_max_deliver as i64,
     });
+    let compactor = tokio::spawn(crate::compact::run(
+        pool.clone(),
+        Duration::from_millis(config.compact_interval_ms),
+        stop_rx.clone(),
+    ));
     let supervisor = tokio::spawn(supervise(
         config.clone(),
         js.clone(),
@@ -70,6 +75,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         stop_rx,
     ));
     let background = vec![
+        compactor,
         probe,
         service_kit::metrics::spawn_upkeep(metrics.clone()),
         service_kit::db::spawn_pool_gauge("worker", pool.clone()),
@@ -150,11 +156,12 @@ pub async fn rebuild_rollups(database_url: &str) -> anyhow::Result<()> {
     migrate::run(&mut client).await?;
     let started = std::time::Instant::now();
     client.execute("SELECT rebuild_rollups()", &[]).await?;
+    let hours = crate::compact::until_clean(&mut client).await?;
     let events: i64 = client
         .query_one("SELECT count(*) FROM events", &[])
         .await?
         .get(0);
-    tracing::info!(events, elapsed = ?started.elapsed(), "Rollups rebuilt from the raw events");
+    tracing::info!(events, hours, elapsed = ?started.elapsed(), "Rollups and per-user sets rebuilt from the raw events");
     drop(client);
     let _ = connection.await;
     Ok(())

@@ -1,16 +1,18 @@
 //! `GET /analytics/demographics?source=...`: distinct users by attribute value.
 //!
-//! Counted from the raw table over the range (exact; the per-user rollup that keeps this
-//! fast at scale is the next step). A user is counted under every value their events in
-//! the range carry (someone who moved shows under both countries).
+//! From the per-user sets by attribute value (`crate::activity`). A user is counted under
+//! every value their events in the range carry (someone who moved shows under both
+//! countries).
 
-use super::{AppState, Pairs, query};
+use super::AppState;
+use super::Pairs;
+use crate::activity::{self, Selector, Sets};
 use crate::params::Params;
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
-use std::collections::HashMap;
+use service_kit::user_sets::{AGE_BUCKETS, FOLLOWER_BUCKETS};
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
@@ -93,91 +95,37 @@ pub struct CityUsers {
     pub users: i64,
 }
 
-/// The buckets of `api.md`, in order, with their SQL conditions.
-const AGE_BUCKETS: &[(&str, &str)] = &[
-    ("<18", "v < 18"),
-    ("18-24", "v BETWEEN 18 AND 24"),
-    ("25-34", "v BETWEEN 25 AND 34"),
-    ("35-44", "v BETWEEN 35 AND 44"),
-    ("45-54", "v BETWEEN 45 AND 54"),
-    ("55-64", "v BETWEEN 55 AND 64"),
-    ("65+", "v >= 65"),
-];
-const FOLLOWER_BUCKETS: &[(&str, &str)] = &[
-    ("<1k", "v < 1000"),
-    ("1k-10k", "v >= 1000 AND v < 10000"),
-    ("10k-100k", "v >= 10000 AND v < 100000"),
-    ("100k-1M", "v >= 100000 AND v < 1000000"),
-    ("1M+", "v >= 1000000"),
-];
-
-/// Distinct users per value of one attribute (a JSON path into `data`), over the range.
-fn by_value_sql(expr: &str, extra: &str) -> String {
-    format!(
-        "\
-SELECT {expr} AS value, count(DISTINCT user_id)::bigint
-FROM events
-WHERE source = $3 AND event_time >= $1 AND event_time < $2 {extra}
-GROUP BY 1"
-    )
-}
-
-/// Distinct users per numeric bucket.
-fn buckets_sql(path: &str, buckets: &[(&str, &str)]) -> String {
-    let cases: Vec<String> = buckets
-        .iter()
-        .map(|(label, cond)| format!("WHEN {cond} THEN '{label}'"))
-        .collect();
-    format!(
-        "\
-SELECT CASE {} END, count(DISTINCT user_id)::bigint
-FROM (SELECT user_id, (data #>> '{path}')::numeric AS v FROM events
-      WHERE source = $3 AND event_time >= $1 AND event_time < $2) AS e
-GROUP BY 1",
-        cases.join(" ")
-    )
-}
-
-fn country_users(country: String, users: i64) -> CountryUsers {
-    CountryUsers { country, users }
-}
-
-type Range = (time::OffsetDateTime, time::OffsetDateTime, &'static str);
-
-async fn counts(
-    app: &AppState,
-    sql: &str,
-    r: &Range,
-) -> Result<Vec<(Option<String>, i64)>, ApiError> {
-    let rows = query(&app.pool, "demographics", sql, &[&r.0, &r.1, &r.2]).await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+/// Distinct users per value of one attribute (`context`: the city's country).
+fn values(sets: &Sets, dim: &str) -> Vec<(String, String, i64)> {
+    sets.iter()
+        .filter(|(k, _)| k.dim == dim)
+        .map(|(k, users)| (k.value.clone(), k.context.clone(), users.len() as i64))
+        .collect()
 }
 
 /// Every bucket, in order, zero when absent.
-fn fixed(buckets: &[(&'static str, &str)], found: Vec<(Option<String>, i64)>) -> Vec<Bucket> {
-    let found: HashMap<Option<String>, i64> = found.into_iter().collect();
+fn fixed(buckets: &[&'static str], found: Vec<(String, String, i64)>) -> Vec<Bucket> {
     buckets
         .iter()
-        .map(|(label, _)| Bucket {
+        .map(|label| Bucket {
             bucket: label,
-            users: found.get(&Some((*label).to_owned())).copied().unwrap_or(0),
+            users: found
+                .iter()
+                .find(|(v, _, _)| v == label)
+                .map_or(0, |(_, _, n)| *n),
         })
         .collect()
 }
 
-/// Present values, by users descending then name, at most `limit`.
+/// Values by users descending then name, at most `limit`.
 fn ranked<T>(
-    found: Vec<(Option<String>, i64)>,
+    mut rows: Vec<(String, String, i64)>,
     limit: usize,
-    row: impl Fn(String, i64) -> T,
+    row: impl Fn(String, String, i64) -> T,
 ) -> Vec<T> {
-    let mut rows: Vec<(String, i64)> = found
-        .into_iter()
-        .filter_map(|(v, n)| Some((v?, n)))
-        .collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
     rows.truncate(limit);
-    rows.into_iter().map(|(v, n)| row(v, n)).collect()
+    rows.into_iter().map(|(v, c, n)| row(v, c, n)).collect()
 }
 
 /// Distinct users by attribute value: ages, genders, countries and cities for Facebook;
@@ -210,62 +158,45 @@ pub async fn demographics(
             "source is required",
         ));
     };
-    let r: Range = (from, to, source);
-
+    let dims = if source == "facebook" {
+        vec!["age", "gender", "city", "country"]
+    } else {
+        vec!["followers", "device", "country"]
+    };
+    let selector = Selector {
+        dims,
+        sources: vec![source],
+        stages: vec![""],
+        types: vec![""],
+    };
+    let sets = activity::sets(&app.pool, "demographics", from, to, &selector).await?;
+    let countries = ranked(values(&sets, "country"), 20, |country, _, users| {
+        CountryUsers { country, users }
+    });
     if source == "facebook" {
-        let ages = counts(&app, &buckets_sql("{user,age}", AGE_BUCKETS), &r).await?;
-        let genders = counts(&app, &by_value_sql("data #>> '{user,gender}'", ""), &r).await?;
-        let countries = counts(&app, &by_value_sql("country", ""), &r).await?;
-        let cities = query(
-            &app.pool,
-            "demographics",
-            "SELECT data #>> '{user,location,city}', country, count(DISTINCT user_id)::bigint
-             FROM events WHERE source = $3 AND event_time >= $1 AND event_time < $2
-             GROUP BY 1, 2",
-            &[&r.0, &r.1, &r.2],
-        )
-        .await?;
-        let mut cities: Vec<(String, String, i64)> = cities
-            .iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2)))
-            .collect();
-        cities.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
-        cities.truncate(20);
         Ok(Json(Demographics::Facebook(FacebookDemographics {
             source,
-            age_buckets: fixed(AGE_BUCKETS, ages),
-            genders: ranked(genders, usize::MAX, |gender, users| GenderUsers {
-                gender,
-                users,
+            age_buckets: fixed(AGE_BUCKETS, values(&sets, "age")),
+            genders: ranked(values(&sets, "gender"), usize::MAX, |gender, _, users| {
+                GenderUsers { gender, users }
             }),
-            countries: ranked(countries, 20, country_users),
-            cities: cities
-                .into_iter()
-                .map(|(city, country, users)| CityUsers {
+            countries,
+            cities: ranked(values(&sets, "city"), 20, |city, country, users| {
+                CityUsers {
                     city,
                     country,
                     users,
-                })
-                .collect(),
+                }
+            }),
         })))
     } else {
-        let followers =
-            counts(&app, &buckets_sql("{user,followers}", FOLLOWER_BUCKETS), &r).await?;
-        let devices = counts(
-            &app,
-            &by_value_sql("data #>> '{engagement,device}'", "AND funnel_stage = 'top'"),
-            &r,
-        )
-        .await?;
-        let countries = counts(&app, &by_value_sql("country", ""), &r).await?;
         Ok(Json(Demographics::Tiktok(TiktokDemographics {
             source,
-            follower_buckets: fixed(FOLLOWER_BUCKETS, followers),
-            devices: ranked(devices, usize::MAX, |device, users| DeviceUsers {
-                device,
-                users,
+            follower_buckets: fixed(FOLLOWER_BUCKETS, values(&sets, "followers")),
+            devices: ranked(values(&sets, "device"), usize::MAX, |device, _, users| {
+                DeviceUsers { device, users }
             }),
-            countries: ranked(countries, 20, country_users),
+            countries,
         })))
     }
 }

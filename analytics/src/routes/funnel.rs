@@ -1,15 +1,19 @@
 //! `GET /analytics/funnel`: per source, events and distinct users at each step, and how
 //! many users who had a top event also had a bottom event.
 //!
-//! Distinct users are counted from the raw table over the range (exact; a per-user
-//! rollup that keeps this fast at tens of millions of events is the next step).
+//! Events come from `rollup_events`; distinct users from the per-user sets per source and
+//! stage and per step (`crate::activity`), converted users as the intersection of a
+//! source's top and bottom sets.
 
-use super::{AppState, Pairs, query, ratio};
-use crate::params::Params;
+use super::stats::type_counts;
+use super::{AppState, Pairs, ratio};
+use crate::activity::{self, Selector};
+use crate::params::{Filters, Params};
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
+use service_kit::user_sets::SetKey;
 use shared_events::{FunnelStage, Source, event_types};
 use std::collections::HashMap;
 use utoipa::ToSchema;
@@ -56,20 +60,6 @@ pub struct Step {
     pub users: i64,
 }
 
-const STEPS_SQL: &str = "\
-SELECT source, funnel_stage, event_type, count(*)::bigint, count(DISTINCT user_id)::bigint
-FROM events
-WHERE event_time >= $1 AND event_time < $2 AND ($3::text IS NULL OR source = $3)
-GROUP BY 1, 2, 3";
-
-const USERS_SQL: &str = "\
-SELECT source, count(*) FILTER (WHERE top)::bigint, count(*) FILTER (WHERE top AND bottom)::bigint
-FROM (SELECT source, user_id, bool_or(funnel_stage = 'top') AS top, bool_or(funnel_stage = 'bottom') AS bottom
-      FROM events
-      WHERE event_time >= $1 AND event_time < $2 AND ($3::text IS NULL OR source = $3)
-      GROUP BY 1, 2) AS u
-GROUP BY 1";
-
 /// Per source: events and distinct users at each step, and how many users who had a top
 /// event also had a bottom event.
 #[utoipa::path(
@@ -89,22 +79,50 @@ pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Fu
     let source = p.source();
     p.finish()?;
 
-    let steps = query(&app.pool, "funnel", STEPS_SQL, &[&from, &to, &source]).await?;
-    let users = query(&app.pool, "funnel", USERS_SQL, &[&from, &to, &source]).await?;
-    let step: HashMap<(String, String, String), (i64, i64)> = steps
-        .iter()
-        .map(|r| ((r.get(0), r.get(1), r.get(2)), (r.get(3), r.get(4))))
-        .collect();
-    let users: HashMap<String, (i64, i64)> = users
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
-
-    let mut sources = Vec::new();
-    for s in Source::ALL
+    let filters = Filters {
+        source,
+        funnel_stage: None,
+        event_type: None,
+    };
+    let step: HashMap<(String, String, String), i64> =
+        type_counts(&app.pool, "funnel", from, to, &filters)
+            .await?
+            .into_iter()
+            .map(|(s, st, t, n)| ((s, st, t), n))
+            .collect();
+    let wanted: Vec<Source> = Source::ALL
         .into_iter()
         .filter(|s| source.is_none_or(|f| f == s.as_str()))
-    {
+        .collect();
+    let mut types = vec![""];
+    for s in &wanted {
+        for stage in FunnelStage::ALL {
+            types.extend(event_types(*s, stage));
+        }
+    }
+    let selector = Selector {
+        dims: vec!["all"],
+        sources: wanted.iter().map(|s| s.as_str()).collect(),
+        stages: FunnelStage::ALL.iter().map(|s| s.as_str()).collect(),
+        types,
+    };
+    let sets = activity::sets(&app.pool, "funnel", from, to, &selector).await?;
+    let set = |source: &str, stage: &str, event_type: &str| {
+        sets.get(
+            &SetKey {
+                dim: "all",
+                source,
+                funnel_stage: stage,
+                event_type,
+                value: "",
+                context: "",
+            }
+            .to_owned_key(),
+        )
+    };
+
+    let mut sources = Vec::new();
+    for s in wanted {
         let mut rows = Vec::new();
         let (mut top, mut bottom) = (0i64, 0i64);
         for stage in FunnelStage::ALL {
@@ -116,7 +134,8 @@ pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Fu
                         stage.as_str().to_owned(),
                         (*t).to_owned(),
                     );
-                    let (events, users) = step.get(&key).copied().unwrap_or((0, 0));
+                    let events = step.get(&key).copied().unwrap_or(0);
+                    let users = set(s.as_str(), stage.as_str(), t).map_or(0, |u| u.len() as i64);
                     (*t, events, users)
                 })
                 .collect();
@@ -134,7 +153,14 @@ pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Fu
                 });
             }
         }
-        let (top_users, converted) = users.get(s.as_str()).copied().unwrap_or((0, 0));
+        let (top_users, converted) =
+            match (set(s.as_str(), "top", ""), set(s.as_str(), "bottom", "")) {
+                (Some(top), Some(bottom)) => {
+                    (top.len() as i64, top.intersection_len(bottom) as i64)
+                }
+                (Some(top), None) => (top.len() as i64, 0),
+                _ => (0, 0),
+            };
         sources.push((
             top,
             s.as_str(),

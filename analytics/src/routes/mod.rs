@@ -72,7 +72,7 @@ pub async fn query(
     Ok(rows)
 }
 
-fn unavailable() -> ApiError {
+pub(crate) fn unavailable() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
@@ -100,7 +100,7 @@ pub async fn query_pieces(
 }
 
 /// Connection trouble and timeouts may pass (503); anything else is our bug (500).
-fn database_error(report: &'static str, e: tokio_postgres::Error) -> ApiError {
+pub(crate) fn database_error(report: &'static str, e: tokio_postgres::Error) -> ApiError {
     let code = e.code().map(|c| c.code().to_owned());
     tracing::error!(error = %e, report, sqlstate = ?code, "Report query failed");
     match code.as_deref().map(|c| &c[..2]) {

@@ -1,7 +1,7 @@
 //! `GET /analytics/stats`: event counts by source, funnel stage and event type.
 
 use super::{AppState, Pairs, query_pieces, sort_desc, timestamp};
-use crate::params::Params;
+use crate::params::{Filters, Params};
 use crate::range::{Grain, split};
 use axum::Json;
 use axum::extract::State;
@@ -72,6 +72,31 @@ fn sql(parts: &str) -> String {
     )
 }
 
+/// Events per (source, funnel stage, event type) in `[from, to)` passing the filters, from
+/// `rollup_events` (days, hours, minutes) and the raw edges.
+pub async fn type_counts(
+    pool: &deadpool_postgres::Pool,
+    report: &'static str,
+    from: time::OffsetDateTime,
+    to: time::OffsetDateTime,
+    f: &Filters,
+) -> Result<Vec<(String, String, String, i64)>, ApiError> {
+    let pieces = split(from, to, &[Grain::Day, Grain::Hour, Grain::Minute]);
+    let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 4);
+    let rows = query_pieces(
+        pool,
+        report,
+        &sql(&parts),
+        &[&f.source, &f.funnel_stage, &f.event_type],
+        &bounds,
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect())
+}
+
 /// Event counts by source, funnel stage and event type.
 #[utoipa::path(
     get,
@@ -90,24 +115,12 @@ pub async fn stats(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Sta
     let f = p.filters();
     p.finish()?;
 
-    let pieces = split(from, to, &[Grain::Day, Grain::Hour, Grain::Minute]);
-    let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 4);
-    let rows = query_pieces(
-        &app.pool,
-        "stats",
-        &sql(&parts),
-        &[&f.source, &f.funnel_stage, &f.event_type],
-        &bounds,
-    )
-    .await?;
-
+    let counts = type_counts(&app.pool, "stats", from, to, &f).await?;
     let mut total = 0i64;
     let mut by_source: BTreeMap<String, i64> = BTreeMap::new();
     let mut by_stage: BTreeMap<String, i64> = BTreeMap::new();
-    let mut by_type: Vec<(String, String, String, i64)> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let (source, stage, event_type, n): (String, String, String, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+    let mut by_type: Vec<(String, String, String, i64)> = Vec::with_capacity(counts.len());
+    for (source, stage, event_type, n) in counts {
         total += n;
         *by_source.entry(source.clone()).or_default() += n;
         *by_stage.entry(stage.clone()).or_default() += n;

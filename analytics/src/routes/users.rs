@@ -1,15 +1,16 @@
 //! `GET /analytics/users/top`: the most active or most valuable users.
 //!
-//! Summed per user from the raw table over the range (exact; the per-user rollup that
-//! keeps this fast at scale is the next step).
+//! Summed per user from the per-user totals of the blocks covering the range plus the
+//! raw edges (`crate::activity`).
 
-use super::{AppState, Pairs, money, query};
+use super::{AppState, Pairs, money};
+use crate::activity;
 use crate::params::Params;
 use axum::Json;
 use axum::extract::State;
-use rust_decimal::Decimal;
 use serde::Serialize;
 use service_kit::error::ApiError;
+use shared_events::Source;
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
@@ -32,18 +33,6 @@ pub struct User {
     pub events: i64,
     #[schema(example = "149.99")]
     pub revenue: String,
-}
-
-fn sql(order: &str) -> String {
-    format!(
-        "\
-SELECT source, user_id, count(*)::bigint AS events, coalesce(sum(revenue), 0) AS revenue
-FROM events
-WHERE event_time >= $1 AND event_time < $2 AND ($3::text IS NULL OR source = $3)
-GROUP BY 1, 2
-ORDER BY {order} DESC, source ASC, user_id ASC
-LIMIT $4"
-    )
 }
 
 /// The most active or most valuable users.
@@ -71,15 +60,28 @@ pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<TopUs
     let by = p.choice("by", &["events", "revenue"], "events");
     p.finish()?;
 
-    let sql = sql(if by == "revenue" { "revenue" } else { "events" });
-    let rows = query(&app.pool, "users_top", &sql, &[&from, &to, &source, &limit]).await?;
-    let users = rows
+    let sources: Vec<&str> = Source::ALL
         .iter()
-        .map(|r| User {
-            source: r.get::<_, String>(0),
-            user_id: r.get::<_, String>(1),
-            events: r.get::<_, i64>(2),
-            revenue: money(r.get::<_, Option<Decimal>>(3)),
+        .map(|s| s.as_str())
+        .filter(|s| source.is_none_or(|x| x == *s))
+        .collect();
+    let ranked = activity::top_users(
+        &app.pool,
+        "users_top",
+        from,
+        to,
+        &sources,
+        by == "revenue",
+        limit as usize,
+    )
+    .await?;
+    let users = ranked
+        .into_iter()
+        .map(|u| User {
+            source: u.source,
+            user_id: u.user_id,
+            events: u.events as i64,
+            revenue: money(Some(u.revenue)),
         })
         .collect();
     Ok(Json(TopUsers { users }))

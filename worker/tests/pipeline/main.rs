@@ -624,6 +624,44 @@ async fn rollups(db: &tokio_postgres::Client) -> Vec<String> {
                 .map(|r| format!("{table} {}", r.get::<_, String>(0))),
         );
     }
+    // Per-user sets and totals, decoded (equal content, whatever the byte layout).
+    let rows = db
+        .query(
+            "SELECT level, block, dim, source, funnel_stage, event_type, value, context, users
+             FROM user_sets ORDER BY 1, 2, 3, 4, 5, 6, 7, 8",
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in rows {
+        let users: Vec<u32> = service_kit::user_sets::decode_bitmap(r.get(8))
+            .unwrap()
+            .iter()
+            .collect();
+        let key: Vec<String> = (2..8).map(|i| r.get::<_, String>(i)).collect();
+        out.push(format!(
+            "user_sets {} {} {key:?} {users:?}",
+            r.get::<_, i16>(0),
+            r.get::<_, i64>(1)
+        ));
+    }
+    let rows = db
+        .query(
+            "SELECT level, block, source, totals FROM user_totals ORDER BY 1, 2, 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in rows {
+        let mut totals = std::collections::BTreeMap::new();
+        service_kit::user_sets::decode_totals(r.get(3), &mut totals).unwrap();
+        out.push(format!(
+            "user_totals {} {} {} {totals:?}",
+            r.get::<_, i16>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, String>(2)
+        ));
+    }
     out
 }
 
@@ -631,7 +669,12 @@ async fn rollups(db: &tokio_postgres::Client) -> Vec<String> {
 async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     let p = Pipeline::start().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
-    let worker = p.start_worker(&["--nats-batch-size", "37"]).await.unwrap();
+    // Frequent compaction rounds, so hours are compacted, dirtied by later batches and
+    // compacted again while the data arrives.
+    let worker = p
+        .start_worker(&["--nats-batch-size", "37", "--compact-interval-ms", "50"])
+        .await
+        .unwrap();
     // Both sources, every shape, null amounts, out-of-order times and offsets, bucket
     // boundaries, and duplicates across and within requests.
     let mut all = events("roll", 0..600);
@@ -660,7 +703,23 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     .unwrap();
 
     let db = p.db().await.unwrap();
+    eventually("every hour compacted", WAIT, || async {
+        let dirty: i64 = db
+            .query_one("SELECT count(*) FROM user_sets_dirty", &[])
+            .await
+            .ok()?
+            .get(0);
+        (dirty == 0).then_some(())
+    })
+    .await
+    .unwrap();
     let incremental = rollups(&db).await;
+    assert!(
+        incremental
+            .iter()
+            .any(|r| r.starts_with("user_sets 11 ") && r.contains("\"country\"")),
+        "the coarsest blocks are built"
+    );
     let per_grain: Vec<(i64, String)> = db
         .query(
             "SELECT sum(events)::bigint, sum(revenue)::text FROM rollup_events GROUP BY grain ORDER BY grain",

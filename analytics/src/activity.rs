@@ -1,0 +1,352 @@
+//! Reading per-user activity over a range: the sets of users (distinct-user figures) and
+//! the per-user totals (users/top), from the blocks the worker's compactor built
+//! (`service_kit::user_sets`) plus the raw events of the partial hours at the edges and of
+//! the hours not compacted yet. Everything is read in one REPEATABLE READ snapshot, so a
+//! block and the dirty mark that invalidates it are seen together.
+
+use crate::range::Grain;
+use crate::routes::{database_error, unavailable};
+use axum::http::StatusCode;
+use deadpool_postgres::{Pool, Transaction};
+use roaring::RoaringBitmap;
+use rust_decimal::Decimal;
+use service_kit::error::ApiError;
+use service_kit::user_sets::{
+    Activity, Block, OwnedSetKey, RAW_SQL, SetKey, UserTotals, cover, decode_bitmap, decode_totals,
+    hour_of, hour_start, memberships,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+use time::OffsetDateTime;
+use tokio_postgres::IsolationLevel;
+
+/// Which sets a report wants: every stored key whose columns are each in these lists.
+#[derive(Debug, Clone)]
+pub struct Selector<'a> {
+    pub dims: Vec<&'a str>,
+    pub sources: Vec<&'a str>,
+    pub stages: Vec<&'a str>,
+    pub types: Vec<&'a str>,
+}
+
+impl Selector<'_> {
+    fn matches(&self, k: &SetKey<'_>) -> bool {
+        self.dims.contains(&k.dim)
+            && self.sources.contains(&k.source)
+            && self.stages.contains(&k.funnel_stage)
+            && self.types.contains(&k.event_type)
+    }
+}
+
+/// Users by set key.
+pub type Sets = HashMap<OwnedSetKey, RoaringBitmap>;
+
+/// One user's figures over the range, named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankedUser {
+    pub source: String,
+    pub user_id: String,
+    pub events: u64,
+    pub revenue: Decimal,
+}
+
+const SETS_SQL: &str = "\
+SELECT s.dim, s.source, s.funnel_stage, s.event_type, s.value, s.context, s.users
+FROM unnest($1::int2[], $2::int8[]) AS b(level, block)
+JOIN user_sets s ON s.level = b.level AND s.block = b.block
+WHERE s.dim = ANY($3) AND s.source = ANY($4) AND s.funnel_stage = ANY($5)
+  AND s.event_type = ANY($6)";
+
+const TOTALS_SQL: &str = "\
+SELECT t.source, t.totals
+FROM unnest($1::int2[], $2::int8[]) AS b(level, block)
+JOIN user_totals t ON t.level = b.level AND t.block = b.block
+WHERE t.source = ANY($3)";
+
+const NAMES_SQL: &str = "SELECT user_key, source, user_id FROM user_keys WHERE user_key = ANY($1)";
+
+/// Users without a key yet (seen only in raw hours) get request-local ids from here up;
+/// keys are positive `integer`s, so the two never meet.
+const LOCAL_IDS: u32 = 1 << 31;
+
+/// How `[from, to)` is read: built blocks and raw ranges.
+struct Plan {
+    levels: Vec<i16>,
+    indexes: Vec<i64>,
+    raw: Vec<(OffsetDateTime, OffsetDateTime)>,
+}
+
+async fn plan(
+    tx: &Transaction<'_>,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Plan, tokio_postgres::Error> {
+    let (start, end) = (Grain::Hour.ceil(from), Grain::Hour.floor(to));
+    let mut plan = Plan {
+        levels: Vec::new(),
+        indexes: Vec::new(),
+        raw: Vec::new(),
+    };
+    if start >= end {
+        plan.raw.push((from, to));
+        return Ok(plan);
+    }
+    let dirty: BTreeSet<i64> = tx
+        .query(
+            "SELECT hour FROM user_sets_dirty WHERE hour >= $1 AND hour < $2",
+            &[&start, &end],
+        )
+        .await?
+        .iter()
+        .map(|r| hour_of(r.get(0)))
+        .collect();
+    let c = cover(hour_of(start), hour_of(end), &dirty);
+    for Block { level, index } in c.blocks {
+        plan.levels.push(level);
+        plan.indexes.push(index);
+    }
+    let mut push = |lo: OffsetDateTime, hi: OffsetDateTime| {
+        if lo >= hi {
+            return;
+        }
+        match plan.raw.last_mut() {
+            Some(last) if last.1 == lo => last.1 = hi,
+            _ => plan.raw.push((lo, hi)),
+        }
+    };
+    push(from, start);
+    for h in c.raw_hours {
+        push(hour_start(h), hour_start(h + 1));
+    }
+    push(end, to);
+    Ok(plan)
+}
+
+/// A connection with a read-only snapshot open, timed as the report's query.
+async fn snapshot<'c>(
+    client: &'c mut deadpool_postgres::Object,
+    report: &'static str,
+) -> Result<Transaction<'c>, ApiError> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| database_error(report, e))
+}
+
+async fn connection(
+    pool: &Pool,
+    report: &'static str,
+) -> Result<deadpool_postgres::Object, ApiError> {
+    pool.get().await.map_err(|e| {
+        tracing::warn!(error = %e, report, "No database connection");
+        unavailable()
+    })
+}
+
+fn corrupt(report: &'static str, detail: String) -> ApiError {
+    tracing::error!(report, detail, "Unreadable per-user activity");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the report could not be computed",
+    )
+}
+
+/// Raw events of the plan's raw ranges.
+async fn raw_activity(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+) -> Result<Vec<Activity>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(RAW_SQL).await?;
+    let mut out = Vec::new();
+    for (lo, hi) in &plan.raw {
+        for row in tx.query(&statement, &[lo, hi]).await? {
+            out.push(Activity::from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Gives every raw user an id: its key, or a request-local one.
+#[derive(Default)]
+struct Ids {
+    local: HashMap<(String, String), u32>,
+}
+
+impl Ids {
+    fn of(&mut self, a: &Activity) -> u32 {
+        match a.user_key {
+            Some(key) => key as u32,
+            None => {
+                let next = LOCAL_IDS + self.local.len() as u32;
+                *self
+                    .local
+                    .entry((a.source.clone(), a.user_id.clone()))
+                    .or_insert(next)
+            }
+        }
+    }
+}
+
+/// The users of every selected set over `[from, to)`.
+pub async fn sets(
+    pool: &Pool,
+    report: &'static str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    selector: &Selector<'_>,
+) -> Result<Sets, ApiError> {
+    let started = Instant::now();
+    let mut client = connection(pool, report).await?;
+    let tx = snapshot(&mut client, report).await?;
+    let fail = |e| database_error(report, e);
+    let plan = plan(&tx, from, to).await.map_err(fail)?;
+
+    let mut sets: Sets = HashMap::new();
+    if !plan.levels.is_empty() {
+        let statement = tx.prepare_cached(SETS_SQL).await.map_err(fail)?;
+        let rows = tx
+            .query(
+                &statement,
+                &[
+                    &plan.levels,
+                    &plan.indexes,
+                    &selector.dims,
+                    &selector.sources,
+                    &selector.stages,
+                    &selector.types,
+                ],
+            )
+            .await
+            .map_err(fail)?;
+        for row in rows {
+            let users = decode_bitmap(row.get(6)).map_err(|e| corrupt(report, e))?;
+            let key = OwnedSetKey {
+                dim: row.get(0),
+                source: row.get(1),
+                funnel_stage: row.get(2),
+                event_type: row.get(3),
+                value: row.get(4),
+                context: row.get(5),
+            };
+            *sets.entry(key).or_default() |= users;
+        }
+    }
+
+    let raw = raw_activity(&tx, &plan).await.map_err(fail)?;
+    tx.commit().await.map_err(fail)?;
+    let mut ids = Ids::default();
+    let mut found: HashMap<SetKey<'_>, RoaringBitmap> = HashMap::new();
+    for a in &raw {
+        let id = ids.of(a);
+        memberships(a, |k| {
+            if selector.matches(&k) {
+                found.entry(k).or_default().insert(id);
+            }
+        });
+    }
+    for (k, users) in found {
+        *sets.entry(k.to_owned_key()).or_default() |= users;
+    }
+    metrics::histogram!("analytics_query_duration_seconds", "report" => report)
+        .record(started.elapsed().as_secs_f64());
+    Ok(sets)
+}
+
+/// The `limit` users of `sources` with the most events (`by_revenue`: the most revenue)
+/// over `[from, to)`, ties by source then userId.
+pub async fn top_users(
+    pool: &Pool,
+    report: &'static str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    sources: &[&str],
+    by_revenue: bool,
+    limit: usize,
+) -> Result<Vec<RankedUser>, ApiError> {
+    let started = Instant::now();
+    let mut client = connection(pool, report).await?;
+    let tx = snapshot(&mut client, report).await?;
+    let fail = |e| database_error(report, e);
+    let plan = plan(&tx, from, to).await.map_err(fail)?;
+
+    // Keys are unique across sources, so one map holds every user.
+    let mut totals: BTreeMap<u32, UserTotals> = BTreeMap::new();
+    if !plan.levels.is_empty() {
+        let statement = tx.prepare_cached(TOTALS_SQL).await.map_err(fail)?;
+        for row in tx
+            .query(&statement, &[&plan.levels, &plan.indexes, &sources])
+            .await
+            .map_err(fail)?
+        {
+            decode_totals(row.get(1), &mut totals).map_err(|e| corrupt(report, e))?;
+        }
+    }
+    let mut ids = Ids::default();
+    for a in raw_activity(&tx, &plan).await.map_err(fail)? {
+        if !sources.contains(&a.source.as_str()) {
+            continue;
+        }
+        let t = totals.entry(ids.of(&a)).or_default();
+        t.events += 1;
+        t.revenue += a.revenue.unwrap_or_default();
+    }
+
+    // Rank by the figure; names are needed only for the users that can make the list:
+    // those at least as good as the `limit`-th (ties are broken by name).
+    let main = |t: &UserTotals| {
+        if by_revenue {
+            t.revenue
+        } else {
+            Decimal::from(t.events)
+        }
+    };
+    let mut ranked: Vec<(u32, UserTotals)> = totals.into_iter().collect();
+    ranked.sort_by_key(|r| std::cmp::Reverse(main(&r.1)));
+    if let Some(cut) = ranked.get(limit.saturating_sub(1)).map(|r| main(&r.1)) {
+        ranked.retain(|r| main(&r.1) >= cut);
+    }
+    let keys: Vec<i32> = ranked
+        .iter()
+        .filter(|(id, _)| *id < LOCAL_IDS)
+        .map(|(id, _)| *id as i32)
+        .collect();
+    let mut names: HashMap<u32, (String, String)> =
+        ids.local.into_iter().map(|(name, id)| (id, name)).collect();
+    if !keys.is_empty() {
+        let statement = tx.prepare_cached(NAMES_SQL).await.map_err(fail)?;
+        for row in tx.query(&statement, &[&keys]).await.map_err(fail)? {
+            names.insert(row.get::<_, i32>(0) as u32, (row.get(1), row.get(2)));
+        }
+    }
+    tx.commit().await.map_err(fail)?;
+
+    let mut users = Vec::with_capacity(ranked.len());
+    for (id, t) in ranked {
+        let (source, user_id) = names
+            .remove(&id)
+            .ok_or_else(|| corrupt(report, format!("user key {id} has no name")))?;
+        users.push(RankedUser {
+            source,
+            user_id,
+            events: t.events,
+            revenue: t.revenue,
+        });
+    }
+    users.sort_by(|a, b| {
+        let (fa, fb) = if by_revenue {
+            (a.revenue, b.revenue)
+        } else {
+            (Decimal::from(a.events), Decimal::from(b.events))
+        };
+        fb.cmp(&fa)
+            .then_with(|| (&a.source, &a.user_id).cmp(&(&b.source, &b.user_id)))
+    });
+    users.truncate(limit);
+    metrics::histogram!("analytics_query_duration_seconds", "report" => report)
+        .record(started.elapsed().as_secs_f64());
+    Ok(users)
+}

@@ -1,0 +1,504 @@
+//! Per-user activity (`sql/0003_user_sets.sql`): what the worker's compactor writes and
+//! the analytics reports read, defined once so both agree on every key.
+//!
+//! An event makes its user a member of a handful of *sets* (by country and filters, by
+//! funnel step, by demographic value) and adds to the user's *totals* (events, revenue).
+//! Sets and totals are kept per dyadic block of hours ([`Block`]); a report unions the sets
+//! of the blocks that cover its range ([`cover`]) with the sets of the raw events at the
+//! edges, computed by the same [`memberships`] function from the same [`RAW_SQL`] rows.
+
+use roaring::RoaringBitmap;
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, BTreeSet};
+use time::OffsetDateTime;
+
+/// The coarsest level: blocks of 2^11 hours (~85 days).
+pub const MAX_LEVEL: i16 = 11;
+
+/// Seconds in an hour.
+const HOUR: i64 = 3600;
+
+/// The hour (since the Unix epoch) holding `t`.
+pub fn hour_of(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp().div_euclid(HOUR)
+}
+
+/// The start of hour `h`.
+pub fn hour_start(h: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(h.saturating_mul(HOUR))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Level `level` block `index`: the hours `[index << level, (index + 1) << level)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Block {
+    pub level: i16,
+    pub index: i64,
+}
+
+impl Block {
+    /// The block of `level` holding hour `h`.
+    pub fn of(h: i64, level: i16) -> Block {
+        Block {
+            level,
+            index: h >> level,
+        }
+    }
+
+    pub fn first_hour(self) -> i64 {
+        self.index << self.level
+    }
+
+    /// One past the last hour.
+    pub fn end_hour(self) -> i64 {
+        (self.index + 1) << self.level
+    }
+
+    /// The two halves (level > 0).
+    pub fn children(self) -> [Block; 2] {
+        let level = self.level - 1;
+        [
+            Block {
+                level,
+                index: self.index * 2,
+            },
+            Block {
+                level,
+                index: self.index * 2 + 1,
+            },
+        ]
+    }
+}
+
+/// How hours `[a, b)` are read: built blocks, and hours to read raw.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Cover {
+    pub blocks: Vec<Block>,
+    /// Dirty hours (their blocks are not built from all their events), ascending.
+    pub raw_hours: Vec<i64>,
+}
+
+/// Covers hours `[a, b)` with the fewest blocks (at most ~2 per level), splitting every
+/// block that holds a dirty hour down to the dirty hours themselves, which are read raw.
+pub fn cover(a: i64, b: i64, dirty: &BTreeSet<i64>) -> Cover {
+    let mut out = Cover::default();
+    let mut h = a;
+    while h < b {
+        let mut level = 0;
+        while level < MAX_LEVEL {
+            let size = 1i64 << (level + 1);
+            if h.rem_euclid(size) != 0 || h + size > b {
+                break;
+            }
+            level += 1;
+        }
+        let block = Block::of(h, level);
+        clean(block, dirty, &mut out);
+        h = block.end_hour();
+    }
+    out
+}
+
+fn clean(block: Block, dirty: &BTreeSet<i64>, out: &mut Cover) {
+    if dirty
+        .range(block.first_hour()..block.end_hour())
+        .next()
+        .is_none()
+    {
+        out.blocks.push(block);
+    } else if block.level == 0 {
+        out.raw_hours.push(block.index);
+    } else {
+        for child in block.children() {
+            clean(child, dirty, out);
+        }
+    }
+}
+
+/// The raw events of `[$1, $2)` as the sets need them, with the user's key when the
+/// compactor has assigned one. Columns: see [`Activity::from_row`].
+pub const RAW_SQL: &str = "\
+SELECT e.source, e.funnel_stage, e.event_type, e.user_id, k.user_key, e.country, e.revenue,
+       e.data #>> '{user,age}', e.data #>> '{user,gender}', e.data #>> '{user,location,city}',
+       e.data #>> '{user,followers}', e.data #>> '{engagement,device}'
+FROM events e LEFT JOIN user_keys k ON k.source = e.source AND k.user_id = e.user_id
+WHERE e.event_time >= $1 AND e.event_time < $2";
+
+/// One raw event's facts.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    pub source: String,
+    pub funnel_stage: String,
+    pub event_type: String,
+    pub user_id: String,
+    pub user_key: Option<i32>,
+    pub country: Option<String>,
+    pub revenue: Option<Decimal>,
+    pub age: Option<String>,
+    pub gender: Option<String>,
+    pub city: Option<String>,
+    pub followers: Option<String>,
+    pub device: Option<String>,
+}
+
+impl Activity {
+    /// Reads a row of [`RAW_SQL`].
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Activity, tokio_postgres::Error> {
+        Ok(Activity {
+            source: row.try_get(0)?,
+            funnel_stage: row.try_get(1)?,
+            event_type: row.try_get(2)?,
+            user_id: row.try_get(3)?,
+            user_key: row.try_get(4)?,
+            country: row.try_get(5)?,
+            revenue: row.try_get(6)?,
+            age: row.try_get(7)?,
+            gender: row.try_get(8)?,
+            city: row.try_get(9)?,
+            followers: row.try_get(10)?,
+            device: row.try_get(11)?,
+        })
+    }
+}
+
+/// A set's identity (the key columns of `user_sets`); `""` means "any" in the filter
+/// columns and "none" in `context`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SetKey<'a> {
+    pub dim: &'a str,
+    pub source: &'a str,
+    pub funnel_stage: &'a str,
+    pub event_type: &'a str,
+    pub value: &'a str,
+    pub context: &'a str,
+}
+
+impl SetKey<'_> {
+    pub fn to_owned_key(&self) -> OwnedSetKey {
+        OwnedSetKey {
+            dim: self.dim.to_owned(),
+            source: self.source.to_owned(),
+            funnel_stage: self.funnel_stage.to_owned(),
+            event_type: self.event_type.to_owned(),
+            value: self.value.to_owned(),
+            context: self.context.to_owned(),
+        }
+    }
+}
+
+/// A [`SetKey`] that owns its strings (as read from the database).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnedSetKey {
+    pub dim: String,
+    pub source: String,
+    pub funnel_stage: String,
+    pub event_type: String,
+    pub value: String,
+    pub context: String,
+}
+
+impl OwnedSetKey {
+    pub fn as_key(&self) -> SetKey<'_> {
+        SetKey {
+            dim: &self.dim,
+            source: &self.source,
+            funnel_stage: &self.funnel_stage,
+            event_type: &self.event_type,
+            value: &self.value,
+            context: &self.context,
+        }
+    }
+}
+
+/// `api.md`'s age buckets, in order.
+pub const AGE_BUCKETS: &[&str] = &["<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"];
+/// `api.md`'s follower buckets (lower bound inclusive), in order.
+pub const FOLLOWER_BUCKETS: &[&str] = &["<1k", "1k-10k", "10k-100k", "100k-1M", "1M+"];
+
+/// The age bucket of `data.user.age` (an integer by validation).
+pub fn age_bucket(age: &str) -> Option<&'static str> {
+    let age: f64 = age.parse().ok()?;
+    let i = match age {
+        a if a < 18.0 => 0,
+        a if a < 25.0 => 1,
+        a if a < 35.0 => 2,
+        a if a < 45.0 => 3,
+        a if a < 55.0 => 4,
+        a if a < 65.0 => 5,
+        _ => 6,
+    };
+    Some(AGE_BUCKETS[i])
+}
+
+/// The follower bucket of `data.user.followers` (an integer >= 0 by validation).
+pub fn follower_bucket(followers: &str) -> Option<&'static str> {
+    let n: f64 = followers.parse().ok()?;
+    let i = match n {
+        n if n < 1e3 => 0,
+        n if n < 1e4 => 1,
+        n if n < 1e5 => 2,
+        n if n < 1e6 => 3,
+        _ => 4,
+    };
+    Some(FOLLOWER_BUCKETS[i])
+}
+
+/// Every set the event's user belongs to because of this event.
+pub fn memberships<'a>(a: &'a Activity, mut add: impl FnMut(SetKey<'a>)) {
+    let (s, st, t) = (
+        a.source.as_str(),
+        a.funnel_stage.as_str(),
+        a.event_type.as_str(),
+    );
+    let key = |dim, source, funnel_stage, event_type, value, context| SetKey {
+        dim,
+        source,
+        funnel_stage,
+        event_type,
+        value,
+        context,
+    };
+    // geo: by country, under every combination of the report's filters
+    if let Some(c) = a.country.as_deref() {
+        for (source, stage, etype) in [
+            ("", "", ""),
+            (s, "", ""),
+            ("", st, ""),
+            (s, st, ""),
+            (s, st, t),
+        ] {
+            add(key("country", source, stage, etype, c, ""));
+        }
+    }
+    // funnel: per source and stage, and per step
+    add(key("all", s, st, "", "", ""));
+    add(key("all", s, st, t, "", ""));
+    // demographics
+    match s {
+        "facebook" => {
+            if let Some(b) = a.age.as_deref().and_then(age_bucket) {
+                add(key("age", s, "", "", b, ""));
+            }
+            if let Some(g) = a.gender.as_deref() {
+                add(key("gender", s, "", "", g, ""));
+            }
+            if let (Some(city), Some(c)) = (a.city.as_deref(), a.country.as_deref()) {
+                add(key("city", s, "", "", city, c));
+            }
+        }
+        "tiktok" => {
+            if let Some(b) = a.followers.as_deref().and_then(follower_bucket) {
+                add(key("followers", s, "", "", b, ""));
+            }
+            if st == "top"
+                && let Some(d) = a.device.as_deref()
+            {
+                add(key("device", s, "", "", d, ""));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Events and revenue of one user.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UserTotals {
+    pub events: u64,
+    pub revenue: Decimal,
+}
+
+impl UserTotals {
+    pub fn add(&mut self, other: UserTotals) {
+        self.events += other.events;
+        self.revenue += other.revenue;
+    }
+}
+
+/// The `user_totals.totals` encoding: `n: u32`, n × (`key: u32`, `events: u64`), then
+/// `m: u32`, m × (`key: u32`, revenue as `rust_decimal`'s 16 bytes) for the users with
+/// revenue; little-endian, keys ascending.
+pub fn encode_totals(totals: &BTreeMap<u32, UserTotals>) -> Vec<u8> {
+    let with_revenue = totals.values().filter(|t| !t.revenue.is_zero()).count();
+    let mut out = Vec::with_capacity(8 + totals.len() * 12 + with_revenue * 20);
+    out.extend_from_slice(&(totals.len() as u32).to_le_bytes());
+    for (key, t) in totals {
+        out.extend_from_slice(&key.to_le_bytes());
+        out.extend_from_slice(&t.events.to_le_bytes());
+    }
+    out.extend_from_slice(&(with_revenue as u32).to_le_bytes());
+    for (key, t) in totals.iter().filter(|(_, t)| !t.revenue.is_zero()) {
+        out.extend_from_slice(&key.to_le_bytes());
+        out.extend_from_slice(&t.revenue.serialize());
+    }
+    out
+}
+
+/// Adds the totals encoded in `bytes` to `into`.
+pub fn decode_totals(bytes: &[u8], into: &mut BTreeMap<u32, UserTotals>) -> Result<(), String> {
+    let mut r = Reader(bytes);
+    let n = r.u32()?;
+    for _ in 0..n {
+        let key = r.u32()?;
+        let events = u64::from_le_bytes(r.take::<8>()?);
+        into.entry(key).or_default().events += events;
+    }
+    let m = r.u32()?;
+    for _ in 0..m {
+        let key = r.u32()?;
+        let revenue = Decimal::deserialize(r.take::<16>()?);
+        into.entry(key).or_default().revenue += revenue;
+    }
+    if r.0.is_empty() {
+        Ok(())
+    } else {
+        Err("trailing bytes in user totals".into())
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let (head, rest) = self
+            .0
+            .split_first_chunk::<N>()
+            .ok_or("user totals are truncated")?;
+        self.0 = rest;
+        Ok(*head)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take::<4>()?))
+    }
+}
+
+/// A bitmap in the portable roaring format (`user_sets.users`).
+pub fn encode_bitmap(bitmap: &RoaringBitmap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bitmap.serialized_size());
+    // Writing to a Vec cannot fail.
+    let _ = bitmap.serialize_into(&mut out);
+    out
+}
+
+pub fn decode_bitmap(bytes: &[u8]) -> Result<RoaringBitmap, String> {
+    RoaringBitmap::deserialize_from(bytes).map_err(|e| format!("bad user bitmap: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn hours(c: &Cover) -> Vec<i64> {
+        let mut all: Vec<i64> = c
+            .blocks
+            .iter()
+            .flat_map(|b| b.first_hour()..b.end_hour())
+            .chain(c.raw_hours.iter().copied())
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn hours_are_utc_and_floor_before_the_epoch() {
+        let t = datetime!(2026-03-01 10:59:59.9 +02:00);
+        assert_eq!(hour_start(hour_of(t)), datetime!(2026-03-01 08:00 UTC));
+        assert_eq!(hour_of(datetime!(1969-12-31 23:30 UTC)), -1);
+    }
+
+    #[test]
+    fn a_cover_tiles_the_hours_exactly_with_few_blocks() {
+        let none = BTreeSet::new();
+        for (a, b) in [(0, 1), (5, 6), (3, 2165), (-100, 77), (493_000, 495_160)] {
+            let c = cover(a, b, &none);
+            assert_eq!(hours(&c), (a..b).collect::<Vec<_>>(), "[{a}, {b})");
+            assert!(c.raw_hours.is_empty());
+            assert!(c.blocks.len() <= 2 * (MAX_LEVEL as usize + 1) + (b - a) as usize / 2048);
+            for b in &c.blocks {
+                assert!(b.level <= MAX_LEVEL);
+            }
+        }
+        // 90 days: a couple of dozen blocks, not 2,160 hours.
+        assert!(cover(493_000, 495_160, &none).blocks.len() <= 24);
+    }
+
+    #[test]
+    fn dirty_hours_are_read_raw_and_no_block_holds_one() {
+        let dirty: BTreeSet<i64> = [10, 11, 700, 2000].into();
+        let c = cover(0, 2048, &dirty);
+        assert_eq!(hours(&c), (0..2048).collect::<Vec<_>>());
+        assert_eq!(c.raw_hours, vec![10, 11, 700, 2000]);
+        for b in &c.blocks {
+            assert!(dirty.range(b.first_hour()..b.end_hour()).next().is_none());
+        }
+    }
+
+    #[test]
+    fn totals_round_trip_and_add_up() {
+        let mut a = BTreeMap::new();
+        a.insert(
+            3,
+            UserTotals {
+                events: 2,
+                revenue: Decimal::new(14999, 2),
+            },
+        );
+        a.insert(
+            70_000,
+            UserTotals {
+                events: 5,
+                revenue: Decimal::ZERO,
+            },
+        );
+        let bytes = encode_totals(&a);
+        let mut sum = BTreeMap::new();
+        decode_totals(&bytes, &mut sum).unwrap();
+        assert_eq!(sum, a);
+        decode_totals(&bytes, &mut sum).unwrap();
+        assert_eq!(sum[&3].events, 4);
+        assert_eq!(sum[&3].revenue, Decimal::new(29998, 2));
+        assert!(decode_totals(&bytes[..bytes.len() - 1], &mut sum).is_err());
+    }
+
+    #[test]
+    fn buckets_follow_the_api() {
+        assert_eq!(age_bucket("17"), Some("<18"));
+        assert_eq!(age_bucket("18"), Some("18-24"));
+        assert_eq!(age_bucket("64"), Some("55-64"));
+        assert_eq!(age_bucket("65"), Some("65+"));
+        assert_eq!(follower_bucket("999"), Some("<1k"));
+        assert_eq!(follower_bucket("1000"), Some("1k-10k"));
+        assert_eq!(follower_bucket("1000000"), Some("1M+"));
+        assert_eq!(follower_bucket("x"), None);
+    }
+
+    #[test]
+    fn a_tiktok_bottom_event_has_no_country_or_device_sets() {
+        let a = Activity {
+            source: "tiktok".into(),
+            funnel_stage: "bottom".into(),
+            event_type: "purchase".into(),
+            user_id: "u".into(),
+            user_key: Some(1),
+            country: None,
+            revenue: None,
+            age: None,
+            gender: None,
+            city: None,
+            followers: Some("5000".into()),
+            device: Some("iOS".into()),
+        };
+        let mut keys = Vec::new();
+        memberships(&a, |k| keys.push((k.dim, k.event_type, k.value)));
+        assert_eq!(
+            keys,
+            vec![
+                ("all", "", ""),
+                ("all", "purchase", ""),
+                ("followers", "", "1k-10k")
+            ]
+        );
+    }
+}

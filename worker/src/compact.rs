@@ -1,0 +1,346 @@
+//! The compactor: builds the per-user sets and totals (`sql/0003_user_sets.sql`,
+//! `service_kit::user_sets`) of the hours the insert path marked dirty.
+//!
+//! One round is one transaction, under an advisory lock so that one worker replica
+//! compacts at a time: take up to N dirty hours that have ended (deleting their marks,
+//! which waits for any insert transaction still holding one), rebuild each hour's level-0
+//! block from its raw events, then every ancestor block from its two children, and commit.
+//! Readers see either the mark and the old blocks, or no mark and the new blocks; a batch
+//! committed after the mark was taken marks the hour again. Off the insert path, so the
+//! write rate does not pay for it; the hour being written stays dirty (read raw) until it
+//! ends.
+
+use anyhow::Context as _;
+use roaring::RoaringBitmap;
+use service_kit::user_sets::{
+    Activity, Block, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, UserTotals, decode_bitmap,
+    decode_totals, encode_bitmap, encode_totals, hour_of, hour_start, memberships,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio_postgres::{Client, Transaction};
+
+/// Arbitrary, fixed key of the compaction lock ("usersets" in ASCII).
+const LOCK_KEY: i64 = 0x7573_6572_7365_7473;
+
+/// Most hours one round (transaction) takes.
+pub const ROUND_HOURS: i64 = 256;
+
+const TAKE_SQL: &str = "\
+DELETE FROM user_sets_dirty WHERE hour IN (
+    SELECT hour FROM user_sets_dirty WHERE hour <= now() - interval '1 hour'
+    ORDER BY hour LIMIT $1 FOR UPDATE)
+RETURNING hour";
+
+/// Keys for the users of `[$1, $2)` that have none yet (only the compactor inserts, under
+/// its lock, so no sequence values are wasted on conflicts).
+const ASSIGN_KEYS_SQL: &str = "\
+INSERT INTO user_keys (source, user_id)
+SELECT DISTINCT e.source, e.user_id FROM events e
+WHERE e.event_time >= $1 AND e.event_time < $2
+  AND NOT EXISTS (SELECT 1 FROM user_keys k WHERE k.source = e.source AND k.user_id = e.user_id)";
+
+const SETS_OF_SQL: &str = "\
+SELECT dim, source, funnel_stage, event_type, value, context, users
+FROM user_sets WHERE level = $1 AND block = ANY($2)";
+
+const TOTALS_OF_SQL: &str =
+    "SELECT source, totals FROM user_totals WHERE level = $1 AND block = ANY($2)";
+
+const UPSERT_SETS_SQL: &str = "\
+INSERT INTO user_sets (level, block, dim, source, funnel_stage, event_type, value, context, users)
+SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[])
+ON CONFLICT (level, block, dim, source, funnel_stage, event_type, value, context)
+DO UPDATE SET users = excluded.users";
+
+const DELETE_SETS_SQL: &str = "\
+DELETE FROM user_sets WHERE level = $1 AND block = $2
+  AND (dim, source, funnel_stage, event_type, value, context) IN (
+      SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]))";
+
+const UPSERT_TOTALS_SQL: &str = "\
+INSERT INTO user_totals (level, block, source, totals)
+SELECT $1, $2, * FROM unnest($3::text[], $4::bytea[])
+ON CONFLICT (level, block, source) DO UPDATE SET totals = excluded.totals";
+
+const DELETE_TOTALS_SQL: &str =
+    "DELETE FROM user_totals WHERE level = $1 AND block = $2 AND source = ANY($3)";
+
+type Sets = BTreeMap<OwnedSetKey, RoaringBitmap>;
+type Totals = BTreeMap<String, BTreeMap<u32, UserTotals>>;
+
+/// Compacts up to `max_hours` dirty hours that have ended. Returns the hours compacted
+/// (none when another replica holds the lock).
+pub async fn round(client: &mut Client, max_hours: i64) -> anyhow::Result<Vec<i64>> {
+    let tx = client.transaction().await?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(Vec::new());
+    }
+    let mut hours: Vec<i64> = tx
+        .query(TAKE_SQL, &[&max_hours])
+        .await?
+        .iter()
+        .map(|r| hour_of(r.get::<_, OffsetDateTime>(0)))
+        .collect();
+    hours.sort_unstable();
+    if hours.is_empty() {
+        return Ok(hours);
+    }
+    for &h in &hours {
+        build_hour(&tx, h)
+            .await
+            .with_context(|| format!("building hour {}", hour_start(h)))?;
+    }
+    for level in 1..=MAX_LEVEL {
+        let parents: BTreeSet<Block> = hours.iter().map(|&h| Block::of(h, level)).collect();
+        for parent in parents {
+            merge_children(&tx, parent).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(hours)
+}
+
+/// Rounds until no dirty hour that has ended is left (the rebuild command, benches).
+pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
+    let mut total = 0;
+    loop {
+        let n = round(client, ROUND_HOURS).await?.len();
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// The level-0 block of hour `h`, from its raw events.
+async fn build_hour(tx: &Transaction<'_>, h: i64) -> anyhow::Result<()> {
+    let (lo, hi) = (hour_start(h), hour_start(h + 1));
+    tx.execute(ASSIGN_KEYS_SQL, &[&lo, &hi]).await?;
+    let rows = tx.query(RAW_SQL, &[&lo, &hi]).await?;
+    let activities = rows
+        .iter()
+        .map(Activity::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut sets: BTreeMap<SetKey<'_>, RoaringBitmap> = BTreeMap::new();
+    let mut totals: Totals = BTreeMap::new();
+    for a in &activities {
+        let key = a
+            .user_key
+            .with_context(|| format!("user {}/{} has no key", a.source, a.user_id))?
+            as u32;
+        memberships(a, |k| {
+            sets.entry(k).or_default().insert(key);
+        });
+        let t = totals
+            .entry(a.source.clone())
+            .or_default()
+            .entry(key)
+            .or_default();
+        t.events += 1;
+        if let Some(r) = a.revenue {
+            t.revenue += r;
+        }
+    }
+    let sets: Sets = sets
+        .into_iter()
+        .map(|(k, v)| (k.to_owned_key(), v))
+        .collect();
+    write(tx, Block::of(h, 0), &sets, &totals).await
+}
+
+/// A parent block as the union of its children, written where it changed.
+async fn merge_children(tx: &Transaction<'_>, parent: Block) -> anyhow::Result<()> {
+    let [a, b] = parent.children();
+    let children = vec![a.index, b.index];
+    let mut sets: Sets = BTreeMap::new();
+    for row in tx.query(SETS_OF_SQL, &[&a.level, &children]).await? {
+        let bitmap = decode_bitmap(row.get(6)).map_err(anyhow::Error::msg)?;
+        *sets.entry(set_key(&row)).or_default() |= bitmap;
+    }
+    let mut totals: Totals = BTreeMap::new();
+    for row in tx.query(TOTALS_OF_SQL, &[&a.level, &children]).await? {
+        decode_totals(row.get(1), totals.entry(row.get(0)).or_default())
+            .map_err(anyhow::Error::msg)?;
+    }
+    write(tx, parent, &sets, &totals).await
+}
+
+fn set_key(row: &tokio_postgres::Row) -> OwnedSetKey {
+    OwnedSetKey {
+        dim: row.get(0),
+        source: row.get(1),
+        funnel_stage: row.get(2),
+        event_type: row.get(3),
+        value: row.get(4),
+        context: row.get(5),
+    }
+}
+
+/// Makes the stored block equal `sets` and `totals`, writing only what differs (upper
+/// blocks mostly do not change when an hour is added: the same users again).
+async fn write(
+    tx: &Transaction<'_>,
+    block: Block,
+    sets: &Sets,
+    totals: &Totals,
+) -> anyhow::Result<()> {
+    let index = vec![block.index];
+    let mut old: Sets = BTreeMap::new();
+    for row in tx.query(SETS_OF_SQL, &[&block.level, &index]).await? {
+        old.insert(
+            set_key(&row),
+            decode_bitmap(row.get(6)).map_err(anyhow::Error::msg)?,
+        );
+    }
+    let changed: Vec<(&OwnedSetKey, &RoaringBitmap)> = sets
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .collect();
+    let gone: Vec<&OwnedSetKey> = old.keys().filter(|k| !sets.contains_key(*k)).collect();
+    if !changed.is_empty() {
+        let cols = columns(changed.iter().map(|(k, _)| *k));
+        let users: Vec<Vec<u8>> = changed.iter().map(|(_, v)| encode_bitmap(v)).collect();
+        tx.execute(
+            UPSERT_SETS_SQL,
+            &[
+                &block.level,
+                &block.index,
+                &cols[0],
+                &cols[1],
+                &cols[2],
+                &cols[3],
+                &cols[4],
+                &cols[5],
+                &users,
+            ],
+        )
+        .await?;
+    }
+    if !gone.is_empty() {
+        let cols = columns(gone.into_iter());
+        tx.execute(
+            DELETE_SETS_SQL,
+            &[
+                &block.level,
+                &block.index,
+                &cols[0],
+                &cols[1],
+                &cols[2],
+                &cols[3],
+                &cols[4],
+                &cols[5],
+            ],
+        )
+        .await?;
+    }
+
+    let mut old: Totals = BTreeMap::new();
+    for row in tx.query(TOTALS_OF_SQL, &[&block.level, &index]).await? {
+        decode_totals(row.get(1), old.entry(row.get(0)).or_default())
+            .map_err(anyhow::Error::msg)?;
+    }
+    let changed: Vec<(&String, Vec<u8>)> = totals
+        .iter()
+        .filter(|(s, t)| old.get(*s) != Some(*t))
+        .map(|(s, t)| (s, encode_totals(t)))
+        .collect();
+    if !changed.is_empty() {
+        let sources: Vec<&str> = changed.iter().map(|(s, _)| s.as_str()).collect();
+        let bytes: Vec<&[u8]> = changed.iter().map(|(_, b)| b.as_slice()).collect();
+        tx.execute(
+            UPSERT_TOTALS_SQL,
+            &[&block.level, &block.index, &sources, &bytes],
+        )
+        .await?;
+    }
+    let gone: Vec<&str> = old
+        .keys()
+        .filter(|s| !totals.contains_key(*s))
+        .map(String::as_str)
+        .collect();
+    if !gone.is_empty() {
+        tx.execute(DELETE_TOTALS_SQL, &[&block.level, &block.index, &gone])
+            .await?;
+    }
+    Ok(())
+}
+
+/// The six key columns as arrays.
+fn columns<'a>(keys: impl Iterator<Item = &'a OwnedSetKey>) -> [Vec<&'a str>; 6] {
+    let mut cols: [Vec<&str>; 6] = Default::default();
+    for k in keys {
+        cols[0].push(&k.dim);
+        cols[1].push(&k.source);
+        cols[2].push(&k.funnel_stage);
+        cols[3].push(&k.event_type);
+        cols[4].push(&k.value);
+        cols[5].push(&k.context);
+    }
+    cols
+}
+
+/// Compacts every `interval` until `stop`; publishes `worker_user_sets_dirty_hours` (hours
+/// read raw by reports until compacted) and counts `worker_user_sets_compacted_hours_total`.
+pub async fn run(
+    pool: deadpool_postgres::Pool,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let mut client = match pool.get().await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::debug!(%error, "Compactor: no database connection");
+                continue;
+            }
+        };
+        loop {
+            match round(&mut client, ROUND_HOURS).await {
+                Ok(hours) => {
+                    metrics::counter!("worker_user_sets_compacted_hours_total")
+                        .increment(hours.len() as u64);
+                    if let (Some(first), Some(last)) = (hours.first(), hours.last()) {
+                        tracing::debug!(
+                            hours = hours.len(),
+                            first = %hour_start(*first),
+                            last = %hour_start(*last),
+                            "Per-user sets compacted"
+                        );
+                    }
+                    if (hours.len() as i64) < ROUND_HOURS || *stop.borrow() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "Compaction round failed; retrying later"
+                    );
+                    break;
+                }
+            }
+        }
+        if let Ok(row) = client
+            .query_one("SELECT count(*) FROM user_sets_dirty", &[])
+            .await
+        {
+            metrics::gauge!("worker_user_sets_dirty_hours").set(row.get::<_, i64>(0) as f64);
+        }
+    }
+}
