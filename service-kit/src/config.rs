@@ -88,6 +88,29 @@ pub fn nats_urls(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// Validates an OTLP/gRPC endpoint: `http://host:port` (a path is refused: gRPC has none).
+/// `https` is refused too: no TLS stack is compiled in, so a collector is reached over plain
+/// HTTP/2 on a trusted network (a sidecar or the same host). Empty is accepted and means
+/// unset, as OpenTelemetry specifies for its variables (`OTEL_X: ${OTEL_X:-}` in compose).
+pub fn otlp_endpoint(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
+    let uri: axum::http::Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https is not supported (no TLS built in); use http://".into()),
+        _ => return Err("expected http://host:port".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("has no host (expected http://host:port)".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("a gRPC endpoint has no path (expected http://host:port)".into());
+    }
+    Ok(s.to_owned())
+}
+
 /// A positive integer (sizes, counts).
 pub fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
@@ -142,6 +165,29 @@ mod tests {
         );
         let msg = error_of(&["--database-url", "postgres://u@h:notaport/db"]);
         assert!(msg.contains("DATABASE_URL="), "{msg}");
+    }
+
+    #[test]
+    fn otlp_endpoints_must_be_plain_http_without_a_path() {
+        for good in [
+            "http://127.0.0.1:4317",
+            "http://collector:4317/",
+            "http://otel",
+        ] {
+            assert_eq!(otlp_endpoint(good).as_deref(), Ok(good), "{good}");
+        }
+        assert_eq!(otlp_endpoint("").as_deref(), Ok(""), "empty means unset");
+        for (bad, why) in [
+            ("https://collector:4317", "no TLS"),
+            ("collector:4317", "expected http://"),
+            ("http://collector:4318/v1/traces", "no path"),
+            ("http://", "not a URL"),
+            ("http://:4317", "no host"),
+            ("not a url", "not a URL"),
+        ] {
+            let error = otlp_endpoint(bad).err().unwrap_or_default();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
     }
 
     #[test]
