@@ -2,6 +2,7 @@
 
 use service_kit::config::{LogFormat, positive};
 use service_kit::stream::StreamArgs;
+use service_kit::telemetry::TraceArgs;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub struct Config {
     /// `json` (production) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub traces: TraceArgs,
 }
 
 impl Config {

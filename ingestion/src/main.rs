@@ -4,9 +4,16 @@ use service_kit::{config, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = config::parse_or_exit("ingestion");
-    telemetry::init(config.log_format, &config.rust_log);
+    let telemetry = telemetry::init_with_traces(
+        config.log_format,
+        &config.rust_log,
+        &config.traces,
+        "ingestion",
+    )?;
     let drain = config.shutdown_timeout();
     let app = build(config).await?;
     tracing::info!(port = app.port(), "Ingestion listening");
-    app.run_until_stopped(shutdown::signal(), drain).await
+    let stopped = app.run_until_stopped(shutdown::signal(), drain).await;
+    telemetry.shutdown().await;
+    stopped
 }

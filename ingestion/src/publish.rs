@@ -5,9 +5,11 @@ use crate::error::WebhookError;
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use futures::future::join_all;
+use service_kit::telemetry::{TARGET, propagation};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 /// Header carrying the request's correlation id to the worker and the DLQ.
 pub const CORRELATION_HEADER: &str = "X-Correlation-ID";
@@ -16,8 +18,9 @@ pub const CORRELATION_HEADER: &str = "X-Correlation-ID";
 pub const INGESTED_AT_HEADER: &str = "Ingested-At";
 
 /// Bytes kept free for the headers in a NATS message: `Nats-Msg-Id` (eventId, at most
-/// 128 characters), the correlation id (at most 128), `Ingested-At` and the framing.
-const HEADER_ALLOWANCE: usize = 1024;
+/// 128 characters), the correlation id (at most 128), `Ingested-At`, the trace context
+/// (`traceparent`, 55; `tracestate`, at most 512) and the framing.
+const HEADER_ALLOWANCE: usize = 2048;
 
 /// One validated event ready to publish.
 #[derive(Debug)]
@@ -47,6 +50,33 @@ impl Publisher {
         events: Vec<Outgoing<'_>>,
         correlation_id: &str,
     ) -> Result<usize, WebhookError> {
+        let span = tracing::info_span!(
+            target: TARGET,
+            "publish",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.operation.type = "send",
+            messaging.batch.message_count = events.len(),
+            duplicates = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = self
+            .send_and_confirm(events, correlation_id, &span)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(duplicates) => span.record("duplicates", duplicates),
+            Err(_) => span.record("otel.status_code", "ERROR"),
+        };
+        result
+    }
+
+    async fn send_and_confirm(
+        &self,
+        events: Vec<Outgoing<'_>>,
+        correlation_id: &str,
+        span: &tracing::Span,
+    ) -> Result<usize, WebhookError> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(unavailable("nats_disconnected", "not connected to NATS"));
         }
@@ -66,13 +96,19 @@ impl Publisher {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos().to_string())
             .unwrap_or_default();
+        // The publish span's `traceparent` (and `tracestate`), once for every message of
+        // the request; empty, and nothing added per event, when trace export is off.
+        let trace = propagation::headers(span);
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
-            let message = PublishMessage::build()
+            let mut message = PublishMessage::build()
                 .payload(event.payload)
                 .message_id(event.event_id)
                 .header(CORRELATION_HEADER, correlation_id)
                 .header(INGESTED_AT_HEADER, ingested_at.as_str());
+            for (name, value) in &trace {
+                message = message.header(name.clone(), value.clone());
+            }
             let ack = self
                 .js
                 .send_publish(event.subject, message)

@@ -2,6 +2,7 @@
 
 use service_kit::config::{LogFormat, positive, postgres_url};
 use service_kit::stream::StreamArgs;
+use service_kit::telemetry::TraceArgs;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -77,6 +78,8 @@ pub struct Config {
     /// `json` (production) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub traces: TraceArgs,
 }
 
 /// One-off maintenance commands (without one, the worker consumes).

@@ -12,11 +12,13 @@ use crate::store::{self, Rejection};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use deadpool_postgres::Pool;
 use futures::StreamExt;
+use service_kit::telemetry::{TARGET, propagation};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// Header set by ingestion: unix nanoseconds when the event was accepted.
 const INGESTED_AT_HEADER: &str = "Ingested-At";
@@ -241,8 +243,30 @@ fn retry_delay(delivered: i64) -> Duration {
     Duration::from_secs(1 << exp).min(Duration::from_secs(30))
 }
 
-/// Decodes, inserts, acks and dead-letters one batch.
+/// Decodes, inserts, acks and dead-letters one batch, within its `batch` span.
 async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: OwnedSemaphorePermit) {
+    let span = batch_span(&messages);
+    process_batch(&ctx, &messages).instrument(span).await;
+}
+
+/// The batch's span, for trace export only (disabled, and free, when export is off): the
+/// child of the trace its messages carry when they all carry the same one (a batch from
+/// one request), else a trace of its own linked to each.
+fn batch_span(messages: &[jetstream::Message]) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "batch",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.batch.message_count = messages.len(),
+        otel.status_code = tracing::field::Empty,
+    );
+    propagation::follow_messages(&span, messages.iter().map(|m| m.headers.as_ref()));
+    span
+}
+
+async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
     let started = Instant::now();
     metrics::histogram!("worker_batch_size").record(messages.len() as f64);
 
@@ -312,6 +336,7 @@ async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: Owne
             }
         }
         Err(error) => {
+            tracing::Span::current().record("otel.status_code", "ERROR");
             ctx.gate.close(&error.0);
             metrics::counter!("worker_events_failed_total", "reason" => "database_unavailable")
                 .increment(rows.len() as u64);
@@ -326,7 +351,7 @@ async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: Owne
     }
 
     for (i, rejection) in dead {
-        dead_letter(&ctx, &messages[i], rejection).await;
+        dead_letter(ctx, &messages[i], rejection).await;
     }
     metrics::histogram!("worker_batch_duration_seconds").record(started.elapsed().as_secs_f64());
 }
@@ -334,7 +359,27 @@ async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: Owne
 async fn dead_letter(ctx: &Ctx, m: &jetstream::Message, rejection: Rejection) {
     let correlation_id = header(m, CORRELATION_HEADER).unwrap_or("");
     let event_id = header(m, "Nats-Msg-Id").unwrap_or("");
-    match ctx.dlq.publish(m, &rejection).await {
+    // A child of the batch span, linked to the message's own trace. The dead letter keeps
+    // the message's headers, `traceparent` included: it stays in the event's trace.
+    let span = tracing::info_span!(
+        target: TARGET,
+        "dlq publish",
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        reason = rejection.reason,
+        otel.status_code = tracing::field::Empty,
+    );
+    propagation::link_message(&span, m.headers.as_ref());
+    let published = ctx
+        .dlq
+        .publish(m, &rejection)
+        .instrument(span.clone())
+        .await;
+    if published.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    match published {
         Ok(()) => {
             metrics::counter!("worker_events_dlq_total", "reason" => rejection.reason).increment(1);
             tracing::warn!(

@@ -4,12 +4,21 @@ use worker::{Command, Config, build, rebuild_rollups};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = config::parse_or_exit("worker");
-    telemetry::init(config.log_format, &config.rust_log);
-    if let Some(Command::RebuildRollups) = config.command {
-        return rebuild_rollups(&config.database_url).await;
-    }
-    let drain = config.shutdown_timeout();
-    let app = build(config).await?;
-    tracing::info!(port = app.port(), "Worker health and metrics listening");
-    app.run_until_stopped(shutdown::signal(), drain).await
+    let telemetry = telemetry::init_with_traces(
+        config.log_format,
+        &config.rust_log,
+        &config.traces,
+        "worker",
+    )?;
+    let result = match config.command {
+        Some(Command::RebuildRollups) => rebuild_rollups(&config.database_url).await,
+        None => {
+            let drain = config.shutdown_timeout();
+            let app = build(config).await?;
+            tracing::info!(port = app.port(), "Worker health and metrics listening");
+            app.run_until_stopped(shutdown::signal(), drain).await
+        }
+    };
+    telemetry.shutdown().await;
+    result
 }

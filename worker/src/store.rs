@@ -25,11 +25,13 @@
 use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
 use serde_json::Value;
+use service_kit::telemetry::TARGET;
 use shared_events::{FunnelStage, Source};
 use std::collections::HashSet;
 use time::OffsetDateTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tracing::Instrument;
 
 /// One event ready to insert.
 #[derive(Debug, Clone)]
@@ -142,8 +144,42 @@ fn transient(e: impl std::fmt::Display) -> Transient {
 }
 
 /// Inserts a batch in one transaction. A row the database refuses is isolated by
-/// bisection (savepoints), so the rest of its batch still commits.
+/// bisection (savepoints), so the rest of its batch still commits. The transaction is the
+/// `insert` span (trace export only).
 pub async fn insert_batch(pool: &Pool, rows: &[Row]) -> Result<Outcome, Transient> {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "insert",
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "events",
+        rows = rows.len(),
+        inserted = tracing::field::Empty,
+        rejected = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let result = insert_in_transaction(pool, rows)
+        .instrument(span.clone())
+        .await;
+    if !span.is_disabled() {
+        match &result {
+            Ok(outcome) => {
+                span.record(
+                    "inserted",
+                    outcome.inserted.iter().filter(|new| **new).count(),
+                );
+                span.record("rejected", outcome.rejected.len());
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+    }
+    result
+}
+
+async fn insert_in_transaction(pool: &Pool, rows: &[Row]) -> Result<Outcome, Transient> {
     let mut outcome = Outcome {
         inserted: vec![false; rows.len()],
         rejected: Vec::new(),

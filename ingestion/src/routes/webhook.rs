@@ -11,14 +11,16 @@ use crate::signature;
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{MatchedPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use service_kit::telemetry::{TARGET, propagation};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Largest number of events in one request.
 pub const MAX_BATCH: usize = 1000;
@@ -75,10 +77,15 @@ pub struct Accepted {
 pub async fn receive(
     State(state): State<Arc<WebhookState>>,
     Extension(correlation): Extension<CorrelationId>,
+    route: Option<MatchedPath>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(&state, &correlation.0, &headers, body).await {
+    let span = webhook_span(&correlation.0, route.as_ref(), &headers);
+    let response = match handle(&state, &correlation.0, &headers, body)
+        .instrument(span.clone())
+        .await
+    {
         Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
         Err(error) => {
             let (counter, events) = (
@@ -92,7 +99,34 @@ pub async fn receive(
             metrics::counter!(counter, "reason" => error.reason()).increment(events);
             error.into_response()
         }
+    };
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
     }
+    response
+}
+
+/// The request's server span, for trace export only (disabled, and free, when export is
+/// off). It continues the producer's trace when the request carries a `traceparent`.
+fn webhook_span(
+    correlation_id: &str,
+    route: Option<&MatchedPath>,
+    headers: &HeaderMap,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "webhook",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = route.map(MatchedPath::as_str),
+        correlation_id,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    propagation::continue_http_trace(&span, headers);
+    span
 }
 
 async fn handle(

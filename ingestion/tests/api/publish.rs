@@ -154,3 +154,33 @@ async fn a_full_stream_answers_503_and_keeps_what_it_stored() {
     let ids = app.stored_event_ids().await;
     assert_eq!(ids, (0..5).map(|i| format!("full-{i}")).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn with_trace_export_off_messages_carry_no_trace_context() {
+    // OTEL_EXPORTER_OTLP_ENDPOINT is not set for this service, so no trace layer is
+    // installed: even a producer's own `traceparent` is not forwarded into NATS.
+    let app = spawn_app(Options::default()).await;
+    let response = app
+        .post_with(
+            serde_json::to_vec(&fb_top("ev-no-trace-1")).unwrap_or_default(),
+            Some("application/json"),
+            &[
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+                ("tracestate", "vendor=abc"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let stored = app.stored_messages().await;
+    assert_eq!(stored.len(), 1);
+    let mut names: Vec<String> = stored[0]
+        .headers
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Ingested-At", "Nats-Msg-Id", "X-Correlation-ID"]);
+}
