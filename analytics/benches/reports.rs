@@ -10,6 +10,10 @@
 //! `--bench` (as `cargo test --benches` does) it uses 5,000 events and 8 requests: a smoke
 //! test. Output: a markdown table and one JSON line starting with `{"bench":"reports"`.
 //! The test cluster runs with fsync=off, which does not matter for reads.
+//!
+//! `BENCH_DATABASE_URL` runs against an existing database instead (migrated, and loaded
+//! unless it already holds `BENCH_EVENTS` events): to iterate on queries without
+//! reloading. Its data were spread over the 90 days before it was loaded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -55,31 +59,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let events = env_usize("BENCH_EVENTS", if full { 10_000_000 } else { 5_000 });
-    let clients = env_usize("BENCH_CLIENTS", 8);
-    let requests = env_usize("BENCH_REQUESTS", if full { 80 } else { 8 });
-    let cell_seconds = env_usize("BENCH_CELL_SECONDS", 20) as u64;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run(
-            events,
-            clients,
-            requests,
-            Duration::from_secs(cell_seconds),
-        ));
-}
-
-async fn run(events: usize, clients: usize, requests: usize, cell_budget: Duration) {
-    let pg = testkit::Postgres::start().await.unwrap();
-    let url = pg.create_database("events").await.unwrap();
-    let mut client = pg.connect("events").await.unwrap();
-    worker::migrate::run(&mut client).await.unwrap();
-
-    // Load: events spread evenly over the 90 days before `now`.
+/// Loads `events` events spread evenly over the 90 days before now, then rebuilds the
+/// rollups and the per-user sets from them.
+async fn load(client: &mut tokio_postgres::Client, events: usize) -> serde_json::Value {
     let now = OffsetDateTime::now_utc();
     let span = time::Duration::days(90);
     let started = Instant::now();
@@ -120,8 +102,11 @@ async fn run(events: usize, clients: usize, requests: usize, cell_budget: Durati
         .batch_execute("SELECT rebuild_rollups()")
         .await
         .unwrap();
+    let counts = started.elapsed();
+    let started = Instant::now();
+    let hours = worker::compact::until_clean(client).await.unwrap();
+    let sets = started.elapsed();
     client.batch_execute("VACUUM ANALYZE").await.unwrap();
-    let rollups = started.elapsed();
     let rollup_rows: i64 = client
         .query_one(
             "SELECT (SELECT count(*) FROM rollup_events) + (SELECT count(*) FROM rollup_geo) + (SELECT count(*) FROM rollup_campaigns)",
@@ -130,9 +115,72 @@ async fn run(events: usize, clients: usize, requests: usize, cell_budget: Durati
         .await
         .unwrap()
         .get(0);
+    let (set_rows, set_bytes): (i64, i64) = client
+        .query_one(
+            "SELECT count(*), coalesce(sum(octet_length(users)), 0)::bigint FROM user_sets",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
     eprintln!(
-        "loaded {events} events in {load:.1?}; rollups rebuilt in {rollups:.1?} ({rollup_rows} rollup rows)"
+        "loaded {events} events in {load:.1?}; counts rebuilt in {counts:.1?} ({rollup_rows} rollup rows); \
+         per-user sets of {hours} hours compacted in {sets:.1?} ({set_rows} sets, {} MiB)",
+        set_bytes / (1 << 20)
     );
+    serde_json::json!({"loadSeconds": load.as_secs_f64(), "rollupSeconds": counts.as_secs_f64(),
+        "userSetSeconds": sets.as_secs_f64(), "userSets": set_rows, "userSetBytes": set_bytes,
+        "rollupRows": rollup_rows})
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let events = env_usize("BENCH_EVENTS", if full { 10_000_000 } else { 5_000 });
+    let clients = env_usize("BENCH_CLIENTS", 8);
+    let requests = env_usize("BENCH_REQUESTS", if full { 80 } else { 8 });
+    let cell_seconds = env_usize("BENCH_CELL_SECONDS", 20) as u64;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(
+            events,
+            clients,
+            requests,
+            Duration::from_secs(cell_seconds),
+        ));
+}
+
+async fn run(events: usize, clients: usize, requests: usize, cell_budget: Duration) {
+    let (_pg, url) = match std::env::var("BENCH_DATABASE_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let pg = testkit::Postgres::start().await.unwrap();
+            let url = pg.create_database("events").await.unwrap();
+            (Some(pg), url)
+        }
+    };
+    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    worker::migrate::run(&mut client).await.unwrap();
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let setup = if stored != events as i64 {
+        client
+            .batch_execute("TRUNCATE events; SELECT rebuild_rollups()")
+            .await
+            .unwrap();
+        load(&mut client, events).await
+    } else {
+        eprintln!("reusing the {stored} events of BENCH_DATABASE_URL");
+        serde_json::json!({"reused": true})
+    };
+    let now = OffsetDateTime::now_utc();
 
     let config = <analytics::Config as clap::Parser>::try_parse_from([
         "analytics",
@@ -213,7 +261,6 @@ async fn run(events: usize, clients: usize, requests: usize, cell_budget: Durati
     println!(
         "{}",
         serde_json::json!({"bench": "reports", "events": events, "clients": clients,
-            "loadSeconds": load.as_secs_f64(), "rollupSeconds": rollups.as_secs_f64(),
-            "rollupRows": rollup_rows, "cells": results})
+            "setup": setup, "cells": results})
     );
 }

@@ -12,8 +12,8 @@ use roaring::RoaringBitmap;
 use rust_decimal::Decimal;
 use service_kit::error::ApiError;
 use service_kit::user_sets::{
-    Activity, Block, OwnedSetKey, RAW_SQL, SetKey, UserTotals, cover, decode_bitmap, decode_totals,
-    hour_of, hour_start, memberships,
+    Activity, Block, OwnedSetKey, SetKey, UserTotals, cover, decode_bitmap, decode_totals, hour_of,
+    hour_start, memberships, scan_raw,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -50,18 +50,24 @@ pub struct RankedUser {
     pub revenue: Decimal,
 }
 
+/// One primary-key range scan per block: `OFFSET 0` keeps the lateral subquery from being
+/// flattened into a join the planner may run as a scan of the whole table.
 const SETS_SQL: &str = "\
-SELECT s.dim, s.source, s.funnel_stage, s.event_type, s.value, s.context, s.users
+SELECT s.*
 FROM unnest($1::int2[], $2::int8[]) AS b(level, block)
-JOIN user_sets s ON s.level = b.level AND s.block = b.block
-WHERE s.dim = ANY($3) AND s.source = ANY($4) AND s.funnel_stage = ANY($5)
-  AND s.event_type = ANY($6)";
+CROSS JOIN LATERAL (
+    SELECT dim, source, funnel_stage, event_type, value, context, users FROM user_sets
+    WHERE level = b.level AND block = b.block AND dim = ANY($3) AND source = ANY($4)
+      AND funnel_stage = ANY($5) AND event_type = ANY($6)
+    OFFSET 0) AS s";
 
 const TOTALS_SQL: &str = "\
-SELECT t.source, t.totals
+SELECT t.*
 FROM unnest($1::int2[], $2::int8[]) AS b(level, block)
-JOIN user_totals t ON t.level = b.level AND t.block = b.block
-WHERE t.source = ANY($3)";
+CROSS JOIN LATERAL (
+    SELECT source, totals FROM user_totals
+    WHERE level = b.level AND block = b.block AND source = ANY($3)
+    OFFSET 0) AS t";
 
 const NAMES_SQL: &str = "SELECT user_key, source, user_id FROM user_keys WHERE user_key = ANY($1)";
 
@@ -155,21 +161,6 @@ fn corrupt(report: &'static str, detail: String) -> ApiError {
     )
 }
 
-/// Raw events of the plan's raw ranges.
-async fn raw_activity(
-    tx: &Transaction<'_>,
-    plan: &Plan,
-) -> Result<Vec<Activity>, tokio_postgres::Error> {
-    let statement = tx.prepare_cached(RAW_SQL).await?;
-    let mut out = Vec::new();
-    for (lo, hi) in &plan.raw {
-        for row in tx.query(&statement, &[lo, hi]).await? {
-            out.push(Activity::from_row(&row)?);
-        }
-    }
-    Ok(out)
-}
-
 /// Gives every raw user an id: its key, or a request-local one.
 #[derive(Default)]
 struct Ids {
@@ -236,21 +227,26 @@ pub async fn sets(
         }
     }
 
-    let raw = raw_activity(&tx, &plan).await.map_err(fail)?;
-    tx.commit().await.map_err(fail)?;
     let mut ids = Ids::default();
-    let mut found: HashMap<SetKey<'_>, RoaringBitmap> = HashMap::new();
-    for a in &raw {
-        let id = ids.of(a);
-        memberships(a, |k| {
-            if selector.matches(&k) {
-                found.entry(k).or_default().insert(id);
+    for &(lo, hi) in &plan.raw {
+        scan_raw(&tx, lo, hi, |chunk| {
+            let mut found: HashMap<SetKey<'_>, RoaringBitmap> = HashMap::new();
+            for a in chunk {
+                let id = ids.of(a);
+                memberships(a, |k| {
+                    if selector.matches(&k) {
+                        found.entry(k).or_default().insert(id);
+                    }
+                });
             }
-        });
+            for (k, users) in found {
+                *sets.entry(k.to_owned_key()).or_default() |= users;
+            }
+        })
+        .await
+        .map_err(fail)?;
     }
-    for (k, users) in found {
-        *sets.entry(k.to_owned_key()).or_default() |= users;
-    }
+    tx.commit().await.map_err(fail)?;
     metrics::histogram!("analytics_query_duration_seconds", "report" => report)
         .record(started.elapsed().as_secs_f64());
     Ok(sets)
@@ -286,13 +282,18 @@ pub async fn top_users(
         }
     }
     let mut ids = Ids::default();
-    for a in raw_activity(&tx, &plan).await.map_err(fail)? {
-        if !sources.contains(&a.source.as_str()) {
-            continue;
-        }
-        let t = totals.entry(ids.of(&a)).or_default();
-        t.events += 1;
-        t.revenue += a.revenue.unwrap_or_default();
+    for &(lo, hi) in &plan.raw {
+        scan_raw(&tx, lo, hi, |chunk| {
+            for a in chunk {
+                if sources.contains(&a.source.as_str()) {
+                    let t = totals.entry(ids.of(a)).or_default();
+                    t.events += 1;
+                    t.revenue += a.revenue.unwrap_or_default();
+                }
+            }
+        })
+        .await
+        .map_err(fail)?;
     }
 
     // Rank by the figure; names are needed only for the users that can make the list:

@@ -161,6 +161,36 @@ impl Activity {
     }
 }
 
+/// Rows handed to [`scan_raw`]'s callback at a time: memory stays bounded however many
+/// events an hour holds.
+const CHUNK: usize = 4096;
+
+/// Streams the raw events of `[lo, hi)` ([`RAW_SQL`]) to `f`, a chunk at a time.
+pub async fn scan_raw(
+    tx: &tokio_postgres::Transaction<'_>,
+    lo: OffsetDateTime,
+    hi: OffsetDateTime,
+    mut f: impl FnMut(&[Activity]),
+) -> Result<(), tokio_postgres::Error> {
+    use futures::TryStreamExt;
+    let statement = tx.prepare(RAW_SQL).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&lo, &hi];
+    let rows = tx.query_raw(&statement, params).await?;
+    futures::pin_mut!(rows);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    while let Some(row) = rows.try_next().await? {
+        chunk.push(Activity::from_row(&row)?);
+        if chunk.len() == CHUNK {
+            f(&chunk);
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        f(&chunk);
+    }
+    Ok(())
+}
+
 /// A set's identity (the key columns of `user_sets`); `""` means "any" in the filter
 /// columns and "none" in `context`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -13,10 +13,10 @@
 use anyhow::Context as _;
 use roaring::RoaringBitmap;
 use service_kit::user_sets::{
-    Activity, Block, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, UserTotals, decode_bitmap,
-    decode_totals, encode_bitmap, encode_totals, hour_of, hour_start, memberships,
+    Block, MAX_LEVEL, OwnedSetKey, SetKey, UserTotals, decode_bitmap, decode_totals,
+    encode_bitmap, encode_totals, hour_of, hour_start, memberships, scan_raw,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -123,35 +123,42 @@ pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
 async fn build_hour(tx: &Transaction<'_>, h: i64) -> anyhow::Result<()> {
     let (lo, hi) = (hour_start(h), hour_start(h + 1));
     tx.execute(ASSIGN_KEYS_SQL, &[&lo, &hi]).await?;
-    let rows = tx.query(RAW_SQL, &[&lo, &hi]).await?;
-    let activities = rows
-        .iter()
-        .map(Activity::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut sets: BTreeMap<SetKey<'_>, RoaringBitmap> = BTreeMap::new();
+    let mut sets: Sets = BTreeMap::new();
     let mut totals: Totals = BTreeMap::new();
-    for a in &activities {
-        let key = a
-            .user_key
-            .with_context(|| format!("user {}/{} has no key", a.source, a.user_id))?
-            as u32;
-        memberships(a, |k| {
-            sets.entry(k).or_default().insert(key);
-        });
-        let t = totals
-            .entry(a.source.clone())
-            .or_default()
-            .entry(key)
-            .or_default();
-        t.events += 1;
-        if let Some(r) = a.revenue {
-            t.revenue += r;
+    let mut missing = None;
+    scan_raw(tx, lo, hi, |chunk| {
+        // Borrowed keys within a chunk; owned ones only once per key and chunk.
+        let mut found: HashMap<SetKey<'_>, RoaringBitmap> = HashMap::new();
+        for a in chunk {
+            let Some(key) = a.user_key else {
+                missing = Some(format!("user {}/{} has no key", a.source, a.user_id));
+                continue;
+            };
+            let key = key as u32;
+            memberships(a, |k| {
+                found.entry(k).or_default().insert(key);
+            });
+            let t = match totals.get_mut(a.source.as_str()) {
+                Some(users) => users.entry(key).or_default(),
+                None => totals
+                    .entry(a.source.clone())
+                    .or_default()
+                    .entry(key)
+                    .or_default(),
+            };
+            t.events += 1;
+            if let Some(r) = a.revenue {
+                t.revenue += r;
+            }
         }
+        for (k, users) in found {
+            *sets.entry(k.to_owned_key()).or_default() |= users;
+        }
+    })
+    .await?;
+    if let Some(missing) = missing {
+        anyhow::bail!(missing);
     }
-    let sets: Sets = sets
-        .into_iter()
-        .map(|(k, v)| (k.to_owned_key(), v))
-        .collect();
     write(tx, Block::of(h, 0), &sets, &totals).await
 }
 
