@@ -116,12 +116,15 @@ fn clean(block: Block, dirty: &BTreeSet<i64>, out: &mut Cover) {
 }
 
 /// The raw events of `[$1, $2)` as the sets need them, with the user's key when the
-/// compactor has assigned one. Columns: see [`Activity::from_row`].
+/// compactor has assigned one. Columns: see [`Activity::from_row`]. The key is a
+/// subquery, one index lookup per event: a join would hash every user for a few raw rows.
 pub const RAW_SQL: &str = "\
-SELECT e.source, e.funnel_stage, e.event_type, e.user_id, k.user_key, e.country, e.revenue,
+SELECT e.source, e.funnel_stage, e.event_type, e.user_id,
+       (SELECT k.user_key FROM user_keys k WHERE k.source = e.source AND k.user_id = e.user_id),
+       e.country, e.revenue,
        e.data #>> '{user,age}', e.data #>> '{user,gender}', e.data #>> '{user,location,city}',
        e.data #>> '{user,followers}', e.data #>> '{engagement,device}'
-FROM events e LEFT JOIN user_keys k ON k.source = e.source AND k.user_id = e.user_id
+FROM events e
 WHERE e.event_time >= $1 AND e.event_time < $2";
 
 /// One raw event's facts.
