@@ -372,6 +372,9 @@ async fn every_count_report_matches_the_raw_events_for_every_range_and_filter() 
         ("", |_| true),
         ("&source=tiktok", |f| f.source == "tiktok"),
         ("&funnelStage=bottom", |f| f.stage == "bottom"),
+        ("&source=facebook&funnelStage=bottom", |f| {
+            f.source == "facebook" && f.stage == "bottom"
+        }),
         ("&eventType=comment", |f| f.event_type == "comment"),
         (
             "&source=facebook&funnelStage=top&eventType=video.view",

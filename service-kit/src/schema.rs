@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "user_sets",
         sql: include_str!("../../sql/0003_user_sets.sql"),
     },
+    Migration {
+        version: 4,
+        name: "series",
+        sql: include_str!("../../sql/0004_series.sql"),
+    },
 ];
 
 /// The version a current database has.

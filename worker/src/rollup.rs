@@ -41,6 +41,8 @@ type GeoKey<'a> = (
     &'a str,
 );
 type CampaignKey<'a> = (i8, OffsetDateTime, &'a str);
+/// Source and stage are each a value or "" (any).
+type SeriesKey = (i8, OffsetDateTime, &'static str, &'static str);
 
 const EVENTS_SQL: &str = "\
 INSERT INTO rollup_events AS r (grain, bucket, source, funnel_stage, event_type, events, purchases, revenue)
@@ -57,6 +59,12 @@ SELECT * FROM unnest($1::\"char\"[], $2::timestamptz[], $3::text[], $4::text[], 
 ON CONFLICT (grain, bucket, source, funnel_stage, event_type, country) DO UPDATE
 SET events = r.events + excluded.events, purchases = r.purchases + excluded.purchases,
     revenue = r.revenue + excluded.revenue";
+
+const SERIES_SQL: &str = "\
+INSERT INTO rollup_series AS r (grain, bucket, source, funnel_stage, events, revenue)
+SELECT * FROM unnest($1::\"char\"[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[], $6::numeric[])
+ON CONFLICT (grain, bucket, source, funnel_stage) DO UPDATE
+SET events = r.events + excluded.events, revenue = r.revenue + excluded.revenue";
 
 /// `DO UPDATE` (not `DO NOTHING`) so the row stays locked until this transaction commits:
 /// a compactor clearing the mark meanwhile waits, then reads this batch's events.
@@ -80,6 +88,7 @@ pub async fn add(
     let mut events: BTreeMap<EventsKey, Totals> = BTreeMap::new();
     let mut geo: BTreeMap<GeoKey, Totals> = BTreeMap::new();
     let mut campaigns: BTreeMap<CampaignKey, Totals> = BTreeMap::new();
+    let mut series: BTreeMap<SeriesKey, Totals> = BTreeMap::new();
     let mut hours: BTreeSet<OffsetDateTime> = BTreeSet::new();
     for row in rows
         .iter()
@@ -96,6 +105,9 @@ pub async fn add(
                 .entry((g, bucket, source, stage, &row.event_type))
                 .or_default()
                 .add(row);
+            for (s, st) in [("", ""), (source, ""), ("", stage), (source, stage)] {
+                series.entry((g, bucket, s, st)).or_default().add(row);
+            }
             if grain == Grain::Minute {
                 continue;
             }
@@ -163,6 +175,16 @@ pub async fn add(
             .execute(&statement, &[&grains, &buckets, &ids, &n, &p, &r])
             .await?;
     }
+
+    let statement = client.prepare_cached(SERIES_SQL).await?;
+    let (n, _, r) = totals(&mut series.values().copied());
+    let grains: Vec<i8> = series.keys().map(|k| k.0).collect();
+    let buckets: Vec<OffsetDateTime> = series.keys().map(|k| k.1).collect();
+    let sources: Vec<&str> = series.keys().map(|k| k.2).collect();
+    let stages: Vec<&str> = series.keys().map(|k| k.3).collect();
+    client
+        .execute(&statement, &[&grains, &buckets, &sources, &stages, &n, &r])
+        .await?;
 
     let statement = client.prepare_cached(DIRTY_SQL).await?;
     let hours: Vec<OffsetDateTime> = hours.into_iter().collect();

@@ -51,6 +51,21 @@ const ROLLUP: &str = "SELECT bucket, events, revenue, source, funnel_stage, even
 const RAW: &str = "SELECT event_time, 1::bigint, coalesce(revenue, 0), source, funnel_stage, \
     event_type FROM events WHERE event_time >= {lo} AND event_time < {hi}";
 
+/// Without an event-type filter: `rollup_series` holds one row per bucket and filter.
+const SERIES_ROLLUP: &str = "SELECT bucket, events, revenue FROM rollup_series \
+    WHERE grain = {grain} AND bucket >= {lo} AND bucket < {hi} \
+      AND source = coalesce($1, '') AND funnel_stage = coalesce($2, '')";
+const SERIES_RAW: &str = "SELECT event_time, 1::bigint, coalesce(revenue, 0) FROM events \
+    WHERE event_time >= {lo} AND event_time < {hi} \
+      AND ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR funnel_stage = $2)";
+
+fn series_sql(parts: &str) -> String {
+    format!(
+        "SELECT date_trunc($3, t, 'UTC') AS b, sum(n)::bigint, sum(v) \
+         FROM ({parts}) AS p(t, n, v) GROUP BY b"
+    )
+}
+
 fn sql(parts: &str) -> String {
     format!(
         "SELECT date_trunc($4, t, 'UTC') AS b, sum(n)::bigint, sum(v) \
@@ -120,15 +135,27 @@ pub async fn timeseries(
         Grain::Minute => &[Grain::Minute],
     };
     let pieces = split(from, to, grains);
-    let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 5);
-    let rows = query_pieces(
-        &app.pool,
-        "timeseries",
-        &sql(&parts),
-        &[&f.source, &f.funnel_stage, &f.event_type, &interval],
-        &bounds,
-    )
-    .await?;
+    let rows = if f.event_type.is_none() {
+        let (parts, bounds) = pieces.union_all(SERIES_ROLLUP, SERIES_RAW, 4);
+        query_pieces(
+            &app.pool,
+            "timeseries",
+            &series_sql(&parts),
+            &[&f.source, &f.funnel_stage, &interval],
+            &bounds,
+        )
+        .await?
+    } else {
+        let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 5);
+        query_pieces(
+            &app.pool,
+            "timeseries",
+            &sql(&parts),
+            &[&f.source, &f.funnel_stage, &f.event_type, &interval],
+            &bounds,
+        )
+        .await?
+    };
     let found: HashMap<OffsetDateTime, (i64, Option<Decimal>)> = rows
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))

@@ -611,7 +611,7 @@ async fn a_bad_setting_stops_the_worker_with_one_line_naming_it() {
 /// Every rollup row, in a stable order, as text (exact decimals).
 async fn rollups(db: &tokio_postgres::Client) -> Vec<String> {
     let mut out = Vec::new();
-    for table in ["rollup_events", "rollup_geo", "rollup_campaigns"] {
+    for table in ["rollup_events", "rollup_series", "rollup_geo", "rollup_campaigns"] {
         let rows = db
             .query(
                 &format!("SELECT t::text FROM {table} t ORDER BY t::text"),
