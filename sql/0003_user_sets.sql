@@ -1,19 +1,20 @@
 -- Per-user activity, for the reports that count distinct users (geo, funnel,
 -- demographics) or rank users (users/top). Counts and sums add up across buckets; distinct
--- users do not, so these tables keep *who*: for each block of hours and each set key, the
--- set of users (a roaring bitmap of user keys), and per user the events and revenue.
+-- users do not, so these tables keep *who*: for each block of quarter-hour slots and each
+-- set key, the set of users (a roaring bitmap of user keys), and per user the events and
+-- revenue.
 --
--- Blocks are dyadic: level k, block i covers the hours [i * 2^k, (i + 1) * 2^k) since
--- the Unix epoch, for k = 0..11 (one hour to 85 days). Any range of whole hours is
+-- Blocks are dyadic: level k, block i covers the slots [i * 2^k, (i + 1) * 2^k) since
+-- the Unix epoch, for k = 0..13 (15 minutes to 85 days). Any range of whole slots is
 -- covered by at most ~2 blocks per level, so a report reads a few dozen sets whatever
--- the range; the partial hours at its edges come from the raw table.
+-- the range; the partial slots at its edges come from the raw table.
 --
--- Maintenance: the worker's insert transaction marks the hours it added events to in
+-- Maintenance: the worker's insert transaction marks the slots it added events to in
 -- `user_sets_dirty`. A compactor (in the worker, one at a time under an advisory lock)
--- rebuilds a dirty hour's level-0 block from the raw events once the hour has ended, then
+-- rebuilds a dirty slot's level-0 block from the raw events once the slot has ended, then
 -- its ancestors from their two children, and clears the mark in the same transaction.
--- Readers treat any block holding a dirty hour as not built: they split it and read the
--- dirty hours raw. So answers are exact at every moment, and a duplicate or redelivered
+-- Readers treat any block holding a dirty slot as not built: they split it and read the
+-- dirty slots raw. So answers are exact at every moment, and a duplicate or redelivered
 -- event (never inserted) changes nothing.
 
 -- Users as dense integers (bitmap members), assigned by the compactor.
@@ -54,15 +55,15 @@ CREATE TABLE user_totals (
 ALTER TABLE user_sets ALTER COLUMN users SET STORAGE EXTERNAL;
 ALTER TABLE user_totals ALTER COLUMN totals SET STORAGE EXTERNAL;
 
--- Hours whose blocks are not (or no longer) built from all their events.
+-- Slots whose blocks are not (or no longer) built from all their events.
 CREATE TABLE user_sets_dirty (
-    hour timestamptz PRIMARY KEY
+    slot timestamptz PRIMARY KEY
 );
 
 INSERT INTO user_sets_dirty
-SELECT DISTINCT date_trunc('hour', event_time, 'UTC') FROM events;
+SELECT DISTINCT date_bin('15 minutes', event_time, TIMESTAMPTZ '1970-01-01 00:00:00+00') FROM events;
 
--- The rebuild now also resets the per-user sets: every hour with events becomes dirty and
+-- The rebuild now also resets the per-user sets: every slot with events becomes dirty and
 -- the compactor rebuilds them (`worker rebuild-rollups` waits for it).
 ALTER FUNCTION rebuild_rollups() RENAME TO rebuild_counts;
 
@@ -72,6 +73,6 @@ BEGIN
     LOCK TABLE user_sets, user_totals, user_sets_dirty IN ACCESS EXCLUSIVE MODE;
     TRUNCATE user_sets, user_totals, user_sets_dirty;
     INSERT INTO user_sets_dirty
-    SELECT DISTINCT date_trunc('hour', event_time, 'UTC') FROM events;
+    SELECT DISTINCT date_bin('15 minutes', event_time, TIMESTAMPTZ '1970-01-01 00:00:00+00') FROM events;
 END;
 $$;

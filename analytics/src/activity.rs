@@ -1,10 +1,9 @@
 //! Reading per-user activity over a range: the sets of users (distinct-user figures) and
 //! the per-user totals (users/top), from the blocks the worker's compactor built
-//! (`service_kit::user_sets`) plus the raw events of the partial hours at the edges and of
-//! the hours not compacted yet. Everything is read in one REPEATABLE READ snapshot, so a
+//! (`service_kit::user_sets`) plus the raw events of the partial slots at the edges and of
+//! the slots not compacted yet. Everything is read in one REPEATABLE READ snapshot, so a
 //! block and the dirty mark that invalidates it are seen together.
 
-use crate::range::Grain;
 use crate::routes::{database_error, unavailable};
 use axum::http::StatusCode;
 use deadpool_postgres::{Pool, Transaction};
@@ -12,8 +11,8 @@ use roaring::RoaringBitmap;
 use rust_decimal::Decimal;
 use service_kit::error::ApiError;
 use service_kit::user_sets::{
-    Activity, Block, OwnedSetKey, SetKey, UserTotals, cover, decode_bitmap, decode_totals, hour_of,
-    hour_start, memberships, scan_raw,
+    Activity, Block, OwnedSetKey, SetKey, UserTotals, cover, decode_bitmap, decode_totals,
+    memberships, scan_raw, slot_ceil, slot_floor, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -71,7 +70,7 @@ CROSS JOIN LATERAL (
 
 const NAMES_SQL: &str = "SELECT user_key, source, user_id FROM user_keys WHERE user_key = ANY($1)";
 
-/// Users without a key yet (seen only in raw hours) get request-local ids from here up;
+/// Users without a key yet (seen only in raw slots) get request-local ids from here up;
 /// keys are positive `integer`s, so the two never meet.
 const LOCAL_IDS: u32 = 1 << 31;
 
@@ -87,7 +86,7 @@ async fn plan(
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<Plan, tokio_postgres::Error> {
-    let (start, end) = (Grain::Hour.ceil(from), Grain::Hour.floor(to));
+    let (start, end) = (slot_ceil(from), slot_floor(to));
     let mut plan = Plan {
         levels: Vec::new(),
         indexes: Vec::new(),
@@ -99,14 +98,14 @@ async fn plan(
     }
     let dirty: BTreeSet<i64> = tx
         .query(
-            "SELECT hour FROM user_sets_dirty WHERE hour >= $1 AND hour < $2",
+            "SELECT slot FROM user_sets_dirty WHERE slot >= $1 AND slot < $2",
             &[&start, &end],
         )
         .await?
         .iter()
-        .map(|r| hour_of(r.get(0)))
+        .map(|r| slot_of(r.get(0)))
         .collect();
-    let c = cover(hour_of(start), hour_of(end), &dirty);
+    let c = cover(slot_of(start), slot_of(end), &dirty);
     for Block { level, index } in c.blocks {
         plan.levels.push(level);
         plan.indexes.push(index);
@@ -121,8 +120,8 @@ async fn plan(
         }
     };
     push(from, start);
-    for h in c.raw_hours {
-        push(hour_start(h), hour_start(h + 1));
+    for h in c.raw_slots {
+        push(slot_start(h), slot_start(h + 1));
     }
     push(end, to);
     Ok(plan)

@@ -632,49 +632,55 @@ fn ranked(m: BTreeMap<String, HashSet<String>>, key: &str, limit: usize) -> Vec<
         .collect()
 }
 
-/// Compacts every dirty hour that has ended, as the worker does on its interval; returns
-/// how many hours were dirty before.
+/// Compacts every dirty slot that has ended, as the worker does on its interval; returns
+/// how many slots were dirty before.
 async fn compact(s: &Setup) -> usize {
     let mut client = s.pg.connect("events").await.unwrap();
     let n = worker::compact::until_clean(&mut client).await.unwrap();
-    let left: i64 = client
-        .query_one("SELECT count(*) FROM user_sets_dirty", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0, "every hour of the data set has ended");
+    assert_eq!(
+        dirty_slots(s).await,
+        0,
+        "every slot of the data set has ended"
+    );
     n
 }
 
-async fn dirty_hours(s: &Setup) -> i64 {
+/// Quarter-hour slots holding some of these events.
+fn slots(facts: &[Fact]) -> usize {
+    facts
+        .iter()
+        .map(|f| f.at.unix_timestamp().div_euclid(900))
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+async fn dirty_slots(s: &Setup) -> usize {
     let client = s.pg.connect("events").await.unwrap();
     client
         .query_one("SELECT count(*) FROM user_sets_dirty", &[])
         .await
         .unwrap()
-        .get(0)
+        .get::<_, i64>(0) as usize
 }
 
 #[tokio::test]
 async fn every_user_report_matches_the_raw_events_in_every_state_of_the_user_sets() {
     // The worker compacts only when this test says so, to check every state: nothing
     // built (all raw), everything built, built blocks with late events in three of their
-    // hours (those hours raw, some of their users without a key yet), and rebuilt.
+    // quarter-hours (those read raw, some of their users without a key yet), and rebuilt.
     let mut s = setup(None, Some(3_600_000)).await;
-    assert_eq!(
-        dirty_hours(&s).await,
-        72,
-        "three days of hours, none compacted"
-    );
+    let all = slots(&s.facts);
+    assert!(all > 200, "three days of quarter-hours: {all}");
+    assert_eq!(dirty_slots(&s).await, all, "none compacted");
     check_user_reports(&s, "nothing compacted").await;
 
-    assert_eq!(compact(&s).await, 72);
-    check_user_reports(&s, "every hour compacted").await;
+    assert_eq!(compact(&s).await, all);
+    check_user_reports(&s, "every slot compacted").await;
 
     let mut late = generate_from(0x5DEE_CE66_D1CE_4E5B, "late", 90);
     for (i, e) in late.iter_mut().enumerate() {
         let hour = [5, 30, 50][i % 3];
-        let t = OffsetDateTime::from_unix_timestamp(START + 3600 * hour + (i as i64 * 37) % 3600)
+        let t = OffsetDateTime::from_unix_timestamp(START + 3600 * hour + (i as i64 * 7) % 900)
             .unwrap();
         e["timestamp"] = json!(t.format(&Rfc3339).unwrap());
         if i % 2 == 0 {
@@ -683,9 +689,10 @@ async fn every_user_report_matches_the_raw_events_in_every_state_of_the_user_set
     }
     let total = s.facts.len() + late.len();
     let facts = send(&s.http, s.ingestion, &s.pg, &late, total).await;
+    assert_eq!(slots(&facts), 3);
     s.facts.extend(facts);
-    assert_eq!(dirty_hours(&s).await, 3);
-    check_user_reports(&s, "late events in three compacted hours").await;
+    assert_eq!(dirty_slots(&s).await, 3);
+    check_user_reports(&s, "late events in three compacted slots").await;
 
     assert_eq!(compact(&s).await, 3);
     check_user_reports(&s, "late events compacted").await;

@@ -3,7 +3,7 @@
 //!
 //! An event makes its user a member of a handful of *sets* (by country and filters, by
 //! funnel step, by demographic value) and adds to the user's *totals* (events, revenue).
-//! Sets and totals are kept per dyadic block of hours ([`Block`]); a report unions the sets
+//! Sets and totals are kept per dyadic block of quarter-hour slots ([`Block`]); a report unions the sets
 //! of the blocks that cover its range ([`cover`]) with the sets of the raw events at the
 //! edges, computed by the same [`memberships`] function from the same [`RAW_SQL`] rows.
 
@@ -12,24 +12,40 @@ use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
-/// The coarsest level: blocks of 2^11 hours (~85 days).
-pub const MAX_LEVEL: i16 = 11;
+/// The coarsest level: blocks of 2^13 slots (~85 days).
+pub const MAX_LEVEL: i16 = 13;
 
-/// Seconds in an hour.
-const HOUR: i64 = 3600;
+/// Seconds in a slot, the finest block: a quarter of an hour, so the raw events a report
+/// reads at the edges of its range span at most two quarter-hours.
+pub const SLOT_SECONDS: i64 = 900;
 
-/// The hour (since the Unix epoch) holding `t`.
-pub fn hour_of(t: OffsetDateTime) -> i64 {
-    t.unix_timestamp().div_euclid(HOUR)
+/// The slot (since the Unix epoch) holding `t`.
+pub fn slot_of(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp().div_euclid(SLOT_SECONDS)
 }
 
-/// The start of hour `h`.
-pub fn hour_start(h: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(h.saturating_mul(HOUR))
+/// The start of slot `h`.
+pub fn slot_start(h: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(h.saturating_mul(SLOT_SECONDS))
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// Level `level` block `index`: the hours `[index << level, (index + 1) << level)`.
+/// The start of the slot holding `t`.
+pub fn slot_floor(t: OffsetDateTime) -> OffsetDateTime {
+    slot_start(slot_of(t))
+}
+
+/// The first slot start at or after `t`.
+pub fn slot_ceil(t: OffsetDateTime) -> OffsetDateTime {
+    let floor = slot_floor(t);
+    if floor == t {
+        floor
+    } else {
+        slot_start(slot_of(t) + 1)
+    }
+}
+
+/// Level `level` block `index`: the slots `[index << level, (index + 1) << level)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Block {
     pub level: i16,
@@ -37,7 +53,7 @@ pub struct Block {
 }
 
 impl Block {
-    /// The block of `level` holding hour `h`.
+    /// The block of `level` holding slot `h`.
     pub fn of(h: i64, level: i16) -> Block {
         Block {
             level,
@@ -45,12 +61,12 @@ impl Block {
         }
     }
 
-    pub fn first_hour(self) -> i64 {
+    pub fn first_slot(self) -> i64 {
         self.index << self.level
     }
 
-    /// One past the last hour.
-    pub fn end_hour(self) -> i64 {
+    /// One past the last slot.
+    pub fn end_slot(self) -> i64 {
         (self.index + 1) << self.level
     }
 
@@ -70,16 +86,16 @@ impl Block {
     }
 }
 
-/// How hours `[a, b)` are read: built blocks, and hours to read raw.
+/// How slots `[a, b)` are read: built blocks, and slots to read raw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Cover {
     pub blocks: Vec<Block>,
-    /// Dirty hours (their blocks are not built from all their events), ascending.
-    pub raw_hours: Vec<i64>,
+    /// Dirty slots (their blocks are not built from all their events), ascending.
+    pub raw_slots: Vec<i64>,
 }
 
-/// Covers hours `[a, b)` with the fewest blocks (at most ~2 per level), splitting every
-/// block that holds a dirty hour down to the dirty hours themselves, which are read raw.
+/// Covers slots `[a, b)` with the fewest blocks (at most ~2 per level), splitting every
+/// block that holds a dirty slot down to the dirty slots themselves, which are read raw.
 pub fn cover(a: i64, b: i64, dirty: &BTreeSet<i64>) -> Cover {
     let mut out = Cover::default();
     let mut h = a;
@@ -94,20 +110,20 @@ pub fn cover(a: i64, b: i64, dirty: &BTreeSet<i64>) -> Cover {
         }
         let block = Block::of(h, level);
         clean(block, dirty, &mut out);
-        h = block.end_hour();
+        h = block.end_slot();
     }
     out
 }
 
 fn clean(block: Block, dirty: &BTreeSet<i64>, out: &mut Cover) {
     if dirty
-        .range(block.first_hour()..block.end_hour())
+        .range(block.first_slot()..block.end_slot())
         .next()
         .is_none()
     {
         out.blocks.push(block);
     } else if block.level == 0 {
-        out.raw_hours.push(block.index);
+        out.raw_slots.push(block.index);
     } else {
         for child in block.children() {
             clean(child, dirty, out);
@@ -165,7 +181,7 @@ impl Activity {
 }
 
 /// Rows handed to [`scan_raw`]'s callback at a time: memory stays bounded however many
-/// events an hour holds.
+/// events a slot holds.
 const CHUNK: usize = 4096;
 
 /// Streams the raw events of `[lo, hi)` ([`RAW_SQL`]) to `f`, a chunk at a time.
@@ -423,48 +439,61 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
-    fn hours(c: &Cover) -> Vec<i64> {
+    fn slots(c: &Cover) -> Vec<i64> {
         let mut all: Vec<i64> = c
             .blocks
             .iter()
-            .flat_map(|b| b.first_hour()..b.end_hour())
-            .chain(c.raw_hours.iter().copied())
+            .flat_map(|b| b.first_slot()..b.end_slot())
+            .chain(c.raw_slots.iter().copied())
             .collect();
         all.sort();
         all
     }
 
     #[test]
-    fn hours_are_utc_and_floor_before_the_epoch() {
+    fn slots_are_utc_and_floor_before_the_epoch() {
         let t = datetime!(2026-03-01 10:59:59.9 +02:00);
-        assert_eq!(hour_start(hour_of(t)), datetime!(2026-03-01 08:00 UTC));
-        assert_eq!(hour_of(datetime!(1969-12-31 23:30 UTC)), -1);
+        assert_eq!(slot_floor(t), datetime!(2026-03-01 08:45 UTC));
+        assert_eq!(slot_ceil(t), datetime!(2026-03-01 09:00 UTC));
+        let aligned = datetime!(2026-03-01 08:30 UTC);
+        assert_eq!(
+            (slot_floor(aligned), slot_ceil(aligned)),
+            (aligned, aligned)
+        );
+        assert_eq!(slot_of(datetime!(1969-12-31 23:50 UTC)), -1);
+        assert_eq!(slot_of(datetime!(1969-12-31 23:30 UTC)), -2);
     }
 
     #[test]
-    fn a_cover_tiles_the_hours_exactly_with_few_blocks() {
+    fn a_cover_tiles_the_slots_exactly_with_few_blocks() {
         let none = BTreeSet::new();
-        for (a, b) in [(0, 1), (5, 6), (3, 2165), (-100, 77), (493_000, 495_160)] {
+        for (a, b) in [
+            (0, 1),
+            (5, 6),
+            (3, 8643),
+            (-100, 77),
+            (1_972_000, 1_980_640),
+        ] {
             let c = cover(a, b, &none);
-            assert_eq!(hours(&c), (a..b).collect::<Vec<_>>(), "[{a}, {b})");
-            assert!(c.raw_hours.is_empty());
-            assert!(c.blocks.len() <= 2 * (MAX_LEVEL as usize + 1) + (b - a) as usize / 2048);
+            assert_eq!(slots(&c), (a..b).collect::<Vec<_>>(), "[{a}, {b})");
+            assert!(c.raw_slots.is_empty());
+            assert!(c.blocks.len() <= 2 * (MAX_LEVEL as usize + 1) + (b - a) as usize / 8192);
             for b in &c.blocks {
                 assert!(b.level <= MAX_LEVEL);
             }
         }
-        // 90 days: a couple of dozen blocks, not 2,160 hours.
-        assert!(cover(493_000, 495_160, &none).blocks.len() <= 24);
+        // 90 days: a couple of dozen blocks, not 8,640 slots.
+        assert!(cover(1_972_000, 1_980_640, &none).blocks.len() <= 2 * (MAX_LEVEL as usize + 1));
     }
 
     #[test]
-    fn dirty_hours_are_read_raw_and_no_block_holds_one() {
+    fn dirty_slots_are_read_raw_and_no_block_holds_one() {
         let dirty: BTreeSet<i64> = [10, 11, 700, 2000].into();
         let c = cover(0, 2048, &dirty);
-        assert_eq!(hours(&c), (0..2048).collect::<Vec<_>>());
-        assert_eq!(c.raw_hours, vec![10, 11, 700, 2000]);
+        assert_eq!(slots(&c), (0..2048).collect::<Vec<_>>());
+        assert_eq!(c.raw_slots, vec![10, 11, 700, 2000]);
         for b in &c.blocks {
-            assert!(dirty.range(b.first_hour()..b.end_hour()).next().is_none());
+            assert!(dirty.range(b.first_slot()..b.end_slot()).next().is_none());
         }
     }
 

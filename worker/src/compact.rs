@@ -1,20 +1,20 @@
 //! The compactor: builds the per-user sets and totals (`sql/0003_user_sets.sql`,
-//! `service_kit::user_sets`) of the hours the insert path marked dirty.
+//! `service_kit::user_sets`) of the slots the insert path marked dirty.
 //!
 //! One round is one transaction, under an advisory lock so that one worker replica
-//! compacts at a time: take up to N dirty hours that have ended (deleting their marks,
-//! which waits for any insert transaction still holding one), rebuild each hour's level-0
+//! compacts at a time: take up to N dirty slots that have ended (deleting their marks,
+//! which waits for any insert transaction still holding one), rebuild each slot's level-0
 //! block from its raw events, then every ancestor block from its two children, and commit.
 //! Readers see either the mark and the old blocks, or no mark and the new blocks; a batch
-//! committed after the mark was taken marks the hour again. Off the insert path, so the
-//! write rate does not pay for it; the hour being written stays dirty (read raw) until it
+//! committed after the mark was taken marks the slot again. Off the insert path, so the
+//! write rate does not pay for it; the slot being written stays dirty (read raw) until it
 //! ends.
 
 use anyhow::Context as _;
 use roaring::RoaringBitmap;
 use service_kit::user_sets::{
-    Block, MAX_LEVEL, OwnedSetKey, SetKey, UserTotals, decode_bitmap, decode_totals,
-    encode_bitmap, encode_totals, hour_of, hour_start, memberships, scan_raw,
+    Block, MAX_LEVEL, OwnedSetKey, SetKey, UserTotals, decode_bitmap, decode_totals, encode_bitmap,
+    encode_totals, memberships, scan_raw, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -25,14 +25,14 @@ use tokio_postgres::{Client, Transaction};
 /// Arbitrary, fixed key of the compaction lock ("usersets" in ASCII).
 const LOCK_KEY: i64 = 0x7573_6572_7365_7473;
 
-/// Most hours one round (transaction) takes.
-pub const ROUND_HOURS: i64 = 256;
+/// Most slots one round (transaction) takes.
+pub const ROUND_SLOTS: i64 = 256;
 
 const TAKE_SQL: &str = "\
-DELETE FROM user_sets_dirty WHERE hour IN (
-    SELECT hour FROM user_sets_dirty WHERE hour <= now() - interval '1 hour'
-    ORDER BY hour LIMIT $1 FOR UPDATE)
-RETURNING hour";
+DELETE FROM user_sets_dirty WHERE slot IN (
+    SELECT slot FROM user_sets_dirty WHERE slot <= now() - interval '15 minutes'
+    ORDER BY slot LIMIT $1 FOR UPDATE)
+RETURNING slot";
 
 /// Keys for the users of `[$1, $2)` that have none yet (only the compactor inserts, under
 /// its lock, so no sequence values are wasted on conflicts).
@@ -71,9 +71,9 @@ const DELETE_TOTALS_SQL: &str =
 type Sets = BTreeMap<OwnedSetKey, RoaringBitmap>;
 type Totals = BTreeMap<String, BTreeMap<u32, UserTotals>>;
 
-/// Compacts up to `max_hours` dirty hours that have ended. Returns the hours compacted
+/// Compacts up to `max_slots` dirty slots that have ended. Returns the slots compacted
 /// (none when another replica holds the lock).
-pub async fn round(client: &mut Client, max_hours: i64) -> anyhow::Result<Vec<i64>> {
+pub async fn round(client: &mut Client, max_slots: i64) -> anyhow::Result<Vec<i64>> {
     let tx = client.transaction().await?;
     let locked: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
@@ -82,36 +82,36 @@ pub async fn round(client: &mut Client, max_hours: i64) -> anyhow::Result<Vec<i6
     if !locked {
         return Ok(Vec::new());
     }
-    let mut hours: Vec<i64> = tx
-        .query(TAKE_SQL, &[&max_hours])
+    let mut slots: Vec<i64> = tx
+        .query(TAKE_SQL, &[&max_slots])
         .await?
         .iter()
-        .map(|r| hour_of(r.get::<_, OffsetDateTime>(0)))
+        .map(|r| slot_of(r.get::<_, OffsetDateTime>(0)))
         .collect();
-    hours.sort_unstable();
-    if hours.is_empty() {
-        return Ok(hours);
+    slots.sort_unstable();
+    if slots.is_empty() {
+        return Ok(slots);
     }
-    for &h in &hours {
-        build_hour(&tx, h)
+    for &h in &slots {
+        build_slot(&tx, h)
             .await
-            .with_context(|| format!("building hour {}", hour_start(h)))?;
+            .with_context(|| format!("building slot {}", slot_start(h)))?;
     }
     for level in 1..=MAX_LEVEL {
-        let parents: BTreeSet<Block> = hours.iter().map(|&h| Block::of(h, level)).collect();
+        let parents: BTreeSet<Block> = slots.iter().map(|&h| Block::of(h, level)).collect();
         for parent in parents {
             merge_children(&tx, parent).await?;
         }
     }
     tx.commit().await?;
-    Ok(hours)
+    Ok(slots)
 }
 
-/// Rounds until no dirty hour that has ended is left (the rebuild command, benches).
+/// Rounds until no dirty slot that has ended is left (the rebuild command, benches).
 pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
-        let n = round(client, ROUND_HOURS).await?.len();
+        let n = round(client, ROUND_SLOTS).await?.len();
         total += n;
         if n == 0 {
             return Ok(total);
@@ -119,9 +119,9 @@ pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
     }
 }
 
-/// The level-0 block of hour `h`, from its raw events.
-async fn build_hour(tx: &Transaction<'_>, h: i64) -> anyhow::Result<()> {
-    let (lo, hi) = (hour_start(h), hour_start(h + 1));
+/// The level-0 block of slot `h`, from its raw events.
+async fn build_slot(tx: &Transaction<'_>, h: i64) -> anyhow::Result<()> {
+    let (lo, hi) = (slot_start(h), slot_start(h + 1));
     tx.execute(ASSIGN_KEYS_SQL, &[&lo, &hi]).await?;
     let mut sets: Sets = BTreeMap::new();
     let mut totals: Totals = BTreeMap::new();
@@ -191,7 +191,7 @@ fn set_key(row: &tokio_postgres::Row) -> OwnedSetKey {
 }
 
 /// Makes the stored block equal `sets` and `totals`, writing only what differs (upper
-/// blocks mostly do not change when an hour is added: the same users again).
+/// blocks mostly do not change when a slot is added: the same users again).
 async fn write(
     tx: &Transaction<'_>,
     block: Block,
@@ -293,8 +293,8 @@ fn columns<'a>(keys: impl Iterator<Item = &'a OwnedSetKey>) -> [Vec<&'a str>; 6]
     cols
 }
 
-/// Compacts every `interval` until `stop`; publishes `worker_user_sets_dirty_hours` (hours
-/// read raw by reports until compacted) and counts `worker_user_sets_compacted_hours_total`.
+/// Compacts every `interval` until `stop`; publishes `worker_user_sets_dirty_slots` (slots
+/// read raw by reports until compacted) and counts `worker_user_sets_compacted_slots_total`.
 pub async fn run(
     pool: deadpool_postgres::Pool,
     interval: Duration,
@@ -318,19 +318,19 @@ pub async fn run(
             }
         };
         loop {
-            match round(&mut client, ROUND_HOURS).await {
-                Ok(hours) => {
-                    metrics::counter!("worker_user_sets_compacted_hours_total")
-                        .increment(hours.len() as u64);
-                    if let (Some(first), Some(last)) = (hours.first(), hours.last()) {
+            match round(&mut client, ROUND_SLOTS).await {
+                Ok(slots) => {
+                    metrics::counter!("worker_user_sets_compacted_slots_total")
+                        .increment(slots.len() as u64);
+                    if let (Some(first), Some(last)) = (slots.first(), slots.last()) {
                         tracing::debug!(
-                            hours = hours.len(),
-                            first = %hour_start(*first),
-                            last = %hour_start(*last),
+                            slots = slots.len(),
+                            first = %slot_start(*first),
+                            last = %slot_start(*last),
                             "Per-user sets compacted"
                         );
                     }
-                    if (hours.len() as i64) < ROUND_HOURS || *stop.borrow() {
+                    if (slots.len() as i64) < ROUND_SLOTS || *stop.borrow() {
                         break;
                     }
                 }
@@ -347,7 +347,7 @@ pub async fn run(
             .query_one("SELECT count(*) FROM user_sets_dirty", &[])
             .await
         {
-            metrics::gauge!("worker_user_sets_dirty_hours").set(row.get::<_, i64>(0) as f64);
+            metrics::gauge!("worker_user_sets_dirty_slots").set(row.get::<_, i64>(0) as f64);
         }
     }
 }

@@ -4,13 +4,15 @@
 //! Keys are upserted in sorted order (a `BTreeMap`), so concurrent batches lock rollup
 //! rows in the same order and cannot deadlock on each other.
 //!
-//! The per-user sets (`compact.rs`) are not written here: the batch only marks the hours
-//! it added events to as dirty, and the compactor rebuilds them from the raw table.
+//! The per-user sets (`compact.rs`) are not written here: the batch only marks the
+//! quarter-hour slots it added events to as dirty, and the compactor rebuilds them from
+//! the raw table.
 
 use crate::store::Row;
 use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use service_kit::schema::Grain;
+use service_kit::user_sets::slot_floor;
 use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
@@ -69,8 +71,8 @@ SET events = r.events + excluded.events, revenue = r.revenue + excluded.revenue"
 /// `DO UPDATE` (not `DO NOTHING`) so the row stays locked until this transaction commits:
 /// a compactor clearing the mark meanwhile waits, then reads this batch's events.
 const DIRTY_SQL: &str = "\
-INSERT INTO user_sets_dirty AS d (hour) SELECT unnest($1::timestamptz[])
-ON CONFLICT (hour) DO UPDATE SET hour = excluded.hour";
+INSERT INTO user_sets_dirty AS d (slot) SELECT unnest($1::timestamptz[])
+ON CONFLICT (slot) DO UPDATE SET slot = excluded.slot";
 
 const CAMPAIGNS_SQL: &str = "\
 INSERT INTO rollup_campaigns AS r (grain, bucket, campaign_id, events, purchases, revenue)
@@ -89,7 +91,7 @@ pub async fn add(
     let mut geo: BTreeMap<GeoKey, Totals> = BTreeMap::new();
     let mut campaigns: BTreeMap<CampaignKey, Totals> = BTreeMap::new();
     let mut series: BTreeMap<SeriesKey, Totals> = BTreeMap::new();
-    let mut hours: BTreeSet<OffsetDateTime> = BTreeSet::new();
+    let mut slots: BTreeSet<OffsetDateTime> = BTreeSet::new();
     for row in rows
         .iter()
         .zip(inserted)
@@ -97,7 +99,7 @@ pub async fn add(
         .map(|(r, _)| r)
     {
         let (source, stage) = (row.source.as_str(), row.funnel_stage.as_str());
-        hours.insert(Grain::Hour.floor(row.event_time));
+        slots.insert(slot_floor(row.event_time));
         for grain in [Grain::Minute, Grain::Hour, Grain::Day] {
             let bucket = grain.floor(row.event_time);
             let g = grain.code();
@@ -187,7 +189,7 @@ pub async fn add(
         .await?;
 
     let statement = client.prepare_cached(DIRTY_SQL).await?;
-    let hours: Vec<OffsetDateTime> = hours.into_iter().collect();
-    client.execute(&statement, &[&hours]).await?;
+    let slots: Vec<OffsetDateTime> = slots.into_iter().collect();
+    client.execute(&statement, &[&slots]).await?;
     Ok(())
 }

@@ -611,7 +611,12 @@ async fn a_bad_setting_stops_the_worker_with_one_line_naming_it() {
 /// Every rollup row, in a stable order, as text (exact decimals).
 async fn rollups(db: &tokio_postgres::Client) -> Vec<String> {
     let mut out = Vec::new();
-    for table in ["rollup_events", "rollup_series", "rollup_geo", "rollup_campaigns"] {
+    for table in [
+        "rollup_events",
+        "rollup_series",
+        "rollup_geo",
+        "rollup_campaigns",
+    ] {
         let rows = db
             .query(
                 &format!("SELECT t::text FROM {table} t ORDER BY t::text"),
@@ -703,7 +708,7 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     .unwrap();
 
     let db = p.db().await.unwrap();
-    eventually("every hour compacted", WAIT, || async {
+    eventually("every slot compacted", WAIT, || async {
         let dirty: i64 = db
             .query_one("SELECT count(*) FROM user_sets_dirty", &[])
             .await
@@ -717,7 +722,7 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     assert!(
         incremental
             .iter()
-            .any(|r| r.starts_with("user_sets 11 ") && r.contains("\"country\"")),
+            .any(|r| r.starts_with("user_sets 13 ") && r.contains("\"country\"")),
         "the coarsest blocks are built"
     );
     let per_grain: Vec<(i64, String)> = db
