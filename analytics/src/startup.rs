@@ -32,9 +32,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     )
     .map_err(|e| anyhow::anyhow!("DATABASE_READ_URL/DATABASE_URL: {e}"))?;
     service_kit::db::warm(&pool, config.db_pool_min).await;
+    let readiness = readiness(pool.clone());
     let background = vec![
         service_kit::metrics::spawn_upkeep(metrics.clone()),
         service_kit::db::spawn_pool_gauge("analytics", pool.clone()),
+        health::spawn_readiness_gauges("analytics", readiness.clone()),
     ];
     let reports = Router::new()
         .route("/analytics/stats", get(routes::stats::stats))
@@ -55,7 +57,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         ));
     let router = service_kit::http::instrument(
         reports
-            .merge(health::routes(readiness(pool), metrics))
+            .merge(health::routes(readiness, metrics))
             .merge(api_doc::routes()),
         "analytics",
     );

@@ -7,6 +7,25 @@ use serde_json::Value;
 use std::time::Duration;
 use testkit::{ChildProcess, Postgres, eventually};
 
+/// `service_ready` and the `schema` check of `service_readiness_check`, from /metrics.
+async fn readiness_gauges(port: u16) -> Option<(f64, f64)> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |prefix: &str| -> Option<f64> {
+        let line = text.lines().find(|l| {
+            l.starts_with(prefix)
+                && l.contains(r#"service="analytics""#)
+                && (prefix == "service_ready{" || l.contains(r#"check="schema""#))
+        })?;
+        line.rsplit(' ').next()?.parse().ok()
+    };
+    Some((value("service_ready{")?, value("service_readiness_check{")?))
+}
+
 async fn readiness(port: u16) -> Option<(u16, Value)> {
     let r = reqwest::get(format!("http://127.0.0.1:{port}/health/readiness"))
         .await
@@ -44,12 +63,27 @@ async fn readiness_names_the_schema_until_migrations_ran_then_sigterm_exits_0() 
         .cloned()
         .unwrap();
     assert_eq!(schema["ready"], false, "{body}");
+    // The readiness gauges say the same, with nobody probing readiness.
+    eventually(
+        "gauges: not ready, schema 0",
+        Duration::from_secs(30),
+        || async { (readiness_gauges(port).await? == (0.0, 0.0)).then_some(()) },
+    )
+    .await
+    .unwrap();
 
     let mut client = pg.connect("events").await.unwrap();
     worker::migrate::run(&mut client).await.unwrap();
     eventually("readiness", Duration::from_secs(30), || async {
         (readiness(port).await?.0 == 200).then_some(())
     })
+    .await
+    .unwrap();
+    eventually(
+        "gauges: ready, schema 1",
+        Duration::from_secs(30),
+        || async { (readiness_gauges(port).await? == (1.0, 1.0)).then_some(()) },
+    )
     .await
     .unwrap();
     let live = reqwest::get(format!("http://127.0.0.1:{port}/health/liveness"))

@@ -33,7 +33,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .map_err(anyhow::Error::msg)?;
     let js = stream::jetstream(client.clone(), config.publish_timeout());
     let stream_ready = Arc::new(AtomicBool::new(false));
-    let background = vec![
+    let mut background = vec![
         tokio::spawn(keep_stream(
             js.clone(),
             config.stream.clone(),
@@ -57,24 +57,24 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             .rate_limit_events_per_sec
             .map(|rate| crate::ratelimit::RateLimit::new(rate, config.rate_limit_burst)),
     });
+    let readiness = readiness(
+        client.clone(),
+        js,
+        config.stream.nats_stream.clone(),
+        stream_ready,
+    );
+    background.push(health::spawn_readiness_gauges(
+        "ingestion",
+        readiness.clone(),
+    ));
     let api = Router::new()
         .route("/webhook/event", post(receive))
         .route("/webhook", post(receive))
         .with_state(state)
         .merge(api_doc::routes());
-    let router = service_kit::http::instrument(
-        api.merge(health::routes(
-            readiness(
-                client.clone(),
-                js,
-                config.stream.nats_stream.clone(),
-                stream_ready,
-            ),
-            metrics,
-        )),
-        "ingestion",
-    )
-    .layer(axum::middleware::from_fn(correlation::middleware));
+    let router =
+        service_kit::http::instrument(api.merge(health::routes(readiness, metrics)), "ingestion")
+            .layer(axum::middleware::from_fn(correlation::middleware));
 
     let listener = TcpListener::bind((config.host, config.port)).await?;
     Ok(App {

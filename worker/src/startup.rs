@@ -74,7 +74,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         progress.clone(),
         stop_rx,
     ));
-    let background = vec![
+    let mut background = vec![
         compactor,
         probe,
         service_kit::metrics::spawn_upkeep(metrics.clone()),
@@ -93,6 +93,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         pool,
         progress,
     );
+    background.push(health::spawn_readiness_gauges("worker", readiness.clone()));
     let router = service_kit::http::instrument(health::routes(readiness, metrics), "worker");
     let listener = TcpListener::bind((config.host, config.port)).await?;
     Ok(App {

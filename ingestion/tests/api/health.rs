@@ -1,6 +1,6 @@
 //! Liveness, readiness and the metrics dashboards rely on.
 
-use crate::helpers::{Options, fb_top, spawn_app};
+use crate::helpers::{Options, PATIENCE, TestApp, fb_top, spawn_app};
 
 /// The value of the first sample line starting with `prefix` that contains every label.
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
@@ -88,4 +88,49 @@ async fn metrics_count_requests_accepted_and_rejected_events() {
         "{after}"
     );
     assert!(after.contains("http_request_duration_seconds"), "{after}");
+}
+
+/// `service_ready` and the `nats` and `stream` checks of `service_readiness_check`, as
+/// /metrics shows them now.
+async fn readiness_gauges(app: &TestApp) -> Option<[f64; 3]> {
+    let text = app.get("/metrics").await.ok()?.text().await.ok()?;
+    let service = "service=\"ingestion\"";
+    Some([
+        sample(&text, "service_ready", &[service])?,
+        sample(
+            &text,
+            "service_readiness_check",
+            &[service, "check=\"nats\""],
+        )?,
+        sample(
+            &text,
+            "service_readiness_check",
+            &[service, "check=\"stream\""],
+        )?,
+    ])
+}
+
+/// Waits until the three gauges all have the value `want`.
+async fn wait_gauges(app: &TestApp, want: f64, what: &str) {
+    let waited = testkit::eventually(what, PATIENCE, || async {
+        (readiness_gauges(app).await? == [want; 3]).then_some(())
+    })
+    .await;
+    if let Err(e) = waited {
+        panic!(
+            "{e}; [service_ready, nats, stream] now {:?}",
+            readiness_gauges(app).await
+        );
+    }
+}
+
+#[tokio::test]
+async fn readiness_gauges_go_to_0_while_nats_is_down_and_back_to_1() {
+    let mut app = spawn_app(Options::default()).await;
+    // Nobody needs to probe /health/readiness: the service evaluates it itself.
+    wait_gauges(&app, 1.0, "readiness gauges at 1").await;
+    app.nats.kill();
+    wait_gauges(&app, 0.0, "readiness gauges at 0 while NATS is down").await;
+    app.nats.restart().await.expect("nats-server restarts");
+    wait_gauges(&app, 1.0, "readiness gauges at 1 after the restart").await;
 }

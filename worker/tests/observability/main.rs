@@ -281,8 +281,8 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
     let http = p.http.clone();
     let webhook = format!("http://127.0.0.1:{}/webhook/event", ingestion.port);
 
-    // No worker has migrated the database yet: analytics is not ready (503), which is
-    // what the ServiceNotReady alert counts.
+    // No worker has migrated the database yet: analytics is not ready (503, and
+    // service_ready 0 until the worker has migrated).
     let readiness = format!("http://127.0.0.1:{}/health/readiness", analytics.port);
     let status = http.get(&readiness).send().await.unwrap().status();
     assert_eq!(status, 503, "analytics readiness before any migration");
