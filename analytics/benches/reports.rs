@@ -125,7 +125,7 @@ async fn load(client: &mut tokio_postgres::Client, events: usize) -> serde_json:
         .unwrap();
     eprintln!(
         "loaded {events} events in {load:.1?}; counts rebuilt in {counts:.1?} ({rollup_rows} rollup rows); \
-         per-user sets of {hours} hours compacted in {sets:.1?} ({set_rows} sets, {} MiB)",
+         per-user sets of {hours} quarter-hours compacted in {sets:.1?} ({set_rows} sets, {} MiB)",
         set_bytes / (1 << 20)
     );
     serde_json::json!({"loadSeconds": load.as_secs_f64(), "rollupSeconds": counts.as_secs_f64(),
