@@ -11,7 +11,7 @@ use roaring::RoaringBitmap;
 use rust_decimal::Decimal;
 use service_kit::error::ApiError;
 use service_kit::user_sets::{
-    Activity, Block, OwnedSetKey, SetKey, UserTotals, cover, decode_bitmap, decode_totals,
+    Activity, Block, OwnedSetKey, RAW_SQL, SetKey, UserTotals, cover, decode_bitmap, decode_totals,
     memberships, scan_raw, slot_ceil, slot_floor, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -98,7 +98,8 @@ async fn plan(
     }
     let dirty: BTreeSet<i64> = tx
         .query(
-            "SELECT slot FROM user_sets_dirty WHERE slot >= $1 AND slot < $2",
+            &tx.prepare_cached("SELECT slot FROM user_sets_dirty WHERE slot >= $1 AND slot < $2")
+                .await?,
             &[&start, &end],
         )
         .await?
@@ -214,21 +215,15 @@ pub async fn sets(
             .map_err(fail)?;
         for row in rows {
             let users = decode_bitmap(row.get(6)).map_err(|e| corrupt(report, e))?;
-            let key = OwnedSetKey {
-                dim: row.get(0),
-                source: row.get(1),
-                funnel_stage: row.get(2),
-                event_type: row.get(3),
-                value: row.get(4),
-                context: row.get(5),
-            };
+            let key = OwnedSetKey::from_row(&row).map_err(fail)?;
             *sets.entry(key).or_default() |= users;
         }
     }
 
     let mut ids = Ids::default();
+    let raw = tx.prepare_cached(RAW_SQL).await.map_err(fail)?;
     for &(lo, hi) in &plan.raw {
-        scan_raw(&tx, lo, hi, |chunk| {
+        scan_raw(&tx, &raw, lo, hi, |chunk| {
             let mut found: HashMap<SetKey<'_>, RoaringBitmap> = HashMap::new();
             for a in chunk {
                 let id = ids.of(a);
@@ -281,8 +276,9 @@ pub async fn top_users(
         }
     }
     let mut ids = Ids::default();
+    let raw = tx.prepare_cached(RAW_SQL).await.map_err(fail)?;
     for &(lo, hi) in &plan.raw {
-        scan_raw(&tx, lo, hi, |chunk| {
+        scan_raw(&tx, &raw, lo, hi, |chunk| {
             for a in chunk {
                 if sources.contains(&a.source.as_str()) {
                     let t = totals.entry(ids.of(a)).or_default();

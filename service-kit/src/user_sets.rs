@@ -184,17 +184,18 @@ impl Activity {
 /// events a slot holds.
 const CHUNK: usize = 4096;
 
-/// Streams the raw events of `[lo, hi)` ([`RAW_SQL`]) to `f`, a chunk at a time.
+/// Streams the raw events of `[lo, hi)` to `f`, a chunk at a time. `raw` is [`RAW_SQL`],
+/// prepared once by the caller.
 pub async fn scan_raw(
     tx: &tokio_postgres::Transaction<'_>,
+    raw: &tokio_postgres::Statement,
     lo: OffsetDateTime,
     hi: OffsetDateTime,
     mut f: impl FnMut(&[Activity]),
 ) -> Result<(), tokio_postgres::Error> {
     use futures::TryStreamExt;
-    let statement = tx.prepare(RAW_SQL).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&lo, &hi];
-    let rows = tx.query_raw(&statement, params).await?;
+    let rows = tx.query_raw(raw, params).await?;
     futures::pin_mut!(rows);
     let mut chunk = Vec::with_capacity(CHUNK);
     while let Some(row) = rows.try_next().await? {
@@ -247,6 +248,18 @@ pub struct OwnedSetKey {
 }
 
 impl OwnedSetKey {
+    /// The key columns of a `user_sets` row selected in table order, from `dim` on.
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<OwnedSetKey, tokio_postgres::Error> {
+        Ok(OwnedSetKey {
+            dim: row.try_get(0)?,
+            source: row.try_get(1)?,
+            funnel_stage: row.try_get(2)?,
+            event_type: row.try_get(3)?,
+            value: row.try_get(4)?,
+            context: row.try_get(5)?,
+        })
+    }
+
     pub fn as_key(&self) -> SetKey<'_> {
         SetKey {
             dim: &self.dim,

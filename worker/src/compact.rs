@@ -13,8 +13,8 @@
 use anyhow::Context as _;
 use roaring::RoaringBitmap;
 use service_kit::user_sets::{
-    Block, MAX_LEVEL, OwnedSetKey, SetKey, UserTotals, decode_bitmap, decode_totals, encode_bitmap,
-    encode_totals, memberships, scan_raw, slot_of, slot_start,
+    Block, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, UserTotals, decode_bitmap, decode_totals,
+    encode_bitmap, encode_totals, memberships, scan_raw, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -92,8 +92,9 @@ pub async fn round(client: &mut Client, max_slots: i64) -> anyhow::Result<Vec<i6
     if slots.is_empty() {
         return Ok(slots);
     }
+    let raw = tx.prepare(RAW_SQL).await?;
     for &h in &slots {
-        build_slot(&tx, h)
+        build_slot(&tx, &raw, h)
             .await
             .with_context(|| format!("building slot {}", slot_start(h)))?;
     }
@@ -120,13 +121,17 @@ pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
 }
 
 /// The level-0 block of slot `h`, from its raw events.
-async fn build_slot(tx: &Transaction<'_>, h: i64) -> anyhow::Result<()> {
+async fn build_slot(
+    tx: &Transaction<'_>,
+    raw: &tokio_postgres::Statement,
+    h: i64,
+) -> anyhow::Result<()> {
     let (lo, hi) = (slot_start(h), slot_start(h + 1));
     tx.execute(ASSIGN_KEYS_SQL, &[&lo, &hi]).await?;
     let mut sets: Sets = BTreeMap::new();
     let mut totals: Totals = BTreeMap::new();
     let mut missing = None;
-    scan_raw(tx, lo, hi, |chunk| {
+    scan_raw(tx, raw, lo, hi, |chunk| {
         // Borrowed keys within a chunk; owned ones only once per key and chunk.
         let mut found: HashMap<SetKey<'_>, RoaringBitmap> = HashMap::new();
         for a in chunk {
@@ -169,7 +174,7 @@ async fn merge_children(tx: &Transaction<'_>, parent: Block) -> anyhow::Result<(
     let mut sets: Sets = BTreeMap::new();
     for row in tx.query(SETS_OF_SQL, &[&a.level, &children]).await? {
         let bitmap = decode_bitmap(row.get(6)).map_err(anyhow::Error::msg)?;
-        *sets.entry(set_key(&row)).or_default() |= bitmap;
+        *sets.entry(OwnedSetKey::from_row(&row)?).or_default() |= bitmap;
     }
     let mut totals: Totals = BTreeMap::new();
     for row in tx.query(TOTALS_OF_SQL, &[&a.level, &children]).await? {
@@ -177,17 +182,6 @@ async fn merge_children(tx: &Transaction<'_>, parent: Block) -> anyhow::Result<(
             .map_err(anyhow::Error::msg)?;
     }
     write(tx, parent, &sets, &totals).await
-}
-
-fn set_key(row: &tokio_postgres::Row) -> OwnedSetKey {
-    OwnedSetKey {
-        dim: row.get(0),
-        source: row.get(1),
-        funnel_stage: row.get(2),
-        event_type: row.get(3),
-        value: row.get(4),
-        context: row.get(5),
-    }
 }
 
 /// Makes the stored block equal `sets` and `totals`, writing only what differs (upper
@@ -202,7 +196,7 @@ async fn write(
     let mut old: Sets = BTreeMap::new();
     for row in tx.query(SETS_OF_SQL, &[&block.level, &index]).await? {
         old.insert(
-            set_key(&row),
+            OwnedSetKey::from_row(&row)?,
             decode_bitmap(row.get(6)).map_err(anyhow::Error::msg)?,
         );
     }
