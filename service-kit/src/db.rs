@@ -7,16 +7,19 @@ use tokio_postgres::NoTls;
 /// Builds a pool (connections are opened lazily, up to `max`). Connecting and waiting
 /// for a free connection are bounded, so a database outage turns into errors the
 /// callers classify as transient instead of hanging forever.
-/// `statement_timeout` bounds every query of the pool's connections (readers); `None`
-/// leaves the server's setting.
-pub fn pool(url: &str, max: usize, statement_timeout: Option<Duration>) -> Result<Pool, String> {
+/// `settings` are server settings (`name`, `value`) every connection of the pool starts
+/// with, e.g. a reader's `statement_timeout`; the server's own apply to the rest.
+pub fn pool(url: &str, max: usize, settings: &[(&str, String)]) -> Result<Pool, String> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    if let Some(timeout) = statement_timeout {
-        let existing = config.get_options().unwrap_or_default().to_owned();
-        config.options(format!("{existing} -c statement_timeout={}", timeout.as_millis()).trim());
+    if !settings.is_empty() {
+        let mut options = config.get_options().unwrap_or_default().to_owned();
+        for (name, value) in settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
+        config.options(options.trim());
     }
     let manager = Manager::from_config(
         config,

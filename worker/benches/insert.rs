@@ -330,7 +330,7 @@ async fn run(
     batch: usize,
     concurrency: usize,
 ) -> (Duration, u64) {
-    let pool = service_kit::db::pool(url, concurrency, None).unwrap();
+    let pool = service_kit::db::pool(url, concurrency, &[]).unwrap();
     service_kit::db::warm(&pool, concurrency).await;
     let chunks = rows.len().div_ceil(batch);
     let next = Arc::new(AtomicUsize::new(0));

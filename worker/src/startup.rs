@@ -36,7 +36,7 @@ struct Progress {
 
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let metrics = service_kit::metrics::install();
-    let pool = service_kit::db::pool(&config.database_url, config.db_pool_max, None)
+    let pool = service_kit::db::pool(&config.database_url, config.db_pool_max, &[])
         .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
     let client = stream::connect(&config.stream, "worker")
         .await
