@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "series",
         sql: include_str!("../../sql/0004_series.sql"),
     },
+    Migration {
+        version: 5,
+        name: "series_index",
+        sql: include_str!("../../sql/0005_series_index.sql"),
+    },
 ];
 
 /// The version a current database has.

@@ -59,20 +59,19 @@ const SERIES_RAW: &str = "SELECT event_time, 1::bigint, coalesce(revenue, 0) FRO
     WHERE event_time >= {lo} AND event_time < {hi} \
       AND ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR funnel_stage = $2)";
 
+/// The pieces' rows as they are: `(time, events, revenue)`, placed into buckets here.
+/// (Grouping them in SQL by `date_trunc(.., 'UTC')` cost more than reading them: ~5 ms
+/// for the 2,160 hours of 90 days.)
 fn series_sql(parts: &str) -> String {
-    format!(
-        "SELECT date_trunc($3, t, 'UTC') AS b, sum(n)::bigint, sum(v) \
-         FROM ({parts}) AS p(t, n, v) GROUP BY b"
-    )
+    format!("SELECT t, n, v FROM ({parts}) AS p(t, n, v)")
 }
 
 fn sql(parts: &str) -> String {
     format!(
-        "SELECT date_trunc($4, t, 'UTC') AS b, sum(n)::bigint, sum(v) \
+        "SELECT t, n, v \
          FROM ({parts}) AS p(t, n, v, source, funnel_stage, event_type) \
          WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR funnel_stage = $2) \
-           AND ($3::text IS NULL OR event_type = $3) \
-         GROUP BY b"
+           AND ($3::text IS NULL OR event_type = $3)"
     )
 }
 
@@ -136,39 +135,41 @@ pub async fn timeseries(
     };
     let pieces = split(from, to, grains);
     let rows = if f.event_type.is_none() {
-        let (parts, bounds) = pieces.union_all(SERIES_ROLLUP, SERIES_RAW, 4);
+        let (parts, bounds) = pieces.union_all(SERIES_ROLLUP, SERIES_RAW, 3);
         query_pieces(
             &app.pool,
             "timeseries",
             &series_sql(&parts),
-            &[&f.source, &f.funnel_stage, &interval],
+            &[&f.source, &f.funnel_stage],
             &bounds,
         )
         .await?
     } else {
-        let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 5);
+        let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 4);
         query_pieces(
             &app.pool,
             "timeseries",
             &sql(&parts),
-            &[&f.source, &f.funnel_stage, &f.event_type, &interval],
+            &[&f.source, &f.funnel_stage, &f.event_type],
             &bounds,
         )
         .await?
     };
-    let found: HashMap<OffsetDateTime, (i64, Option<Decimal>)> = rows
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
+    let mut found: HashMap<OffsetDateTime, (i64, Decimal)> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let sum = found.entry(grain.floor(r.get(0))).or_default();
+        sum.0 += r.get::<_, i64>(1);
+        sum.1 += r.get::<_, Decimal>(2);
+    }
 
     let mut points = Vec::with_capacity(buckets.max(0) as usize);
     let mut bucket = first;
     for _ in 0..buckets {
-        let (count, revenue) = found.get(&bucket).copied().unwrap_or((0, None));
+        let (count, revenue) = found.get(&bucket).copied().unwrap_or_default();
         points.push(Point {
             bucket: timestamp(bucket),
             count,
-            revenue: money(revenue),
+            revenue: money(Some(revenue)),
         });
         bucket += grain.length();
     }
