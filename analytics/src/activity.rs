@@ -11,8 +11,9 @@ use roaring::RoaringBitmap;
 use rust_decimal::Decimal;
 use service_kit::error::ApiError;
 use service_kit::user_sets::{
-    Activity, Block, OwnedSetKey, RAW_SQL, SetKey, UserTotals, cover, decode_bitmap, decode_totals,
-    memberships, scan_raw, slot_ceil, slot_floor, slot_of, slot_start,
+    Activity, Block, OwnedSetKey, RAW_SQL, RAW_SQL_WITHOUT_DEMOGRAPHICS, SetKey, UserTotals, cover,
+    decode_bitmap, decode_totals, memberships, needs_demographics, scan_raw, slot_ceil, slot_floor,
+    slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -221,7 +222,12 @@ pub async fn sets(
     }
 
     let mut ids = Ids::default();
-    let raw = tx.prepare_cached(RAW_SQL).await.map_err(fail)?;
+    let raw = if selector.dims.iter().any(|d| needs_demographics(d)) {
+        RAW_SQL
+    } else {
+        RAW_SQL_WITHOUT_DEMOGRAPHICS
+    };
+    let raw = tx.prepare_cached(raw).await.map_err(fail)?;
     for &(lo, hi) in &plan.raw {
         scan_raw(&tx, &raw, lo, hi, |chunk| {
             let mut found: HashMap<SetKey<'_>, RoaringBitmap> = HashMap::new();
@@ -276,7 +282,10 @@ pub async fn top_users(
         }
     }
     let mut ids = Ids::default();
-    let raw = tx.prepare_cached(RAW_SQL).await.map_err(fail)?;
+    let raw = tx
+        .prepare_cached(RAW_SQL_WITHOUT_DEMOGRAPHICS)
+        .await
+        .map_err(fail)?;
     for &(lo, hi) in &plan.raw {
         scan_raw(&tx, &raw, lo, hi, |chunk| {
             for a in chunk {

@@ -667,7 +667,8 @@ async fn dirty_slots(s: &Setup) -> usize {
 async fn every_user_report_matches_the_raw_events_in_every_state_of_the_user_sets() {
     // The worker compacts only when this test says so, to check every state: nothing
     // built (all raw), everything built, built blocks with late events in three of their
-    // quarter-hours (those read raw, some of their users without a key yet), and rebuilt.
+    // quarter-hours (those read raw, stored without keys, some of their users without a
+    // key yet), and rebuilt.
     let mut s = setup(None, Some(3_600_000)).await;
     let all = slots(&s.facts);
     assert!(all > 200, "three days of quarter-hours: {all}");
@@ -692,6 +693,29 @@ async fn every_user_report_matches_the_raw_events_in_every_state_of_the_user_set
     assert_eq!(slots(&facts), 3);
     s.facts.extend(facts);
     assert_eq!(dirty_slots(&s).await, 3);
+    let client = s.pg.connect("events").await.unwrap();
+    let unkeyed = "SELECT count(*) FROM events WHERE user_key IS NULL";
+    let n: i64 = client.query_one(unkeyed, &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "the worker stores every event with its user's key");
+    // Rows stored without a key (before the worker assigned them, or bulk-loaded): readers
+    // look the key up, or give a user who has none yet a request-local id.
+    let ids: Vec<String> = late
+        .iter()
+        .map(|e| e["eventId"].as_str().unwrap().to_owned())
+        .collect();
+    client
+        .execute(
+            "UPDATE events SET user_key = NULL WHERE event_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    client
+        .execute("DELETE FROM user_keys WHERE user_id LIKE 'new-%'", &[])
+        .await
+        .unwrap();
+    let n: i64 = client.query_one(unkeyed, &[]).await.unwrap().get(0);
+    assert_eq!(n, late.len() as i64);
     check_user_reports(&s, "late events in three compacted slots").await;
 
     assert_eq!(compact(&s).await, 3);

@@ -85,7 +85,7 @@ async fn copy_rows(
     rows: &[Row],
 ) -> anyhow::Result<u64> {
     let tx = client.transaction().await?;
-    let copied = store::copy_rows(&tx, table, rows).await?;
+    let copied = store::copy_rows(&tx, table, rows, &[]).await?;
     tx.commit().await?;
     Ok(copied)
 }

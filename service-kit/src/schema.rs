@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "series_index",
         sql: include_str!("../../sql/0005_series_index.sql"),
     },
+    Migration {
+        version: 6,
+        name: "event_user_keys",
+        sql: include_str!("../../sql/0006_event_user_keys.sql"),
+    },
 ];
 
 /// The version a current database has.

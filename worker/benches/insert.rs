@@ -287,7 +287,7 @@ async fn run_batch(pool: &Pool, variant: Variant, rows: &[Row]) -> u64 {
     let mut client = pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
     let new = match variant {
-        Variant::Copy => store::copy_rows(&tx, "events", rows).await.unwrap(),
+        Variant::Copy => store::copy_rows(&tx, "events", rows, &[]).await.unwrap(),
         Variant::CopyTemp | Variant::CopyTempDrop => {
             let create = if variant == Variant::CopyTemp {
                 format!(
@@ -302,7 +302,7 @@ async fn run_batch(pool: &Pool, variant: Variant, rows: &[Row]) -> u64 {
                 "events_load_tx"
             };
             tx.batch_execute(&create).await.unwrap();
-            store::copy_rows(&tx, table, rows).await.unwrap();
+            store::copy_rows(&tx, table, rows, &[]).await.unwrap();
             let insert = format!(
                 "INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM {table} \
                  ON CONFLICT (event_id) DO NOTHING RETURNING event_id"

@@ -34,13 +34,16 @@ DELETE FROM user_sets_dirty WHERE slot IN (
     ORDER BY slot LIMIT $1 FOR UPDATE)
 RETURNING slot";
 
-/// Keys for the users of `[$1, $2)` that have none yet (only the compactor inserts, under
-/// its lock, so no sequence values are wasted on conflicts).
+/// Keys for the users of `[$1, $2)` that have none yet: users of rows stored without a
+/// key (before the worker assigned them at insert, or by a bulk load), and the rare user
+/// whose key a concurrent batch was creating. A batch inserting the same user at this
+/// moment makes it a conflict, which is skipped.
 const ASSIGN_KEYS_SQL: &str = "\
 INSERT INTO user_keys (source, user_id)
 SELECT DISTINCT e.source, e.user_id FROM events e
-WHERE e.event_time >= $1 AND e.event_time < $2
-  AND NOT EXISTS (SELECT 1 FROM user_keys k WHERE k.source = e.source AND k.user_id = e.user_id)";
+WHERE e.event_time >= $1 AND e.event_time < $2 AND e.user_key IS NULL
+  AND NOT EXISTS (SELECT 1 FROM user_keys k WHERE k.source = e.source AND k.user_id = e.user_id)
+ON CONFLICT DO NOTHING";
 
 const SETS_OF_SQL: &str = "\
 SELECT dim, source, funnel_stage, event_type, value, context, users

@@ -3,7 +3,9 @@
 //! The batch goes in as one `INSERT ... SELECT FROM unnest($1..$9) ON CONFLICT (event_id)
 //! DO NOTHING RETURNING event_id`: one round trip, one plan, parameters sent as arrays.
 //! `RETURNING` tells which rows were new, so duplicates are counted and rollups updated
-//! (`rollup.rs`, same transaction) only for rows really inserted.
+//! (`rollup.rs`, same transaction) only for rows really inserted. Before it, one
+//! statement gives the batch's distinct users their keys ([`user_keys`]), stored with
+//! each row for the per-user sets.
 //!
 //! Measured (`cargo bench -p worker --bench insert`, 2026-11-22, 2-core Debian, PostgreSQL
 //! 15, private cluster with fsync=off, so absolute figures are optimistic; the ratios are
@@ -121,13 +123,89 @@ pub struct Transient(pub String);
 
 const INSERT_SQL: &str = "\
 INSERT INTO events (event_id, event_time, source, funnel_stage, event_type, user_id, data, extra,
-                    ingested_at, country, campaign_id, revenue)
-SELECT id, t, s, f, e, u, d::jsonb, x::jsonb, i, c, k, r
+                    ingested_at, country, campaign_id, revenue, user_key)
+SELECT id, t, s, f, e, u, d::jsonb, x::jsonb, i, c, k, r, uk
 FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], $12::numeric[])
-     AS r(id, t, s, f, e, u, d, x, i, c, k, r)
+            $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], $12::numeric[],
+            $13::int4[])
+     AS r(id, t, s, f, e, u, d, x, i, c, k, r, uk)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id";
+
+/// The keys of a batch's distinct users (sorted), inserting those that have none. Only new
+/// users take a sequence value (`NOT EXISTS` first); the sorted order keeps concurrent
+/// batches that add the same new users from deadlocking. A user another transaction is
+/// adding at the same moment comes back from neither branch (the `INSERT` waits for it to
+/// commit, then does nothing; the `SELECT` ran on the snapshot from before): those are
+/// read again by [`LOOKUP_SQL`], whose snapshot holds them.
+const KEYS_SQL: &str = "\
+WITH n AS (SELECT * FROM unnest($1::text[], $2::text[]) AS n(source, user_id)),
+new AS (
+    INSERT INTO user_keys (source, user_id)
+    SELECT source, user_id FROM n
+    WHERE NOT EXISTS (SELECT 1 FROM user_keys k WHERE k.source = n.source AND k.user_id = n.user_id)
+    ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+    RETURNING user_key, source, user_id)
+SELECT user_key, source, user_id FROM new
+UNION ALL
+SELECT k.user_key, k.source, k.user_id FROM n JOIN user_keys k USING (source, user_id)";
+
+const LOOKUP_SQL: &str = "\
+SELECT k.user_key, k.source, k.user_id
+FROM unnest($1::text[], $2::text[]) AS n(source, user_id) JOIN user_keys k USING (source, user_id)";
+
+/// The user key of every row, creating the missing ones. The per-user sets need a dense
+/// integer per user; assigned here, once per batch, the compactor and the reports' raw
+/// reads find it in the row instead of looking it up per event. (`None` only for a user
+/// whose key vanished between the two statements, which nothing does; readers would look
+/// it up.)
+pub async fn user_keys(
+    client: &impl GenericClient,
+    rows: &[Row],
+) -> Result<Vec<Option<i32>>, tokio_postgres::Error> {
+    let mut users: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.source.as_str(), r.user_id.as_str()))
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    let sources: Vec<&str> = users.iter().map(|u| u.0).collect();
+    let ids: Vec<&str> = users.iter().map(|u| u.1).collect();
+    let statement = client.prepare_cached(KEYS_SQL).await?;
+    let mut keys: Vec<Option<i32>> = vec![None; users.len()];
+    let place = |found: Vec<tokio_postgres::Row>, keys: &mut Vec<Option<i32>>| {
+        for row in found {
+            let (source, user_id): (&str, &str) = (row.get(1), row.get(2));
+            if let Ok(i) = users.binary_search(&(source, user_id)) {
+                keys[i] = Some(row.get(0));
+            }
+        }
+    };
+    place(
+        client.query(&statement, &[&sources, &ids]).await?,
+        &mut keys,
+    );
+    let raced: Vec<usize> = (0..users.len()).filter(|&i| keys[i].is_none()).collect();
+    if !raced.is_empty() {
+        let sources: Vec<&str> = raced.iter().map(|&i| users[i].0).collect();
+        let ids: Vec<&str> = raced.iter().map(|&i| users[i].1).collect();
+        let statement = client.prepare_cached(LOOKUP_SQL).await?;
+        place(
+            client.query(&statement, &[&sources, &ids]).await?,
+            &mut keys,
+        );
+    }
+    Ok(rows
+        .iter()
+        .map(|r| {
+            users
+                .binary_search(&(r.source.as_str(), r.user_id.as_str()))
+                .ok()
+                .and_then(|i| keys[i])
+        })
+        .collect())
+}
 
 /// Whether a database error is about the rows themselves (class 22 data exception, 23
 /// integrity violation, 54 program limit such as a too-large row). Everything else —
@@ -189,7 +267,8 @@ async fn insert_in_transaction(pool: &Pool, rows: &[Row]) -> Result<Outcome, Tra
     }
     let mut client = pool.get().await.map_err(transient)?;
     let tx = client.transaction().await.map_err(transient)?;
-    match insert_rows(&tx, rows).await {
+    let keys = user_keys(&tx, rows).await.map_err(transient)?;
+    match insert_rows(&tx, rows, &keys).await {
         Ok(ids) => {
             mark(&mut outcome, rows, 0, ids);
             crate::rollup::add(&tx, rows, &outcome.inserted)
@@ -206,11 +285,12 @@ async fn insert_in_transaction(pool: &Pool, rows: &[Row]) -> Result<Outcome, Tra
 
     // Slow path, only for batches holding a row the database refuses.
     let mut tx = client.transaction().await.map_err(transient)?;
+    let keys = user_keys(&tx, rows).await.map_err(transient)?;
     let mut ranges = Vec::new();
     ranges.push(0..rows.len());
     while let Some(range) = ranges.pop() {
         let savepoint = tx.savepoint("isolate").await.map_err(transient)?;
-        match insert_rows(&savepoint, &rows[range.clone()]).await {
+        match insert_rows(&savepoint, &rows[range.clone()], &keys[range.clone()]).await {
             Ok(ids) => {
                 savepoint.commit().await.map_err(transient)?;
                 mark(&mut outcome, &rows[range.clone()], range.start, ids);
@@ -256,6 +336,7 @@ fn mark(outcome: &mut Outcome, rows: &[Row], offset: usize, ids: Vec<String>) {
 async fn insert_rows(
     client: &impl GenericClient,
     rows: &[Row],
+    keys: &[Option<i32>],
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     let statement = client.prepare_cached(INSERT_SQL).await?;
     let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
@@ -275,7 +356,7 @@ async fn insert_rows(
             &statement,
             &[
                 &ids, &times, &sources, &stages, &types, &users, &data, &extra, &ingested,
-                &countries, &campaigns, &revenue,
+                &countries, &campaigns, &revenue, &keys,
             ],
         )
         .await?;
@@ -312,9 +393,9 @@ mod tests {
 
 /// The columns [`copy_rows`] fills, in order.
 const COPY_COLUMNS: &str = "event_id, event_time, source, funnel_stage, event_type, user_id, \
-    data, extra, ingested_at, country, campaign_id, revenue";
+    data, extra, ingested_at, country, campaign_id, revenue, user_key";
 
-const COPY_TYPES: [Type; 12] = [
+const COPY_TYPES: [Type; 13] = [
     Type::TEXT,
     Type::TIMESTAMPTZ,
     Type::TEXT,
@@ -327,6 +408,7 @@ const COPY_TYPES: [Type; 12] = [
     Type::TEXT,
     Type::TEXT,
     Type::NUMERIC,
+    Type::INT4,
 ];
 
 /// JSON text sent as `jsonb` in binary COPY (version byte 1, then the text).
@@ -356,18 +438,21 @@ impl ToSql for Jsonb<'_> {
 /// Bulk-loads rows with binary `COPY` into `table` (`events` or a table like it), with no
 /// conflict handling and no rollup maintenance: the ceiling the benchmarks compare the
 /// worker's path with, and the loader of their large data sets (run `rebuild_rollups()`
-/// afterwards). Returns the rows copied.
+/// afterwards). `keys` are the rows' user keys ([`user_keys`]) or empty (NULL keys, which
+/// readers look up). Returns the rows copied.
 pub async fn copy_rows(
     client: &tokio_postgres::Transaction<'_>,
     table: &str,
     rows: &[Row],
+    keys: &[Option<i32>],
 ) -> Result<u64, tokio_postgres::Error> {
     let sink = client
         .copy_in(&format!("COPY {table} ({COPY_COLUMNS}) FROM STDIN BINARY"))
         .await?;
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     let mut writer = std::pin::pin!(writer);
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
+        let key = keys.get(i).copied().flatten();
         writer
             .as_mut()
             .write(&[
@@ -383,6 +468,7 @@ pub async fn copy_rows(
                 &r.country,
                 &r.campaign_id,
                 &r.revenue,
+                &key,
             ])
             .await?;
     }
