@@ -7,13 +7,12 @@
 use crate::routes::{database_error, unavailable};
 use axum::http::StatusCode;
 use deadpool_postgres::{Pool, Transaction};
-use roaring::RoaringBitmap;
 use rust_decimal::Decimal;
 use service_kit::error::ApiError;
 use service_kit::user_sets::{
-    Activity, Block, OwnedSetKey, RAW_SQL, RAW_SQL_WITHOUT_DEMOGRAPHICS, SetKey, UserTotals, cover,
-    decode_bitmap, decode_totals, memberships, needs_demographics, scan_raw, slot_ceil, slot_floor,
-    slot_of, slot_start,
+    Activity, Block, OwnedSetKey, RAW_SQL, RAW_SQL_WITHOUT_DEMOGRAPHICS, SetKey, SetValue,
+    UserTotals, cover, decode_totals, memberships, needs_demographics, scan_raw, slot_ceil,
+    slot_floor, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -38,8 +37,8 @@ impl Selector<'_> {
     }
 }
 
-/// Users by set key.
-pub type Sets = HashMap<OwnedSetKey, RoaringBitmap>;
+/// Users (and their events and revenue) by set key.
+pub type Sets = HashMap<OwnedSetKey, SetValue>;
 
 /// One user's figures over the range, named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +55,8 @@ const SETS_SQL: &str = "\
 SELECT s.*
 FROM unnest($1::int2[], $2::int8[]) AS b(level, block)
 CROSS JOIN LATERAL (
-    SELECT dim, source, funnel_stage, event_type, value, context, users FROM user_sets
+    SELECT dim, source, funnel_stage, event_type, value, context, users, events, revenue
+    FROM user_sets
     WHERE level = b.level AND block = b.block AND dim = ANY($3) AND source = ANY($4)
       AND funnel_stage = ANY($5) AND event_type = ANY($6)
     OFFSET 0) AS s";
@@ -215,9 +215,9 @@ pub async fn sets(
             .await
             .map_err(fail)?;
         for row in rows {
-            let users = decode_bitmap(row.get(6)).map_err(|e| corrupt(report, e))?;
+            let value = SetValue::from_row(&row, 6).map_err(|e| corrupt(report, e))?;
             let key = OwnedSetKey::from_row(&row).map_err(fail)?;
-            *sets.entry(key).or_default() |= users;
+            sets.entry(key).or_default().add(&value);
         }
     }
 
@@ -230,17 +230,17 @@ pub async fn sets(
     let raw = tx.prepare_cached(raw).await.map_err(fail)?;
     for &(lo, hi) in &plan.raw {
         scan_raw(&tx, &raw, lo, hi, |chunk| {
-            let mut found: HashMap<SetKey<'_>, RoaringBitmap> = HashMap::new();
+            let mut found: HashMap<SetKey<'_>, SetValue> = HashMap::new();
             for a in chunk {
                 let id = ids.of(a);
                 memberships(a, |k| {
                     if selector.matches(&k) {
-                        found.entry(k).or_default().insert(id);
+                        found.entry(k).or_default().add_event(id, a.revenue);
                     }
                 });
             }
-            for (k, users) in found {
-                *sets.entry(k.to_owned_key()).or_default() |= users;
+            for (k, value) in found {
+                sets.entry(k.to_owned_key()).or_default().add(&value);
             }
         })
         .await

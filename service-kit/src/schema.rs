@@ -41,6 +41,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "event_user_keys",
         sql: include_str!("../../sql/0006_event_user_keys.sql"),
     },
+    Migration {
+        version: 7,
+        name: "set_counts",
+        sql: include_str!("../../sql/0007_set_counts.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "drop_rollup_geo",
+        sql: include_str!("../../sql/0008_drop_rollup_geo.sql"),
+    },
 ];
 
 /// The version a current database has.

@@ -459,6 +459,44 @@ impl Reader<'_> {
     }
 }
 
+/// What a set holds for a block or a range: its users, and the events that put them there
+/// with their revenue (geo's events and revenue by country come from these, so geo reads
+/// one set of blocks; counts and sums add up across blocks like the users union).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SetValue {
+    pub users: RoaringBitmap,
+    pub events: i64,
+    pub revenue: Decimal,
+}
+
+impl SetValue {
+    /// One event of user `user` with its revenue.
+    pub fn add_event(&mut self, user: u32, revenue: Option<Decimal>) {
+        self.users.insert(user);
+        self.events += 1;
+        if let Some(r) = revenue {
+            self.revenue += r;
+        }
+    }
+
+    /// Adds another block's or range's contents.
+    pub fn add(&mut self, other: &SetValue) {
+        self.users |= &other.users;
+        self.events += other.events;
+        self.revenue += other.revenue;
+    }
+
+    /// Reads `users, events, revenue` at columns `at`, `at + 1`, `at + 2`.
+    pub fn from_row(row: &tokio_postgres::Row, at: usize) -> Result<SetValue, String> {
+        let err = |e: tokio_postgres::Error| e.to_string();
+        Ok(SetValue {
+            users: decode_bitmap(row.try_get(at).map_err(err)?)?,
+            events: row.try_get(at + 1).map_err(err)?,
+            revenue: row.try_get(at + 2).map_err(err)?,
+        })
+    }
+}
+
 /// A bitmap in the portable roaring format (`user_sets.users`).
 pub fn encode_bitmap(bitmap: &RoaringBitmap) -> Vec<u8> {
     let mut out = Vec::with_capacity(bitmap.serialized_size());

@@ -11,9 +11,9 @@
 //! ends.
 
 use anyhow::Context as _;
-use roaring::RoaringBitmap;
+use rust_decimal::Decimal;
 use service_kit::user_sets::{
-    Block, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, UserTotals, decode_bitmap, decode_totals,
+    Block, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, SetValue, UserTotals, decode_totals,
     encode_bitmap, encode_totals, memberships, scan_raw, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,9 +35,8 @@ DELETE FROM user_sets_dirty WHERE slot IN (
 RETURNING slot";
 
 /// Keys for the users of `[$1, $2)` that have none yet: users of rows stored without a
-/// key (before the worker assigned them at insert, or by a bulk load), and the rare user
-/// whose key a concurrent batch was creating. A batch inserting the same user at this
-/// moment makes it a conflict, which is skipped.
+/// key (before the worker assigned keys at insert, or by a bulk load). A batch inserting
+/// the same user at this moment makes it a conflict, which is skipped.
 const ASSIGN_KEYS_SQL: &str = "\
 INSERT INTO user_keys (source, user_id)
 SELECT DISTINCT e.source, e.user_id FROM events e
@@ -46,17 +45,19 @@ WHERE e.event_time >= $1 AND e.event_time < $2 AND e.user_key IS NULL
 ON CONFLICT DO NOTHING";
 
 const SETS_OF_SQL: &str = "\
-SELECT dim, source, funnel_stage, event_type, value, context, users
+SELECT dim, source, funnel_stage, event_type, value, context, users, events, revenue
 FROM user_sets WHERE level = $1 AND block = ANY($2)";
 
 const TOTALS_OF_SQL: &str =
     "SELECT source, totals FROM user_totals WHERE level = $1 AND block = ANY($2)";
 
 const UPSERT_SETS_SQL: &str = "\
-INSERT INTO user_sets (level, block, dim, source, funnel_stage, event_type, value, context, users)
-SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[])
+INSERT INTO user_sets (level, block, dim, source, funnel_stage, event_type, value, context, users,
+                       events, revenue)
+SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                             $9::bytea[], $10::int8[], $11::numeric[])
 ON CONFLICT (level, block, dim, source, funnel_stage, event_type, value, context)
-DO UPDATE SET users = excluded.users";
+DO UPDATE SET users = excluded.users, events = excluded.events, revenue = excluded.revenue";
 
 const DELETE_SETS_SQL: &str = "\
 DELETE FROM user_sets WHERE level = $1 AND block = $2
@@ -71,7 +72,7 @@ ON CONFLICT (level, block, source) DO UPDATE SET totals = excluded.totals";
 const DELETE_TOTALS_SQL: &str =
     "DELETE FROM user_totals WHERE level = $1 AND block = $2 AND source = ANY($3)";
 
-type Sets = BTreeMap<OwnedSetKey, RoaringBitmap>;
+type Sets = BTreeMap<OwnedSetKey, SetValue>;
 type Totals = BTreeMap<String, BTreeMap<u32, UserTotals>>;
 
 /// Compacts up to `max_slots` dirty slots that have ended. Returns the slots compacted
@@ -136,7 +137,7 @@ async fn build_slot(
     let mut missing = None;
     scan_raw(tx, raw, lo, hi, |chunk| {
         // Borrowed keys within a chunk; owned ones only once per key and chunk.
-        let mut found: HashMap<SetKey<'_>, RoaringBitmap> = HashMap::new();
+        let mut found: HashMap<SetKey<'_>, SetValue> = HashMap::new();
         for a in chunk {
             let Some(key) = a.user_key else {
                 missing = Some(format!("user {}/{} has no key", a.source, a.user_id));
@@ -144,7 +145,7 @@ async fn build_slot(
             };
             let key = key as u32;
             memberships(a, |k| {
-                found.entry(k).or_default().insert(key);
+                found.entry(k).or_default().add_event(key, a.revenue);
             });
             let t = match totals.get_mut(a.source.as_str()) {
                 Some(users) => users.entry(key).or_default(),
@@ -159,8 +160,8 @@ async fn build_slot(
                 t.revenue += r;
             }
         }
-        for (k, users) in found {
-            *sets.entry(k.to_owned_key()).or_default() |= users;
+        for (k, value) in found {
+            sets.entry(k.to_owned_key()).or_default().add(&value);
         }
     })
     .await?;
@@ -176,8 +177,10 @@ async fn merge_children(tx: &Transaction<'_>, parent: Block) -> anyhow::Result<(
     let children = vec![a.index, b.index];
     let mut sets: Sets = BTreeMap::new();
     for row in tx.query(SETS_OF_SQL, &[&a.level, &children]).await? {
-        let bitmap = decode_bitmap(row.get(6)).map_err(anyhow::Error::msg)?;
-        *sets.entry(OwnedSetKey::from_row(&row)?).or_default() |= bitmap;
+        let value = SetValue::from_row(&row, 6).map_err(anyhow::Error::msg)?;
+        sets.entry(OwnedSetKey::from_row(&row)?)
+            .or_default()
+            .add(&value);
     }
     let mut totals: Totals = BTreeMap::new();
     for row in tx.query(TOTALS_OF_SQL, &[&a.level, &children]).await? {
@@ -200,17 +203,22 @@ async fn write(
     for row in tx.query(SETS_OF_SQL, &[&block.level, &index]).await? {
         old.insert(
             OwnedSetKey::from_row(&row)?,
-            decode_bitmap(row.get(6)).map_err(anyhow::Error::msg)?,
+            SetValue::from_row(&row, 6).map_err(anyhow::Error::msg)?,
         );
     }
-    let changed: Vec<(&OwnedSetKey, &RoaringBitmap)> = sets
+    let changed: Vec<(&OwnedSetKey, &SetValue)> = sets
         .iter()
         .filter(|(k, v)| old.get(*k) != Some(*v))
         .collect();
     let gone: Vec<&OwnedSetKey> = old.keys().filter(|k| !sets.contains_key(*k)).collect();
     if !changed.is_empty() {
         let cols = columns(changed.iter().map(|(k, _)| *k));
-        let users: Vec<Vec<u8>> = changed.iter().map(|(_, v)| encode_bitmap(v)).collect();
+        let users: Vec<Vec<u8>> = changed
+            .iter()
+            .map(|(_, v)| encode_bitmap(&v.users))
+            .collect();
+        let events: Vec<i64> = changed.iter().map(|(_, v)| v.events).collect();
+        let revenue: Vec<Decimal> = changed.iter().map(|(_, v)| v.revenue).collect();
         tx.execute(
             UPSERT_SETS_SQL,
             &[
@@ -223,6 +231,8 @@ async fn write(
                 &cols[4],
                 &cols[5],
                 &users,
+                &events,
+                &revenue,
             ],
         )
         .await?;

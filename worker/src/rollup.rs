@@ -34,14 +34,6 @@ impl Totals {
 }
 
 type EventsKey<'a> = (i8, OffsetDateTime, &'static str, &'static str, &'a str);
-type GeoKey<'a> = (
-    i8,
-    OffsetDateTime,
-    &'static str,
-    &'static str,
-    &'a str,
-    &'a str,
-);
 type CampaignKey<'a> = (i8, OffsetDateTime, &'a str);
 /// Source and stage are each a value or "" (any).
 type SeriesKey = (i8, OffsetDateTime, &'static str, &'static str);
@@ -51,14 +43,6 @@ INSERT INTO rollup_events AS r (grain, bucket, source, funnel_stage, event_type,
 SELECT * FROM unnest($1::\"char\"[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
                      $6::bigint[], $7::bigint[], $8::numeric[])
 ON CONFLICT (grain, bucket, source, funnel_stage, event_type) DO UPDATE
-SET events = r.events + excluded.events, purchases = r.purchases + excluded.purchases,
-    revenue = r.revenue + excluded.revenue";
-
-const GEO_SQL: &str = "\
-INSERT INTO rollup_geo AS r (grain, bucket, source, funnel_stage, event_type, country, events, purchases, revenue)
-SELECT * FROM unnest($1::\"char\"[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::bigint[], $8::bigint[], $9::numeric[])
-ON CONFLICT (grain, bucket, source, funnel_stage, event_type, country) DO UPDATE
 SET events = r.events + excluded.events, purchases = r.purchases + excluded.purchases,
     revenue = r.revenue + excluded.revenue";
 
@@ -88,7 +72,6 @@ pub async fn add(
     inserted: &[bool],
 ) -> Result<(), tokio_postgres::Error> {
     let mut events: BTreeMap<EventsKey, Totals> = BTreeMap::new();
-    let mut geo: BTreeMap<GeoKey, Totals> = BTreeMap::new();
     let mut campaigns: BTreeMap<CampaignKey, Totals> = BTreeMap::new();
     let mut series: BTreeMap<SeriesKey, Totals> = BTreeMap::new();
     let mut slots: BTreeSet<OffsetDateTime> = BTreeSet::new();
@@ -113,10 +96,6 @@ pub async fn add(
             if grain == Grain::Minute {
                 continue;
             }
-            let country = row.country.as_deref().unwrap_or("");
-            geo.entry((g, bucket, source, stage, &row.event_type, country))
-                .or_default()
-                .add(row);
             if let Some(campaign) = row.campaign_id.as_deref() {
                 campaigns.entry((g, bucket, campaign)).or_default().add(row);
             }
@@ -147,23 +126,6 @@ pub async fn add(
         .execute(
             &statement,
             &[&grains, &buckets, &sources, &stages, &types, &n, &p, &r],
-        )
-        .await?;
-
-    let statement = client.prepare_cached(GEO_SQL).await?;
-    let (n, p, r) = totals(&mut geo.values().copied());
-    let grains: Vec<i8> = geo.keys().map(|k| k.0).collect();
-    let buckets: Vec<OffsetDateTime> = geo.keys().map(|k| k.1).collect();
-    let sources: Vec<&str> = geo.keys().map(|k| k.2).collect();
-    let stages: Vec<&str> = geo.keys().map(|k| k.3).collect();
-    let types: Vec<&str> = geo.keys().map(|k| k.4).collect();
-    let countries: Vec<&str> = geo.keys().map(|k| k.5).collect();
-    client
-        .execute(
-            &statement,
-            &[
-                &grains, &buckets, &sources, &stages, &types, &countries, &n, &p, &r,
-            ],
         )
         .await?;
 

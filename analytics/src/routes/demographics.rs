@@ -99,7 +99,7 @@ pub struct CityUsers {
 fn values(sets: &Sets, dim: &str) -> Vec<(String, String, i64)> {
     sets.iter()
         .filter(|(k, _)| k.dim == dim)
-        .map(|(k, users)| (k.value.clone(), k.context.clone(), users.len() as i64))
+        .map(|(k, v)| (k.value.clone(), k.context.clone(), v.users.len() as i64))
         .collect()
 }
 

@@ -119,6 +119,7 @@ pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Fu
             }
             .to_owned_key(),
         )
+        .map(|v| &v.users)
     };
 
     let mut sources = Vec::new();

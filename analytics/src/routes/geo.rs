@@ -1,19 +1,19 @@
 //! `GET /analytics/geo`: events, distinct users and revenue by country.
 //!
-//! Events and revenue come from `rollup_geo` (hours and days, raw edges); distinct users
-//! from the per-user sets by country (`crate::activity`), stored for every combination of
-//! the source / funnel stage / event type filters.
+//! All three come from the per-user sets by country (`crate::activity`), stored for every
+//! combination of the source / funnel stage / event type filters with their events and
+//! revenue: one read of the blocks covering the range plus the raw edges. Events without a
+//! country are the range's events passing the filters (`rollup_events`, as stats) minus
+//! those with one.
 
-use super::{AppState, Pairs, money, query_pieces};
+use super::{AppState, Pairs, money};
 use crate::activity::{self, Selector};
 use crate::params::{Filters, Params};
-use crate::range::{Grain, split};
 use axum::Json;
 use axum::extract::State;
-use roaring::RoaringBitmap;
-use rust_decimal::Decimal;
 use serde::Serialize;
 use service_kit::error::ApiError;
+use service_kit::user_sets::SetValue;
 use shared_events::{Source, stage_of};
 use std::collections::HashMap;
 use utoipa::ToSchema;
@@ -41,22 +41,6 @@ pub struct Country {
     /// A decimal string with two places.
     #[schema(example = "149.99")]
     pub revenue: String,
-}
-
-const ROLLUP: &str = "SELECT country, events, revenue, source, funnel_stage, event_type \
-    FROM rollup_geo WHERE grain = {grain} AND bucket >= {lo} AND bucket < {hi}";
-const RAW: &str = "SELECT coalesce(country, ''), 1::bigint, revenue, source, funnel_stage, \
-    event_type FROM events WHERE event_time >= {lo} AND event_time < {hi}";
-
-/// Events and revenue by country ('' = none).
-fn sql(parts: &str) -> String {
-    format!(
-        "SELECT country, sum(n)::bigint, sum(revenue) \
-         FROM ({parts}) AS p(country, n, revenue, source, funnel_stage, event_type) \
-         WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR funnel_stage = $2) \
-           AND ($3::text IS NULL OR event_type = $3) \
-         GROUP BY 1"
-    )
 }
 
 /// The sets by country that hold exactly the users of events passing the filters: one
@@ -120,50 +104,33 @@ pub async fn geo(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Geo>,
     let limit = p.limit() as usize;
     p.finish()?;
 
-    let pieces = split(from, to, &[Grain::Day, Grain::Hour]);
-    let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 4);
-    let rows = query_pieces(
-        &app.pool,
-        "geo",
-        &sql(&parts),
-        &[&f.source, &f.funnel_stage, &f.event_type],
-        &bounds,
-    )
-    .await?;
     let selector = selector(&f);
-    let users = if selector.sources.is_empty() {
-        HashMap::new()
-    } else {
-        let sets = activity::sets(&app.pool, "geo", from, to, &selector).await?;
-        let mut by_country: HashMap<String, RoaringBitmap> = HashMap::new();
-        for (key, set) in sets {
-            *by_country.entry(key.value).or_default() |= set;
-        }
-        by_country
-    };
-
-    let mut unknown = 0i64;
-    let mut countries: Vec<(String, i64, Option<Decimal>)> = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let country: String = r.get(0);
-        if country.is_empty() {
-            unknown += r.get::<_, i64>(1);
-        } else {
-            countries.push((country, r.get(1), r.get(2)));
+    let mut by_country: HashMap<String, SetValue> = HashMap::new();
+    if !selector.sources.is_empty() {
+        for (key, value) in activity::sets(&app.pool, "geo", from, to, &selector).await? {
+            by_country.entry(key.value).or_default().add(&value);
         }
     }
-    countries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let all: i64 = super::stats::type_counts(&app.pool, "geo", from, to, &f)
+        .await?
+        .iter()
+        .map(|c| c.3)
+        .sum();
+    let known: i64 = by_country.values().map(|v| v.events).sum();
+
+    let mut countries: Vec<(String, SetValue)> = by_country.into_iter().collect();
+    countries.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.0.cmp(&b.0)));
     countries.truncate(limit);
     Ok(Json(Geo {
         countries: countries
             .into_iter()
-            .map(|(country, events, revenue)| Country {
-                users: users.get(&country).map_or(0, |u| u.len() as i64),
+            .map(|(country, v)| Country {
+                users: v.users.len() as i64,
                 country,
-                events,
-                revenue: money(revenue),
+                events: v.events,
+                revenue: money(Some(v.revenue)),
             })
             .collect(),
-        unknown_country_events: unknown,
+        unknown_country_events: all - known,
     }))
 }

@@ -611,12 +611,7 @@ async fn a_bad_setting_stops_the_worker_with_one_line_naming_it() {
 /// Every rollup row, in a stable order, as text (exact decimals).
 async fn rollups(db: &tokio_postgres::Client) -> Vec<String> {
     let mut out = Vec::new();
-    for table in [
-        "rollup_events",
-        "rollup_series",
-        "rollup_geo",
-        "rollup_campaigns",
-    ] {
+    for table in ["rollup_events", "rollup_series", "rollup_campaigns"] {
         let rows = db
             .query(
                 &format!("SELECT t::text FROM {table} t ORDER BY t::text"),
@@ -632,7 +627,8 @@ async fn rollups(db: &tokio_postgres::Client) -> Vec<String> {
     // Per-user sets and totals, decoded (equal content, whatever the byte layout).
     let rows = db
         .query(
-            "SELECT level, block, dim, source, funnel_stage, event_type, value, context, users
+            "SELECT level, block, dim, source, funnel_stage, event_type, value, context, users,
+                    events, revenue::text
              FROM user_sets ORDER BY 1, 2, 3, 4, 5, 6, 7, 8",
             &[],
         )
@@ -645,9 +641,11 @@ async fn rollups(db: &tokio_postgres::Client) -> Vec<String> {
             .collect();
         let key: Vec<String> = (2..8).map(|i| r.get::<_, String>(i)).collect();
         out.push(format!(
-            "user_sets {} {} {key:?} {users:?}",
+            "user_sets {} {} {key:?} {users:?} {} {}",
             r.get::<_, i16>(0),
-            r.get::<_, i64>(1)
+            r.get::<_, i64>(1),
+            r.get::<_, i64>(9),
+            r.get::<_, String>(10)
         ));
     }
     let rows = db
