@@ -191,38 +191,56 @@ pub async fn sets(
     to: OffsetDateTime,
     selector: &Selector<'_>,
 ) -> Result<Sets, ApiError> {
+    let mut all = sets_of(pool, report, from, to, std::slice::from_ref(selector)).await?;
+    Ok(all.pop().unwrap_or_default())
+}
+
+/// The sets of each selector over `[from, to)`, all from one snapshot (so figures taken
+/// from different selections agree with each other), the raw rows read once.
+pub async fn sets_of(
+    pool: &Pool,
+    report: &'static str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    selectors: &[Selector<'_>],
+) -> Result<Vec<Sets>, ApiError> {
     let started = Instant::now();
     let mut client = connection(pool, report).await?;
     let tx = snapshot(&mut client, report).await?;
     let fail = |e| database_error(report, e);
     let plan = plan(&tx, from, to).await.map_err(fail)?;
 
-    let mut sets: Sets = HashMap::new();
+    let mut sets: Vec<Sets> = vec![HashMap::new(); selectors.len()];
     if !plan.levels.is_empty() {
         let statement = tx.prepare_cached(SETS_SQL).await.map_err(fail)?;
-        let rows = tx
-            .query(
-                &statement,
-                &[
-                    &plan.levels,
-                    &plan.indexes,
-                    &selector.dims,
-                    &selector.sources,
-                    &selector.stages,
-                    &selector.types,
-                ],
-            )
-            .await
-            .map_err(fail)?;
-        for row in rows {
-            let value = SetValue::from_row(&row, 6).map_err(|e| corrupt(report, e))?;
-            let key = OwnedSetKey::from_row(&row).map_err(fail)?;
-            sets.entry(key).or_default().add(&value);
+        for (selector, sets) in selectors.iter().zip(sets.iter_mut()) {
+            let rows = tx
+                .query(
+                    &statement,
+                    &[
+                        &plan.levels,
+                        &plan.indexes,
+                        &selector.dims,
+                        &selector.sources,
+                        &selector.stages,
+                        &selector.types,
+                    ],
+                )
+                .await
+                .map_err(fail)?;
+            for row in rows {
+                let value = SetValue::from_row(&row, 6).map_err(|e| corrupt(report, e))?;
+                let key = OwnedSetKey::from_row(&row).map_err(fail)?;
+                sets.entry(key).or_default().add(&value);
+            }
         }
     }
 
     let mut ids = Ids::default();
-    let raw = if selector.dims.iter().any(|d| needs_demographics(d)) {
+    let demographic = selectors
+        .iter()
+        .any(|s| s.dims.iter().any(|d| needs_demographics(d)));
+    let raw = if demographic {
         RAW_SQL
     } else {
         RAW_SQL_WITHOUT_DEMOGRAPHICS
@@ -230,17 +248,22 @@ pub async fn sets(
     let raw = tx.prepare_cached(raw).await.map_err(fail)?;
     for &(lo, hi) in &plan.raw {
         scan_raw(&tx, &raw, lo, hi, |chunk| {
-            let mut found: HashMap<SetKey<'_>, SetValue> = HashMap::new();
+            let mut found: Vec<HashMap<SetKey<'_>, SetValue>> =
+                vec![HashMap::new(); selectors.len()];
             for a in chunk {
                 let id = ids.of(a);
                 memberships(a, |k| {
-                    if selector.matches(&k) {
-                        found.entry(k).or_default().add_event(id, a.revenue);
+                    for (selector, found) in selectors.iter().zip(found.iter_mut()) {
+                        if selector.matches(&k) {
+                            found.entry(k).or_default().add_event(id, a.revenue);
+                        }
                     }
                 });
             }
-            for (k, value) in found {
-                sets.entry(k.to_owned_key()).or_default().add(&value);
+            for (found, sets) in found.into_iter().zip(sets.iter_mut()) {
+                for (k, value) in found {
+                    sets.entry(k.to_owned_key()).or_default().add(&value);
+                }
             }
         })
         .await

@@ -3,8 +3,8 @@
 //! All three come from the per-user sets by country (`crate::activity`), stored for every
 //! combination of the source / funnel stage / event type filters with their events and
 //! revenue: one read of the blocks covering the range plus the raw edges. Events without a
-//! country are the range's events passing the filters (`rollup_events`, as stats) minus
-//! those with one.
+//! country are the range's events passing the filters (counted by the funnel sets, in the
+//! same snapshot) minus those with one.
 
 use super::{AppState, Pairs, money};
 use crate::activity::{self, Selector};
@@ -14,7 +14,7 @@ use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
 use service_kit::user_sets::SetValue;
-use shared_events::{Source, stage_of};
+use shared_events::{FunnelStage, Source, stage_of};
 use std::collections::HashMap;
 use utoipa::ToSchema;
 
@@ -80,6 +80,30 @@ fn selector(f: &Filters) -> Selector<'_> {
     }
 }
 
+/// The funnel sets ('all': per source and stage, or per step when an event type is given)
+/// that hold each event passing the filters exactly once: their event counts add up to the
+/// range's events, with a country or without.
+fn events_selector<'a>(f: &Filters, by_country: &Selector<'a>) -> Selector<'a> {
+    match f.event_type {
+        Some(_) => Selector {
+            dims: vec!["all"],
+            ..by_country.clone()
+        },
+        None => Selector {
+            dims: vec!["all"],
+            sources: match f.source {
+                Some(s) => vec![s],
+                None => Source::ALL.iter().map(|s| s.as_str()).collect(),
+            },
+            stages: match f.funnel_stage {
+                Some(s) => vec![s],
+                None => FunnelStage::ALL.iter().map(|s| s.as_str()).collect(),
+            },
+            types: vec![""],
+        },
+    }
+}
+
 /// Events, distinct users and revenue by country.
 #[utoipa::path(
     get,
@@ -104,18 +128,23 @@ pub async fn geo(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Geo>,
     let limit = p.limit() as usize;
     p.finish()?;
 
-    let selector = selector(&f);
+    let countries = selector(&f);
     let mut by_country: HashMap<String, SetValue> = HashMap::new();
-    if !selector.sources.is_empty() {
-        for (key, value) in activity::sets(&app.pool, "geo", from, to, &selector).await? {
+    let mut all = 0i64;
+    if !countries.sources.is_empty() {
+        let events = events_selector(&f, &countries);
+        let found = activity::sets_of(&app.pool, "geo", from, to, &[countries, events]).await?;
+        let mut found = found.into_iter();
+        for (key, value) in found.next().unwrap_or_default() {
             by_country.entry(key.value).or_default().add(&value);
         }
+        all = found
+            .next()
+            .unwrap_or_default()
+            .values()
+            .map(|v| v.events)
+            .sum();
     }
-    let all: i64 = super::stats::type_counts(&app.pool, "geo", from, to, &f)
-        .await?
-        .iter()
-        .map(|c| c.3)
-        .sum();
     let known: i64 = by_country.values().map(|v| v.events).sum();
 
     let mut countries: Vec<(String, SetValue)> = by_country.into_iter().collect();
