@@ -391,9 +391,9 @@ mod tests {
     }
 }
 
-/// The columns [`copy_rows`] fills, in order.
+/// The columns [`copy_rows`] fills, in order (then `user_key` when keys are given).
 const COPY_COLUMNS: &str = "event_id, event_time, source, funnel_stage, event_type, user_id, \
-    data, extra, ingested_at, country, campaign_id, revenue, user_key";
+    data, extra, ingested_at, country, campaign_id, revenue";
 
 const COPY_TYPES: [Type; 13] = [
     Type::TEXT,
@@ -438,39 +438,43 @@ impl ToSql for Jsonb<'_> {
 /// Bulk-loads rows with binary `COPY` into `table` (`events` or a table like it), with no
 /// conflict handling and no rollup maintenance: the ceiling the benchmarks compare the
 /// worker's path with, and the loader of their large data sets (run `rebuild_rollups()`
-/// afterwards). `keys` are the rows' user keys ([`user_keys`]) or empty (NULL keys, which
-/// readers look up). Returns the rows copied.
+/// afterwards). `keys` are the rows' user keys ([`user_keys`]), or empty: the column is
+/// then left out (NULL in `events`, which readers look up; a table like it may lack it).
+/// Returns the rows copied.
 pub async fn copy_rows(
     client: &tokio_postgres::Transaction<'_>,
     table: &str,
     rows: &[Row],
     keys: &[Option<i32>],
 ) -> Result<u64, tokio_postgres::Error> {
+    let (columns, types) = if keys.is_empty() {
+        (COPY_COLUMNS.to_owned(), &COPY_TYPES[..12])
+    } else {
+        (format!("{COPY_COLUMNS}, user_key"), &COPY_TYPES[..])
+    };
     let sink = client
-        .copy_in(&format!("COPY {table} ({COPY_COLUMNS}) FROM STDIN BINARY"))
+        .copy_in(&format!("COPY {table} ({columns}) FROM STDIN BINARY"))
         .await?;
-    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    let writer = BinaryCopyInWriter::new(sink, types);
     let mut writer = std::pin::pin!(writer);
     for (i, r) in rows.iter().enumerate() {
         let key = keys.get(i).copied().flatten();
-        writer
-            .as_mut()
-            .write(&[
-                &r.event_id,
-                &r.event_time,
-                &r.source.as_str(),
-                &r.funnel_stage.as_str(),
-                &r.event_type,
-                &r.user_id,
-                &Jsonb(&r.data),
-                &r.extra.as_deref().map(Jsonb),
-                &r.ingested_at,
-                &r.country,
-                &r.campaign_id,
-                &r.revenue,
-                &key,
-            ])
-            .await?;
+        let values: [&(dyn ToSql + Sync); 13] = [
+            &r.event_id,
+            &r.event_time,
+            &r.source.as_str(),
+            &r.funnel_stage.as_str(),
+            &r.event_type,
+            &r.user_id,
+            &Jsonb(&r.data),
+            &r.extra.as_deref().map(Jsonb),
+            &r.ingested_at,
+            &r.country,
+            &r.campaign_id,
+            &r.revenue,
+            &key,
+        ];
+        writer.as_mut().write(&values[..types.len()]).await?;
     }
     writer.as_mut().finish().await
 }
