@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "drop_rollup_geo",
         sql: include_str!("../../sql/0008_drop_rollup_geo.sql"),
     },
+    Migration {
+        version: 9,
+        name: "dirty_generations",
+        sql: include_str!("../../sql/0009_dirty_generations.sql"),
+    },
 ];
 
 /// The version a current database has.

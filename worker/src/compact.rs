@@ -2,13 +2,14 @@
 //! `service_kit::user_sets`) of the slots the insert path marked dirty.
 //!
 //! One round is one transaction, under an advisory lock so that one worker replica
-//! compacts at a time: take up to N dirty slots that have ended (deleting their marks,
-//! which waits for any insert transaction still holding one), rebuild each slot's level-0
-//! block from its raw events, then every ancestor block from its two children, and commit.
-//! Readers see either the mark and the old blocks, or no mark and the new blocks; a batch
-//! committed after the mark was taken marks the slot again. Off the insert path, so the
-//! write rate does not pay for it; the slot being written stays dirty (read raw) until it
-//! ends.
+//! compacts at a time ([`Round`]): read up to N marks of dirty slots that have ended, with
+//! their generations; rebuild each slot's level-0 block from its raw events, then every
+//! ancestor block from its two children; clear the marks whose generation is unchanged
+//! (no batch set them since), and commit. Readers see either the mark and the old blocks,
+//! or no mark and the new blocks; a batch committed after the marks were read has bumped
+//! its slot's generation, so the slot stays dirty. Off the insert path: a batch never
+//! waits for a rebuild, and the write rate does not pay for it; the slot being written
+//! stays dirty (read raw) until it ends.
 
 use anyhow::Context as _;
 use rust_decimal::Decimal;
@@ -28,11 +29,16 @@ const LOCK_KEY: i64 = 0x7573_6572_7365_7473;
 /// Most slots one round (transaction) takes.
 pub const ROUND_SLOTS: i64 = 256;
 
-const TAKE_SQL: &str = "\
-DELETE FROM user_sets_dirty WHERE slot IN (
-    SELECT slot FROM user_sets_dirty WHERE slot <= now() - interval '15 minutes'
-    ORDER BY slot LIMIT $1 FOR UPDATE)
-RETURNING slot";
+/// The marks of the dirty slots that have ended, oldest first: slot and generation.
+const MARKS_SQL: &str = "\
+SELECT slot, gen FROM user_sets_dirty WHERE slot <= now() - interval '15 minutes'
+ORDER BY slot LIMIT $1";
+
+/// The current marks of these slots, locked; one a batch holds is skipped.
+const LOCK_MARKS_SQL: &str =
+    "SELECT slot, gen FROM user_sets_dirty WHERE slot = ANY($1) FOR UPDATE SKIP LOCKED";
+
+const CLEAR_SQL: &str = "DELETE FROM user_sets_dirty WHERE slot = ANY($1)";
 
 /// Keys for the users of `[$1, $2)` that have none yet: users of rows stored without a
 /// key (before the worker assigned keys at insert, or by a bulk load). A batch inserting
@@ -75,41 +81,120 @@ const DELETE_TOTALS_SQL: &str =
 type Sets = BTreeMap<OwnedSetKey, SetValue>;
 type Totals = BTreeMap<String, BTreeMap<u32, UserTotals>>;
 
-/// Compacts up to `max_slots` dirty slots that have ended. Returns the slots compacted
+/// Compacts up to `max_slots` dirty slots that have ended. Returns the slots rebuilt
 /// (none when another replica holds the lock).
 pub async fn round(client: &mut Client, max_slots: i64) -> anyhow::Result<Vec<i64>> {
-    let tx = client.transaction().await?;
-    let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
-        .await?
-        .get(0);
-    if !locked {
+    let Some(round) = Round::begin(client, max_slots).await? else {
         return Ok(Vec::new());
+    };
+    round.build().await?;
+    Ok(round.finish().await?.rebuilt)
+}
+
+/// What [`Round::finish`] did.
+#[derive(Debug)]
+pub struct Finished {
+    /// Every slot rebuilt.
+    pub rebuilt: Vec<i64>,
+    /// The slots whose marks were cleared: the rest were set again by a batch meanwhile
+    /// and stay dirty for a later round.
+    pub cleared: Vec<i64>,
+}
+
+/// One compaction round, one transaction: [`begin`](Round::begin) reads the marks,
+/// [`build`](Round::build) rebuilds their slots, [`finish`](Round::finish) clears the marks
+/// still as they were read and commits. Nothing on the insert path waits for a round but
+/// its last statement: a batch marking a slot whose mark is being cleared waits for the
+/// commit that follows.
+pub struct Round<'a> {
+    tx: Transaction<'a>,
+    slots: Vec<i64>,
+    gens: Vec<i64>,
+}
+
+impl std::fmt::Debug for Round<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Round")
+            .field("slots", &self.slots)
+            .field("gens", &self.gens)
+            .finish_non_exhaustive()
     }
-    let mut slots: Vec<i64> = tx
-        .query(TAKE_SQL, &[&max_slots])
-        .await?
-        .iter()
-        .map(|r| slot_of(r.get::<_, OffsetDateTime>(0)))
-        .collect();
-    slots.sort_unstable();
-    if slots.is_empty() {
-        return Ok(slots);
-    }
-    let raw = tx.prepare(RAW_SQL).await?;
-    for &h in &slots {
-        build_slot(&tx, &raw, h)
-            .await
-            .with_context(|| format!("building slot {}", slot_start(h)))?;
-    }
-    for level in 1..=MAX_LEVEL {
-        let parents: BTreeSet<Block> = slots.iter().map(|&h| Block::of(h, level)).collect();
-        for parent in parents {
-            merge_children(&tx, parent).await?;
+}
+
+impl<'a> Round<'a> {
+    /// Starts a round over up to `max_slots` dirty slots that have ended, or `None` when
+    /// another replica is compacting or no such slot is dirty.
+    pub async fn begin(client: &'a mut Client, max_slots: i64) -> anyhow::Result<Option<Self>> {
+        let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(None);
         }
+        let (mut slots, mut gens) = (Vec::new(), Vec::new());
+        for row in tx.query(MARKS_SQL, &[&max_slots]).await? {
+            slots.push(slot_of(row.get::<_, OffsetDateTime>(0)));
+            gens.push(row.get::<_, i64>(1));
+        }
+        if slots.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Round { tx, slots, gens }))
     }
-    tx.commit().await?;
-    Ok(slots)
+
+    /// The slots this round rebuilds, ascending.
+    pub fn slots(&self) -> &[i64] {
+        &self.slots
+    }
+
+    /// Rebuilds each slot's level-0 block from its raw events, then their ancestors. Each
+    /// statement reads what was committed when it started, so every batch behind a mark
+    /// as read by [`begin`](Round::begin) is included.
+    pub async fn build(&self) -> anyhow::Result<()> {
+        let raw = self.tx.prepare(RAW_SQL).await?;
+        for &h in &self.slots {
+            build_slot(&self.tx, &raw, h)
+                .await
+                .with_context(|| format!("building slot {}", slot_start(h)))?;
+        }
+        for level in 1..=MAX_LEVEL {
+            let parents: BTreeSet<Block> =
+                self.slots.iter().map(|&h| Block::of(h, level)).collect();
+            for parent in parents {
+                merge_children(&self.tx, parent).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears the marks no batch has set since [`begin`](Round::begin) read them (their
+    /// generation unchanged; a mark a batch holds right now is skipped, not waited for),
+    /// then commits the blocks and the cleared marks together.
+    pub async fn finish(self) -> anyhow::Result<Finished> {
+        let slots: Vec<OffsetDateTime> = self.slots.iter().map(|&h| slot_start(h)).collect();
+        let unchanged: Vec<OffsetDateTime> = self
+            .tx
+            .query(LOCK_MARKS_SQL, &[&slots])
+            .await?
+            .iter()
+            .filter(|row| {
+                let h = slot_of(row.get::<_, OffsetDateTime>(0));
+                let seen = self.slots.binary_search(&h).ok().map(|i| self.gens[i]);
+                seen == Some(row.get::<_, i64>(1))
+            })
+            .map(|row| row.get(0))
+            .collect();
+        if !unchanged.is_empty() {
+            self.tx.execute(CLEAR_SQL, &[&unchanged]).await?;
+        }
+        self.tx.commit().await?;
+        Ok(Finished {
+            cleared: unchanged.into_iter().map(slot_of).collect(),
+            rebuilt: self.slots,
+        })
+    }
 }
 
 /// Rounds until no dirty slot that has ended is left (the rebuild command, benches).

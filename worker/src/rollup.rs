@@ -52,11 +52,12 @@ SELECT * FROM unnest($1::\"char\"[], $2::timestamptz[], $3::text[], $4::text[], 
 ON CONFLICT (grain, bucket, source, funnel_stage) DO UPDATE
 SET events = r.events + excluded.events, revenue = r.revenue + excluded.revenue";
 
-/// `DO UPDATE` (not `DO NOTHING`) so the row stays locked until this transaction commits:
-/// a compactor clearing the mark meanwhile waits, then reads this batch's events.
+/// Marks the slots dirty, bumping the generation of a mark already there: a compactor that
+/// read the mark before this batch committed sees the change and leaves the slot dirty.
+/// The row stays locked until this transaction commits; a compactor skips it meanwhile.
 const DIRTY_SQL: &str = "\
 INSERT INTO user_sets_dirty AS d (slot) SELECT unnest($1::timestamptz[])
-ON CONFLICT (slot) DO UPDATE SET slot = excluded.slot";
+ON CONFLICT (slot) DO UPDATE SET gen = d.gen + 1";
 
 const CAMPAIGNS_SQL: &str = "\
 INSERT INTO rollup_campaigns AS r (grain, bucket, campaign_id, events, purchases, revenue)

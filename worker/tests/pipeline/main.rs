@@ -669,6 +669,86 @@ async fn rollups(db: &tokio_postgres::Client) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_late_event_is_stored_while_its_slot_is_being_compacted_and_keeps_it_dirty() {
+    let p = Pipeline::start().await.unwrap();
+    let ingestion = p.start_ingestion(&[]).await.unwrap();
+    // The worker's own compaction rounds never come: this test runs one by hand.
+    let worker = p
+        .start_worker(&["--compact-interval-ms", "3600000"])
+        .await
+        .unwrap();
+    // 40 events of the quarter-hour 2026-03-01 00:00 (long ended), users u0..u39.
+    let (status, _) = p
+        .post(ingestion.port, &Value::Array(events("slot", 0..40)))
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    p.wait_rows(40).await.unwrap();
+
+    let mut compactor = p.db().await.unwrap();
+    let round = worker::compact::Round::begin(&mut compactor, 256)
+        .await
+        .unwrap()
+        .expect("the slot is dirty");
+    assert_eq!(round.slots().len(), 1);
+    round.build().await.unwrap();
+
+    // A late event of the same slot (a new user, u40) while the round is open: the worker
+    // stores it without waiting for the round to commit.
+    let (status, _) = p
+        .post(ingestion.port, &Value::Array(events("slot", 40..41)))
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    p.wait_rows(41).await.unwrap();
+
+    // The round read the slot before that batch committed: its blocks miss the event, so
+    // the mark stays and readers keep reading the slot raw.
+    let finished = round.finish().await.unwrap();
+    assert_eq!(finished.rebuilt.len(), 1);
+    assert!(finished.cleared.is_empty(), "{finished:?}");
+    let db = p.db().await.unwrap();
+    let dirty = "SELECT count(*) FROM user_sets_dirty";
+    assert_eq!(db.query_one(dirty, &[]).await.unwrap().get::<_, i64>(0), 1);
+
+    // The next round rebuilds it with the late event and clears the mark.
+    let mut client = p.db().await.unwrap();
+    assert_eq!(worker::compact::until_clean(&mut client).await.unwrap(), 1);
+    assert_eq!(db.query_one(dirty, &[]).await.unwrap().get::<_, i64>(0), 0);
+    let row = db
+        .query_one(
+            "SELECT coalesce(sum(events), 0)::bigint, count(*) FROM user_sets \
+             WHERE level = 0 AND dim = 'all' AND event_type = ''",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (41, 4),
+        "the slot's sets (per source and stage) count all 41 events"
+    );
+    let users: Vec<Vec<u8>> = db
+        .query(
+            "SELECT users FROM user_sets WHERE level = 0 AND dim = 'all' AND event_type = ''",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Each user has one event here, so it is in one of the four sets.
+    let members: u64 = users
+        .iter()
+        .map(|b| service_kit::user_sets::decode_bitmap(b).unwrap().len())
+        .sum();
+    assert_eq!(members, 41, "u0..u40");
+    worker.stop().await.unwrap();
+    ingestion.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     let p = Pipeline::start().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
