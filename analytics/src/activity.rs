@@ -247,7 +247,7 @@ pub async fn sets_of(
     };
     let raw = tx.prepare_cached(raw).await.map_err(fail)?;
     for &(lo, hi) in &plan.raw {
-        scan_raw(&tx, &raw, lo, hi, |chunk| {
+        scan_raw(&tx, &raw, &[&lo, &hi], |chunk| {
             let mut found: Vec<HashMap<SetKey<'_>, SetValue>> =
                 vec![HashMap::new(); selectors.len()];
             for a in chunk {
@@ -310,7 +310,7 @@ pub async fn top_users(
         .await
         .map_err(fail)?;
     for &(lo, hi) in &plan.raw {
-        scan_raw(&tx, &raw, lo, hi, |chunk| {
+        scan_raw(&tx, &raw, &[&lo, &hi], |chunk| {
             for a in chunk {
                 if sources.contains(&a.source.as_str()) {
                     let t = totals.entry(ids.of(a)).or_default();

@@ -131,18 +131,26 @@ fn clean(block: Block, dirty: &BTreeSet<i64>, out: &mut Cover) {
     }
 }
 
-/// `RAW_SQL` with the given demographic columns.
+/// `RAW_SQL`'s columns, with the demographic facts or without (NULL), over the given rows.
 macro_rules! raw_sql {
-    ($demographics:literal) => {
+    (demographics, $rows:literal) => {
+        raw_sql!(@
+            "e.data #>> '{user,age}', e.data #>> '{user,gender}', e.data #>> '{user,location,city}',
+       e.data #>> '{user,followers}', e.data #>> '{engagement,device}'",
+            $rows)
+    };
+    (no_demographics, $rows:literal) => {
+        raw_sql!(@ "NULL::text, NULL::text, NULL::text, NULL::text, NULL::text", $rows)
+    };
+    (@ $demographics:literal, $rows:literal) => {
         concat!(
             "SELECT e.source, e.funnel_stage, e.event_type, e.user_id,
        coalesce(e.user_key,
                 (SELECT k.user_key FROM user_keys k WHERE k.source = e.source AND k.user_id = e.user_id)),
        e.country, e.revenue, ",
             $demographics,
-            "
-FROM events e
-WHERE e.event_time >= $1 AND e.event_time < $2"
+            "\n",
+            $rows
         )
     };
 }
@@ -152,15 +160,24 @@ WHERE e.event_time >= $1 AND e.event_time < $2"
 /// the worker at insert); only a row without one looks it up, one index lookup (a join
 /// would hash every user for a few raw rows).
 pub const RAW_SQL: &str = raw_sql!(
-    "e.data #>> '{user,age}', e.data #>> '{user,gender}', e.data #>> '{user,location,city}',
-       e.data #>> '{user,followers}', e.data #>> '{engagement,device}'"
+    demographics,
+    "FROM events e WHERE e.event_time >= $1 AND e.event_time < $2"
 );
 
 /// [`RAW_SQL`] without the demographic facts (NULL), for readers that need none of them
 /// (geo, funnel, users/top): reading them from the JSON took about half of a raw row's
 /// cost.
-pub const RAW_SQL_WITHOUT_DEMOGRAPHICS: &str =
-    raw_sql!("NULL::text, NULL::text, NULL::text, NULL::text, NULL::text");
+pub const RAW_SQL_WITHOUT_DEMOGRAPHICS: &str = raw_sql!(
+    no_demographics,
+    "FROM events e WHERE e.event_time >= $1 AND e.event_time < $2"
+);
+
+/// [`RAW_SQL`]'s columns for the events listed in `user_sets_late` for slot `$1`: those
+/// written after the slot had ended, which the compactor adds to its built block.
+pub const LATE_SQL: &str = raw_sql!(
+    demographics,
+    "FROM user_sets_late l JOIN events e ON e.event_id = l.event_id WHERE l.slot = $1"
+);
 
 /// One raw event's facts.
 #[derive(Debug, Clone)]
@@ -203,18 +220,17 @@ impl Activity {
 /// events a slot holds.
 const CHUNK: usize = 4096;
 
-/// Streams the raw events of `[lo, hi)` to `f`, a chunk at a time. `raw` is [`RAW_SQL`]
-/// (or [`RAW_SQL_WITHOUT_DEMOGRAPHICS`]), prepared once by the caller.
+/// Streams the raw events `raw` selects to `f`, a chunk at a time. `raw` is [`RAW_SQL`]
+/// (or [`RAW_SQL_WITHOUT_DEMOGRAPHICS`]) with its `[lo, hi)`, or [`LATE_SQL`] with its
+/// slot, prepared once by the caller.
 pub async fn scan_raw(
     tx: &tokio_postgres::Transaction<'_>,
     raw: &tokio_postgres::Statement,
-    lo: OffsetDateTime,
-    hi: OffsetDateTime,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     mut f: impl FnMut(&[Activity]),
 ) -> Result<(), tokio_postgres::Error> {
     use futures::TryStreamExt;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&lo, &hi];
-    let rows = tx.query_raw(raw, params).await?;
+    let rows = tx.query_raw(raw, params.iter().copied()).await?;
     futures::pin_mut!(rows);
     let mut chunk = Vec::with_capacity(CHUNK);
     while let Some(row) = rows.try_next().await? {

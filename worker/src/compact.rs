@@ -1,27 +1,29 @@
 //! The compactor: builds the per-user sets and totals (`sql/0003_user_sets.sql`,
 //! `service_kit::user_sets`) of the slots the insert path marked dirty.
 //!
-//! One round is one transaction, under an advisory lock so that one worker replica
-//! compacts at a time ([`Round`]): read up to N marks of dirty slots that have ended, with
-//! their generations; rebuild each slot's level-0 block from its raw events, then every
-//! ancestor block from its two children; clear the marks whose generation is unchanged
-//! (no batch set them since), and commit. Readers see either the mark and the old blocks,
-//! or no mark and the new blocks; a batch committed after the marks were read has bumped
-//! its slot's generation, so the slot stays dirty. Off the insert path: a batch never
-//! waits for a rebuild, and the write rate does not pay for it; the slot being written
-//! stays dirty (read raw) until it ends.
+//! A round ([`Round`]), one worker replica at a time (advisory lock): read up to N marks
+//! of dirty slots that have ended, with their generations, in one REPEATABLE READ
+//! snapshot; rebuild each slot's level-0 block from that snapshot, from all its raw
+//! events when the mark asks for a full rebuild (the slot was written while open), else
+//! as the built block plus the events listed late for it (written after it ended; a busy
+//! quarter-hour holds millions of events, a late one a few); rebuild every ancestor block
+//! from its two children; drop the late entries read, and commit. Then [`clear`] removes
+//! the marks whose generation is unchanged (no batch set them since the snapshot),
+//! skipping any a batch holds. Readers see a mark until the blocks that include its
+//! events are committed. Nothing on the insert path waits for a rebuild; the slot being
+//! written stays dirty (read raw) until it ends.
 
 use anyhow::Context as _;
 use rust_decimal::Decimal;
 use service_kit::user_sets::{
-    Block, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, SetValue, UserTotals, decode_totals,
-    encode_bitmap, encode_totals, memberships, scan_raw, slot_of, slot_start,
+    Activity, Block, LATE_SQL, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, SetValue, UserTotals,
+    decode_totals, encode_bitmap, encode_totals, memberships, scan_raw, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 /// Arbitrary, fixed key of the compaction lock ("usersets" in ASCII).
 const LOCK_KEY: i64 = 0x7573_6572_7365_7473;
@@ -29,16 +31,35 @@ const LOCK_KEY: i64 = 0x7573_6572_7365_7473;
 /// Most slots one round (transaction) takes.
 pub const ROUND_SLOTS: i64 = 256;
 
-/// The marks of the dirty slots that have ended, oldest first: slot and generation.
-const MARKS_SQL: &str = "\
-SELECT slot, gen FROM user_sets_dirty WHERE slot <= now() - interval '15 minutes'
+/// The dirty slots that have ended, oldest first, and whether each needs a full rebuild.
+const ENDED_SQL: &str = "\
+SELECT slot, full_gen IS NOT NULL FROM user_sets_dirty WHERE slot <= now() - interval '15 minutes'
 ORDER BY slot LIMIT $1";
+
+/// The marks of these slots: slot, generation, and `full_gen`.
+const MARKS_SQL: &str =
+    "SELECT slot, gen, full_gen FROM user_sets_dirty WHERE slot = ANY($1) ORDER BY slot";
 
 /// The current marks of these slots, locked; one a batch holds is skipped.
 const LOCK_MARKS_SQL: &str =
-    "SELECT slot, gen FROM user_sets_dirty WHERE slot = ANY($1) FOR UPDATE SKIP LOCKED";
+    "SELECT slot, gen, full_gen FROM user_sets_dirty WHERE slot = ANY($1) FOR UPDATE SKIP LOCKED";
 
 const CLEAR_SQL: &str = "DELETE FROM user_sets_dirty WHERE slot = ANY($1)";
+
+/// Every batch that set these marks since the rebuild listed its events late.
+const NOT_FULL_SQL: &str = "UPDATE user_sets_dirty SET full_gen = NULL WHERE slot = ANY($1)";
+
+/// The late entries of a slot, once its block includes them (in the round's snapshot:
+/// entries committed after it stay).
+const DROP_LATE_SQL: &str = "DELETE FROM user_sets_late WHERE slot = $1";
+
+/// [`ASSIGN_KEYS_SQL`] for the events listed late for slot `$1` only.
+const ASSIGN_LATE_KEYS_SQL: &str = "\
+INSERT INTO user_keys (source, user_id)
+SELECT DISTINCT e.source, e.user_id FROM user_sets_late l JOIN events e ON e.event_id = l.event_id
+WHERE l.slot = $1 AND e.user_key IS NULL
+  AND NOT EXISTS (SELECT 1 FROM user_keys k WHERE k.source = e.source AND k.user_id = e.user_id)
+ON CONFLICT DO NOTHING";
 
 /// Keys for the users of `[$1, $2)` that have none yet: users of rows stored without a
 /// key (before the worker assigned keys at insert, or by a bulk load). A batch inserting
@@ -88,35 +109,39 @@ pub async fn round(client: &mut Client, max_slots: i64) -> anyhow::Result<Vec<i6
         return Ok(Vec::new());
     };
     round.build().await?;
-    Ok(round.finish().await?.rebuilt)
+    let marks = round.commit().await?;
+    clear(client, &marks).await?;
+    Ok(marks.slots)
 }
 
-/// What [`Round::finish`] did.
-#[derive(Debug)]
-pub struct Finished {
-    /// Every slot rebuilt.
-    pub rebuilt: Vec<i64>,
-    /// The slots whose marks were cleared: the rest were set again by a batch meanwhile
-    /// and stay dirty for a later round.
-    pub cleared: Vec<i64>,
+/// The marks a round read, as of its snapshot.
+#[derive(Debug, Clone)]
+pub struct Marks {
+    /// The slots rebuilt, ascending.
+    pub slots: Vec<i64>,
+    gens: Vec<i64>,
+    full: Vec<bool>,
 }
 
-/// One compaction round, one transaction: [`begin`](Round::begin) reads the marks,
-/// [`build`](Round::build) rebuilds their slots, [`finish`](Round::finish) clears the marks
-/// still as they were read and commits. Nothing on the insert path waits for a round but
-/// its last statement: a batch marking a slot whose mark is being cleared waits for the
-/// commit that follows.
+impl Marks {
+    fn get(&self, h: i64) -> Option<(i64, bool)> {
+        let i = self.slots.binary_search(&h).ok()?;
+        Some((self.gens[i], self.full[i]))
+    }
+}
+
+/// One compaction round's transaction: [`begin`](Round::begin) reads the marks,
+/// [`build`](Round::build) rebuilds their slots, [`commit`](Round::commit) commits; then
+/// [`clear`] clears the marks. It holds no lock an insert needs.
 pub struct Round<'a> {
     tx: Transaction<'a>,
-    slots: Vec<i64>,
-    gens: Vec<i64>,
+    marks: Marks,
 }
 
 impl std::fmt::Debug for Round<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Round")
-            .field("slots", &self.slots)
-            .field("gens", &self.gens)
+            .field("marks", &self.marks)
             .finish_non_exhaustive()
     }
 }
@@ -124,8 +149,34 @@ impl std::fmt::Debug for Round<'_> {
 impl<'a> Round<'a> {
     /// Starts a round over up to `max_slots` dirty slots that have ended, or `None` when
     /// another replica is compacting or no such slot is dirty.
+    ///
+    /// First, outside the round's transaction (an insert into `user_keys` conflicting with
+    /// a concurrent batch's would fail it), gives a key to every user of the slots' rows
+    /// stored without one (before the worker assigned keys at insert, or bulk-loaded).
     pub async fn begin(client: &'a mut Client, max_slots: i64) -> anyhow::Result<Option<Self>> {
-        let tx = client.transaction().await?;
+        let ended: Vec<(OffsetDateTime, bool)> = client
+            .query(ENDED_SQL, &[&max_slots])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if ended.is_empty() {
+            return Ok(None);
+        }
+        for &(lo, full) in &ended {
+            if full {
+                let hi = slot_start(slot_of(lo) + 1);
+                client.execute(ASSIGN_KEYS_SQL, &[&lo, &hi]).await?;
+            } else {
+                client.execute(ASSIGN_LATE_KEYS_SQL, &[&lo]).await?;
+            }
+        }
+
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()
+            .await?;
         let locked: bool = tx
             .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
             .await?
@@ -133,35 +184,46 @@ impl<'a> Round<'a> {
         if !locked {
             return Ok(None);
         }
-        let (mut slots, mut gens) = (Vec::new(), Vec::new());
-        for row in tx.query(MARKS_SQL, &[&max_slots]).await? {
-            slots.push(slot_of(row.get::<_, OffsetDateTime>(0)));
-            gens.push(row.get::<_, i64>(1));
+        let slots: Vec<OffsetDateTime> = ended.iter().map(|e| e.0).collect();
+        let mut marks = Marks {
+            slots: Vec::new(),
+            gens: Vec::new(),
+            full: Vec::new(),
+        };
+        for row in tx.query(MARKS_SQL, &[&slots]).await? {
+            marks.slots.push(slot_of(row.get::<_, OffsetDateTime>(0)));
+            marks.gens.push(row.get(1));
+            marks.full.push(row.get::<_, Option<i64>>(2).is_some());
         }
-        if slots.is_empty() {
+        if marks.slots.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Round { tx, slots, gens }))
+        Ok(Some(Round { tx, marks }))
     }
 
     /// The slots this round rebuilds, ascending.
     pub fn slots(&self) -> &[i64] {
-        &self.slots
+        &self.marks.slots
     }
 
-    /// Rebuilds each slot's level-0 block from its raw events, then their ancestors. Each
-    /// statement reads what was committed when it started, so every batch behind a mark
-    /// as read by [`begin`](Round::begin) is included.
+    /// Rebuilds each slot's level-0 block, then their ancestors, all from the snapshot
+    /// the marks were read in.
     pub async fn build(&self) -> anyhow::Result<()> {
         let raw = self.tx.prepare(RAW_SQL).await?;
-        for &h in &self.slots {
-            build_slot(&self.tx, &raw, h)
+        let late = self.tx.prepare(LATE_SQL).await?;
+        for (i, &h) in self.marks.slots.iter().enumerate() {
+            let full = self.marks.full[i];
+            build_slot(&self.tx, if full { &raw } else { &late }, h, full)
                 .await
                 .with_context(|| format!("building slot {}", slot_start(h)))?;
         }
         for level in 1..=MAX_LEVEL {
-            let parents: BTreeSet<Block> =
-                self.slots.iter().map(|&h| Block::of(h, level)).collect();
+            let parents: BTreeSet<Block> = self
+                .marks
+                .slots
+                .iter()
+                .map(|&h| Block::of(h, level))
+                .collect();
             for parent in parents {
                 merge_children(&self.tx, parent).await?;
             }
@@ -169,32 +231,52 @@ impl<'a> Round<'a> {
         Ok(())
     }
 
-    /// Clears the marks no batch has set since [`begin`](Round::begin) read them (their
-    /// generation unchanged; a mark a batch holds right now is skipped, not waited for),
-    /// then commits the blocks and the cleared marks together.
-    pub async fn finish(self) -> anyhow::Result<Finished> {
-        let slots: Vec<OffsetDateTime> = self.slots.iter().map(|&h| slot_start(h)).collect();
-        let unchanged: Vec<OffsetDateTime> = self
-            .tx
-            .query(LOCK_MARKS_SQL, &[&slots])
-            .await?
-            .iter()
-            .filter(|row| {
-                let h = slot_of(row.get::<_, OffsetDateTime>(0));
-                let seen = self.slots.binary_search(&h).ok().map(|i| self.gens[i]);
-                seen == Some(row.get::<_, i64>(1))
-            })
-            .map(|row| row.get(0))
-            .collect();
-        if !unchanged.is_empty() {
-            self.tx.execute(CLEAR_SQL, &[&unchanged]).await?;
-        }
+    /// Commits the blocks (and the late entries dropped); the marks stay until [`clear`].
+    pub async fn commit(self) -> anyhow::Result<Marks> {
         self.tx.commit().await?;
-        Ok(Finished {
-            cleared: unchanged.into_iter().map(slot_of).collect(),
-            rebuilt: self.slots,
-        })
+        Ok(self.marks)
     }
+}
+
+/// What [`clear`] did.
+#[derive(Debug)]
+pub struct Cleared {
+    /// The slots whose marks were removed: their blocks are current.
+    pub cleared: Vec<i64>,
+    /// The slots a batch set again since the round's snapshot: still dirty.
+    pub kept: Vec<i64>,
+}
+
+/// Removes the marks no batch has set since `marks` were read (generation unchanged) and
+/// skips any a batch holds now (it will change it). A mark kept after a full rebuild no
+/// longer asks for one if every batch since listed its events late.
+pub async fn clear(client: &mut Client, marks: &Marks) -> anyhow::Result<Cleared> {
+    let tx = client.transaction().await?;
+    let slots: Vec<OffsetDateTime> = marks.slots.iter().map(|&h| slot_start(h)).collect();
+    let (mut unchanged, mut not_full) = (Vec::new(), Vec::new());
+    let mut kept: Vec<i64> = marks.slots.clone();
+    for row in tx.query(LOCK_MARKS_SQL, &[&slots]).await? {
+        let at: OffsetDateTime = row.get(0);
+        let (generation, full_gen): (i64, Option<i64>) = (row.get(1), row.get(2));
+        let Some((seen, was_full)) = marks.get(slot_of(at)) else {
+            continue;
+        };
+        if generation == seen {
+            unchanged.push(at);
+        } else if was_full && full_gen.is_some_and(|f| f <= seen) {
+            not_full.push(at);
+        }
+    }
+    if !unchanged.is_empty() {
+        tx.execute(CLEAR_SQL, &[&unchanged]).await?;
+    }
+    if !not_full.is_empty() {
+        tx.execute(NOT_FULL_SQL, &[&not_full]).await?;
+    }
+    tx.commit().await?;
+    let cleared: Vec<i64> = unchanged.into_iter().map(slot_of).collect();
+    kept.retain(|h| cleared.binary_search(h).is_err());
+    Ok(Cleared { cleared, kept })
 }
 
 /// Rounds until no dirty slot that has ended is left (the rebuild command, benches).
@@ -209,69 +291,97 @@ pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
     }
 }
 
-/// The level-0 block of slot `h`, from its raw events.
+/// The level-0 block of slot `h`: from every raw event (`full`, `stmt` = [`RAW_SQL`]), or
+/// the built block plus the events listed late (`stmt` = [`LATE_SQL`]); then the late
+/// entries it now includes are dropped.
 async fn build_slot(
     tx: &Transaction<'_>,
-    raw: &tokio_postgres::Statement,
+    stmt: &tokio_postgres::Statement,
     h: i64,
+    full: bool,
 ) -> anyhow::Result<()> {
     let (lo, hi) = (slot_start(h), slot_start(h + 1));
-    tx.execute(ASSIGN_KEYS_SQL, &[&lo, &hi]).await?;
-    let mut sets: Sets = BTreeMap::new();
-    let mut totals: Totals = BTreeMap::new();
+    let block = Block::of(h, 0);
+    let (mut sets, mut totals) = if full {
+        (Sets::new(), Totals::new())
+    } else {
+        read_blocks(tx, 0, vec![block.index]).await?
+    };
     let mut missing = None;
-    scan_raw(tx, raw, lo, hi, |chunk| {
-        // Borrowed keys within a chunk; owned ones only once per key and chunk.
-        let mut found: HashMap<SetKey<'_>, SetValue> = HashMap::new();
-        for a in chunk {
-            let Some(key) = a.user_key else {
-                missing = Some(format!("user {}/{} has no key", a.source, a.user_id));
-                continue;
-            };
-            let key = key as u32;
-            memberships(a, |k| {
-                found.entry(k).or_default().add_event(key, a.revenue);
-            });
-            let t = match totals.get_mut(a.source.as_str()) {
-                Some(users) => users.entry(key).or_default(),
-                None => totals
-                    .entry(a.source.clone())
-                    .or_default()
-                    .entry(key)
-                    .or_default(),
-            };
-            t.events += 1;
-            if let Some(r) = a.revenue {
-                t.revenue += r;
-            }
-        }
-        for (k, value) in found {
-            sets.entry(k.to_owned_key()).or_default().add(&value);
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        if full { vec![&lo, &hi] } else { vec![&lo] };
+    scan_raw(tx, stmt, &params, |chunk| {
+        if let Err(m) = add_chunk(chunk, &mut sets, &mut totals) {
+            missing = Some(m);
         }
     })
     .await?;
     if let Some(missing) = missing {
         anyhow::bail!(missing);
     }
-    write(tx, Block::of(h, 0), &sets, &totals).await
+    tx.execute(DROP_LATE_SQL, &[&lo]).await?;
+    write(tx, block, &sets, &totals).await
 }
 
-/// A parent block as the union of its children, written where it changed.
-async fn merge_children(tx: &Transaction<'_>, parent: Block) -> anyhow::Result<()> {
-    let [a, b] = parent.children();
-    let children = vec![a.index, b.index];
+/// Adds raw events to a block's sets and totals; an event whose user has no key is
+/// skipped and named.
+fn add_chunk(chunk: &[Activity], sets: &mut Sets, totals: &mut Totals) -> Result<(), String> {
+    let mut missing = Ok(());
+    // Borrowed keys within a chunk; owned ones only once per key and chunk.
+    let mut found: HashMap<SetKey<'_>, SetValue> = HashMap::new();
+    for a in chunk {
+        let Some(key) = a.user_key else {
+            missing = Err(format!("user {}/{} has no key", a.source, a.user_id));
+            continue;
+        };
+        let key = key as u32;
+        memberships(a, |k| {
+            found.entry(k).or_default().add_event(key, a.revenue);
+        });
+        let t = match totals.get_mut(a.source.as_str()) {
+            Some(users) => users.entry(key).or_default(),
+            None => totals
+                .entry(a.source.clone())
+                .or_default()
+                .entry(key)
+                .or_default(),
+        };
+        t.events += 1;
+        if let Some(r) = a.revenue {
+            t.revenue += r;
+        }
+    }
+    for (k, value) in found {
+        sets.entry(k.to_owned_key()).or_default().add(&value);
+    }
+    missing
+}
+
+/// The union of the given blocks of one level.
+async fn read_blocks(
+    tx: &Transaction<'_>,
+    level: i16,
+    indexes: Vec<i64>,
+) -> anyhow::Result<(Sets, Totals)> {
     let mut sets: Sets = BTreeMap::new();
-    for row in tx.query(SETS_OF_SQL, &[&a.level, &children]).await? {
+    for row in tx.query(SETS_OF_SQL, &[&level, &indexes]).await? {
         let value = SetValue::from_row(&row, 6).map_err(anyhow::Error::msg)?;
         sets.entry(OwnedSetKey::from_row(&row)?)
             .or_default()
             .add(&value);
     }
     let mut totals: Totals = BTreeMap::new();
-    for row in tx.query(TOTALS_OF_SQL, &[&a.level, &children]).await? {
+    for row in tx.query(TOTALS_OF_SQL, &[&level, &indexes]).await? {
         decode_totals(row.get(1), totals.entry(row.get(0)).or_default())
             .map_err(anyhow::Error::msg)?;
     }
+    Ok((sets, totals))
+}
+
+/// A parent block as the union of its children, written where it changed.
+async fn merge_children(tx: &Transaction<'_>, parent: Block) -> anyhow::Result<()> {
+    let [a, b] = parent.children();
+    let (sets, totals) = read_blocks(tx, a.level, vec![a.index, b.index]).await?;
     write(tx, parent, &sets, &totals).await
 }
 

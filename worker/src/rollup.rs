@@ -4,9 +4,10 @@
 //! Keys are upserted in sorted order (a `BTreeMap`), so concurrent batches lock rollup
 //! rows in the same order and cannot deadlock on each other.
 //!
-//! The per-user sets (`compact.rs`) are not written here: the batch only marks the
-//! quarter-hour slots it added events to as dirty, and the compactor rebuilds them from
-//! the raw table.
+//! The per-user sets (`compact.rs`) are not written here: the batch marks the quarter-hour
+//! slots it added events to as dirty (for a full rebuild if the slot was still open), and
+//! lists the events it wrote to slots that had already ended, which the compactor adds to
+//! their built blocks.
 
 use crate::store::Row;
 use deadpool_postgres::GenericClient;
@@ -54,10 +55,17 @@ SET events = r.events + excluded.events, revenue = r.revenue + excluded.revenue"
 
 /// Marks the slots dirty, bumping the generation of a mark already there: a compactor that
 /// read the mark before this batch committed sees the change and leaves the slot dirty.
-/// The row stays locked until this transaction commits; a compactor skips it meanwhile.
+/// A slot still open (`$2`) needs a full rebuild (`full_gen`); one that had ended gets its
+/// events from `user_sets_late`. The row stays locked until this transaction commits; a
+/// compactor skips it meanwhile.
 const DIRTY_SQL: &str = "\
-INSERT INTO user_sets_dirty AS d (slot) SELECT unnest($1::timestamptz[])
-ON CONFLICT (slot) DO UPDATE SET gen = d.gen + 1";
+INSERT INTO user_sets_dirty AS d (slot, full_gen)
+SELECT s, CASE WHEN open THEN 0 END FROM unnest($1::timestamptz[], $2::bool[]) AS m(s, open)
+ON CONFLICT (slot) DO UPDATE SET gen = d.gen + 1,
+    full_gen = CASE WHEN excluded.full_gen IS NULL THEN d.full_gen ELSE d.gen + 1 END";
+
+const LATE_SQL: &str = "\
+INSERT INTO user_sets_late (slot, event_id) SELECT * FROM unnest($1::timestamptz[], $2::text[])";
 
 const CAMPAIGNS_SQL: &str = "\
 INSERT INTO rollup_campaigns AS r (grain, bucket, campaign_id, events, purchases, revenue)
@@ -76,6 +84,10 @@ pub async fn add(
     let mut campaigns: BTreeMap<CampaignKey, Totals> = BTreeMap::new();
     let mut series: BTreeMap<SeriesKey, Totals> = BTreeMap::new();
     let mut slots: BTreeSet<OffsetDateTime> = BTreeSet::new();
+    // Rows of slots that have ended (by this clock: the mark and the late list agree
+    // whatever the clock says, which is what the compactor relies on).
+    let open_from = slot_floor(OffsetDateTime::now_utc());
+    let (mut late_slots, mut late_ids) = (Vec::new(), Vec::new());
     for row in rows
         .iter()
         .zip(inserted)
@@ -83,7 +95,12 @@ pub async fn add(
         .map(|(r, _)| r)
     {
         let (source, stage) = (row.source.as_str(), row.funnel_stage.as_str());
-        slots.insert(slot_floor(row.event_time));
+        let slot = slot_floor(row.event_time);
+        slots.insert(slot);
+        if slot < open_from {
+            late_slots.push(slot);
+            late_ids.push(row.event_id.as_str());
+        }
         for grain in [Grain::Minute, Grain::Hour, Grain::Day] {
             let bucket = grain.floor(row.event_time);
             let g = grain.code();
@@ -151,8 +168,15 @@ pub async fn add(
         .execute(&statement, &[&grains, &buckets, &sources, &stages, &n, &r])
         .await?;
 
+    if !late_ids.is_empty() {
+        let statement = client.prepare_cached(LATE_SQL).await?;
+        client
+            .execute(&statement, &[&late_slots, &late_ids])
+            .await?;
+    }
     let statement = client.prepare_cached(DIRTY_SQL).await?;
+    let open: Vec<bool> = slots.iter().map(|&s| s >= open_from).collect();
     let slots: Vec<OffsetDateTime> = slots.into_iter().collect();
-    client.execute(&statement, &[&slots]).await?;
+    client.execute(&statement, &[&slots, &open]).await?;
     Ok(())
 }
