@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use worker::store::{self, Row};
+use worker::store::{self, KeyCache, Row};
 
 /// Every column the worker writes (the same as `store::copy_rows`).
 const COLUMNS: &str = "event_id, event_time, source, funnel_stage, event_type, user_id, data, \
@@ -278,9 +278,9 @@ fn rows(n: usize) -> (Vec<Row>, usize) {
 }
 
 /// One batch through one variant, in one transaction; returns how many rows were new.
-async fn run_batch(pool: &Pool, variant: Variant, rows: &[Row]) -> u64 {
+async fn run_batch(pool: &Pool, cache: &KeyCache, variant: Variant, rows: &[Row]) -> u64 {
     if variant == Variant::Unnest {
-        let outcome = store::insert_batch(pool, rows).await.unwrap();
+        let outcome = store::insert_batch(pool, cache, rows).await.unwrap();
         assert!(outcome.rejected.is_empty());
         return outcome.inserted.iter().filter(|&&b| b).count() as u64;
     }
@@ -334,10 +334,13 @@ async fn run(
     service_kit::db::warm(&pool, concurrency).await;
     let chunks = rows.len().div_ceil(batch);
     let next = Arc::new(AtomicUsize::new(0));
+    // As in the worker: one key cache for the process (user_keys is never reset).
+    let cache = Arc::new(KeyCache::default());
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (pool, rows, next) = (pool.clone(), rows.clone(), next.clone());
+            let (pool, rows, next, cache) =
+                (pool.clone(), rows.clone(), next.clone(), cache.clone());
             tokio::spawn(async move {
                 let mut new = 0;
                 loop {
@@ -346,7 +349,7 @@ async fn run(
                         return new;
                     }
                     let end = ((i + 1) * batch).min(rows.len());
-                    new += run_batch(&pool, variant, &rows[i * batch..end]).await;
+                    new += run_batch(&pool, &cache, variant, &rows[i * batch..end]).await;
                 }
             })
         })

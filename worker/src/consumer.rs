@@ -33,6 +33,8 @@ pub struct Ctx {
     pub gate: DbGate,
     /// Deliveries after which a message is dead-lettered instead of retried.
     pub max_deliver: i64,
+    /// Users' keys already committed (`store::KeyCache`).
+    pub keys: store::KeyCache,
 }
 
 /// The consumer's settings.
@@ -297,7 +299,7 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
         }
     }
 
-    match store::insert_batch(&ctx.pool, &rows).await {
+    match store::insert_batch(&ctx.pool, &ctx.keys, &rows).await {
         Ok(outcome) => {
             let committed = time::OffsetDateTime::now_utc();
             let refused: HashSet<usize> = outcome.rejected.iter().map(|(k, _)| *k).collect();

@@ -60,6 +60,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         dlq: DeadLetters::new(js.clone(), config.nats_dlq_stream.clone()),
         gate,
         max_deliver: config.nats_max_deliver as i64,
+        keys: Default::default(),
     });
     let compactor = tokio::spawn(crate::compact::run(
         pool.clone(),

@@ -3,9 +3,9 @@
 //! The batch goes in as one `INSERT ... SELECT FROM unnest($1..$9) ON CONFLICT (event_id)
 //! DO NOTHING RETURNING event_id`: one round trip, one plan, parameters sent as arrays.
 //! `RETURNING` tells which rows were new, so duplicates are counted and rollups updated
-//! (`rollup.rs`, same transaction) only for rows really inserted. Before it, one
-//! statement gives the batch's distinct users their keys ([`user_keys`]), stored with
-//! each row for the per-user sets.
+//! (`rollup.rs`, same transaction) only for rows really inserted. Before it, the batch's
+//! distinct users get their keys ([`user_keys`]: from the [`KeyCache`] of committed keys,
+//! the rest from one statement), stored with each row for the per-user sets.
 //!
 //! Measured (`cargo bench -p worker --bench insert`, 2026-11-22, 2-core Debian, PostgreSQL
 //! 15, private cluster with fsync=off, so absolute figures are optimistic; the ratios are
@@ -29,7 +29,8 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use service_kit::telemetry::TARGET;
 use shared_events::{FunnelStage, Source};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use time::OffsetDateTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -155,42 +156,88 @@ const LOOKUP_SQL: &str = "\
 SELECT k.user_key, k.source, k.user_id
 FROM unnest($1::text[], $2::text[]) AS n(source, user_id) JOIN user_keys k USING (source, user_id)";
 
+/// Users' keys the worker has seen committed, so that a batch of known users needs no key
+/// statement. A key never changes once assigned (`user_keys` rows are never updated or
+/// deleted), so an entry cannot go stale. Filled only after a commit: a key inserted by a
+/// transaction that rolled back must not be reused. Bounded: when a source's map is full
+/// it starts over.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    by_source: Mutex<[HashMap<String, i32>; Source::ALL.len()]>,
+}
+
+/// Most users a [`KeyCache`] holds per source (~80 bytes each).
+const KEY_CACHE_USERS: usize = 200_000;
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, [HashMap<String, i32>; Source::ALL.len()]> {
+        // A panic elsewhere while holding the lock leaves the maps valid.
+        self.by_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers the keys of a committed batch.
+    pub fn remember(&self, rows: &[Row], keys: &[Option<i32>]) {
+        let mut maps = self.lock();
+        for (row, key) in rows.iter().zip(keys) {
+            let (Some(key), map) = (key, &mut maps[row.source as usize]) else {
+                continue;
+            };
+            if map.contains_key(row.user_id.as_str()) {
+                continue;
+            }
+            if map.len() >= KEY_CACHE_USERS {
+                map.clear();
+            }
+            map.insert(row.user_id.clone(), *key);
+        }
+    }
+}
+
 /// The user key of every row, creating the missing ones. The per-user sets need a dense
 /// integer per user; assigned here, once per batch, the compactor and the reports' raw
-/// reads find it in the row instead of looking it up per event. (`None` only for a user
-/// whose key vanished between the two statements, which nothing does; readers would look
-/// it up.)
+/// reads find it in the row instead of looking it up per event. Users in `cache` need no
+/// statement; the caller remembers the rest there after its commit. (`None` only for a
+/// user whose key vanished between the two statements, which nothing does; readers would
+/// look it up.)
 pub async fn user_keys(
     client: &impl GenericClient,
+    cache: Option<&KeyCache>,
     rows: &[Row],
 ) -> Result<Vec<Option<i32>>, tokio_postgres::Error> {
-    let mut users: Vec<(&str, &str)> = rows
+    let mut users: Vec<(Source, &str)> = rows
         .iter()
-        .map(|r| (r.source.as_str(), r.user_id.as_str()))
+        .map(|r| (r.source, r.user_id.as_str()))
         .collect();
     users.sort_unstable();
     users.dedup();
-    let sources: Vec<&str> = users.iter().map(|u| u.0).collect();
-    let ids: Vec<&str> = users.iter().map(|u| u.1).collect();
-    let statement = client.prepare_cached(KEYS_SQL).await?;
     let mut keys: Vec<Option<i32>> = vec![None; users.len()];
+    if let Some(cache) = cache {
+        let maps = cache.lock();
+        for (key, (source, user)) in keys.iter_mut().zip(&users) {
+            *key = maps[*source as usize].get(*user).copied();
+        }
+    }
     let place = |found: Vec<tokio_postgres::Row>, keys: &mut Vec<Option<i32>>| {
         for row in found {
-            let (source, user_id): (&str, &str) = (row.get(1), row.get(2));
-            if let Ok(i) = users.binary_search(&(source, user_id)) {
+            let Some(source) = Source::parse(row.get(1)) else {
+                continue;
+            };
+            if let Ok(i) = users.binary_search(&(source, row.get(2))) {
                 keys[i] = Some(row.get(0));
             }
         }
     };
-    place(
-        client.query(&statement, &[&sources, &ids]).await?,
-        &mut keys,
-    );
-    let raced: Vec<usize> = (0..users.len()).filter(|&i| keys[i].is_none()).collect();
-    if !raced.is_empty() {
-        let sources: Vec<&str> = raced.iter().map(|&i| users[i].0).collect();
-        let ids: Vec<&str> = raced.iter().map(|&i| users[i].1).collect();
-        let statement = client.prepare_cached(LOOKUP_SQL).await?;
+    for statement in [KEYS_SQL, LOOKUP_SQL] {
+        // First the users not cached; then those a concurrent batch was adding.
+        let missing: Vec<usize> = (0..users.len()).filter(|&i| keys[i].is_none()).collect();
+        if missing.is_empty() {
+            break;
+        }
+        let sources: Vec<&str> = missing.iter().map(|&i| users[i].0.as_str()).collect();
+        let ids: Vec<&str> = missing.iter().map(|&i| users[i].1).collect();
+        let statement = client.prepare_cached(statement).await?;
         place(
             client.query(&statement, &[&sources, &ids]).await?,
             &mut keys,
@@ -200,7 +247,7 @@ pub async fn user_keys(
         .iter()
         .map(|r| {
             users
-                .binary_search(&(r.source.as_str(), r.user_id.as_str()))
+                .binary_search(&(r.source, r.user_id.as_str()))
                 .ok()
                 .and_then(|i| keys[i])
         })
@@ -224,7 +271,11 @@ fn transient(e: impl std::fmt::Display) -> Transient {
 /// Inserts a batch in one transaction. A row the database refuses is isolated by
 /// bisection (savepoints), so the rest of its batch still commits. The transaction is the
 /// `insert` span (trace export only).
-pub async fn insert_batch(pool: &Pool, rows: &[Row]) -> Result<Outcome, Transient> {
+pub async fn insert_batch(
+    pool: &Pool,
+    cache: &KeyCache,
+    rows: &[Row],
+) -> Result<Outcome, Transient> {
     let span = tracing::info_span!(
         target: TARGET,
         "insert",
@@ -237,7 +288,7 @@ pub async fn insert_batch(pool: &Pool, rows: &[Row]) -> Result<Outcome, Transien
         rejected = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    let result = insert_in_transaction(pool, rows)
+    let result = insert_in_transaction(pool, cache, rows)
         .instrument(span.clone())
         .await;
     if !span.is_disabled() {
@@ -257,7 +308,11 @@ pub async fn insert_batch(pool: &Pool, rows: &[Row]) -> Result<Outcome, Transien
     result
 }
 
-async fn insert_in_transaction(pool: &Pool, rows: &[Row]) -> Result<Outcome, Transient> {
+async fn insert_in_transaction(
+    pool: &Pool,
+    cache: &KeyCache,
+    rows: &[Row],
+) -> Result<Outcome, Transient> {
     let mut outcome = Outcome {
         inserted: vec![false; rows.len()],
         rejected: Vec::new(),
@@ -267,7 +322,7 @@ async fn insert_in_transaction(pool: &Pool, rows: &[Row]) -> Result<Outcome, Tra
     }
     let mut client = pool.get().await.map_err(transient)?;
     let tx = client.transaction().await.map_err(transient)?;
-    let keys = user_keys(&tx, rows).await.map_err(transient)?;
+    let keys = user_keys(&tx, Some(cache), rows).await.map_err(transient)?;
     match insert_rows(&tx, rows, &keys).await {
         Ok(ids) => {
             mark(&mut outcome, rows, 0, ids);
@@ -275,6 +330,7 @@ async fn insert_in_transaction(pool: &Pool, rows: &[Row]) -> Result<Outcome, Tra
                 .await
                 .map_err(transient)?;
             tx.commit().await.map_err(transient)?;
+            cache.remember(rows, &keys);
             return Ok(outcome);
         }
         Err(e) if is_row_problem(&e) => {
@@ -285,7 +341,7 @@ async fn insert_in_transaction(pool: &Pool, rows: &[Row]) -> Result<Outcome, Tra
 
     // Slow path, only for batches holding a row the database refuses.
     let mut tx = client.transaction().await.map_err(transient)?;
-    let keys = user_keys(&tx, rows).await.map_err(transient)?;
+    let keys = user_keys(&tx, Some(cache), rows).await.map_err(transient)?;
     let mut ranges = Vec::new();
     ranges.push(0..rows.len());
     while let Some(range) = ranges.pop() {
@@ -318,6 +374,7 @@ async fn insert_in_transaction(pool: &Pool, rows: &[Row]) -> Result<Outcome, Tra
         .await
         .map_err(transient)?;
     tx.commit().await.map_err(transient)?;
+    cache.remember(rows, &keys);
     outcome.rejected.sort_by_key(|(i, _)| *i);
     Ok(outcome)
 }

@@ -881,6 +881,18 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
         "each grain counts every event once"
     );
     assert_eq!(raw.0, 600);
+    // Users recur across the batches: after the first, their keys come from the worker's
+    // cache, and each is the key user_keys holds.
+    let wrong: i64 = db
+        .query_one(
+            "SELECT count(*) FROM events e LEFT JOIN user_keys k USING (source, user_id) \
+             WHERE e.user_key IS DISTINCT FROM k.user_key",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0, "every row carries its user's key");
 
     worker.stop().await.unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
