@@ -71,8 +71,11 @@ SELECT s, CASE WHEN open THEN 0 END FROM unnest($1::timestamptz[], $2::bool[]) A
 ON CONFLICT (slot) DO UPDATE SET gen = d.gen + 1,
     full_gen = CASE WHEN excluded.full_gen IS NULL THEN d.full_gen ELSE d.gen + 1 END";
 
+/// An entry already there (left by an event deleted and then stored again) lists the
+/// event just as well.
 const LATE_SQL: &str = "\
-INSERT INTO user_sets_late (slot, event_id) SELECT * FROM unnest($1::timestamptz[], $2::text[])";
+INSERT INTO user_sets_late (slot, event_id) SELECT * FROM unnest($1::timestamptz[], $2::text[])
+ON CONFLICT DO NOTHING";
 
 const CAMPAIGNS_SQL: &str = "\
 INSERT INTO rollup_campaigns AS r (grain, bucket, campaign_id, events, purchases, revenue)

@@ -695,6 +695,23 @@ async fn slot_sets(db: &tokio_postgres::Client) -> (i64, u64, i64) {
     (events, members, late)
 }
 
+/// One compaction round of the single dirty slot, run by hand, with `during` run while its
+/// transaction is open; then its marks cleared.
+async fn round_around(
+    compactor: &mut tokio_postgres::Client,
+    during: impl std::future::Future<Output = ()>,
+) -> worker::compact::Cleared {
+    let round = worker::compact::Round::begin(compactor, 256)
+        .await
+        .unwrap()
+        .expect("the slot is dirty");
+    assert_eq!(round.slots().len(), 1);
+    round.build().await.unwrap();
+    during.await;
+    let marks = round.commit().await.unwrap();
+    worker::compact::clear(compactor, &marks).await.unwrap()
+}
+
 #[tokio::test]
 async fn late_events_are_stored_during_a_compaction_and_added_exactly_once() {
     let p = Pipeline::start().await.unwrap();
@@ -731,20 +748,13 @@ async fn late_events_are_stored_during_a_compaction_and_added_exactly_once() {
     // A late event (a new user, u40) while a round is open: the worker stores it without
     // waiting for the round.
     let mut compactor = p.db().await.unwrap();
-    let round = worker::compact::Round::begin(&mut compactor, 256)
-        .await
-        .unwrap()
-        .expect("the slot is dirty");
-    assert_eq!(round.slots().len(), 1);
-    round.build().await.unwrap();
-    post(40..41).await;
-    p.wait_rows(41).await.unwrap();
-    let marks = round.commit().await.unwrap();
+    let cleared = round_around(&mut compactor, async {
+        post(40..41).await;
+        p.wait_rows(41).await.unwrap();
+    })
+    .await;
     // The round's snapshot predates that batch: its blocks miss the event, so the mark
     // stays and readers keep reading the slot raw.
-    let cleared = worker::compact::clear(&mut compactor, &marks)
-        .await
-        .unwrap();
     assert!(cleared.cleared.is_empty(), "{cleared:?}");
     assert_eq!(slot_sets(&db).await, (40, 40, 1));
     // The next round adds it, once, and clears the mark.
@@ -765,17 +775,11 @@ async fn late_events_are_stored_during_a_compaction_and_added_exactly_once() {
     .await
     .unwrap();
     assert_eq!(dirty().await, vec![(0, Some(0))]);
-    let round = worker::compact::Round::begin(&mut compactor, 256)
-        .await
-        .unwrap()
-        .expect("the slot is dirty");
-    round.build().await.unwrap();
-    post(41..42).await;
-    p.wait_rows(42).await.unwrap();
-    let marks = round.commit().await.unwrap();
-    let cleared = worker::compact::clear(&mut compactor, &marks)
-        .await
-        .unwrap();
+    let cleared = round_around(&mut compactor, async {
+        post(41..42).await;
+        p.wait_rows(42).await.unwrap();
+    })
+    .await;
     assert!(cleared.cleared.is_empty(), "{cleared:?}");
     assert_eq!(dirty().await, vec![(1, None)], "only late events since");
     assert_eq!(slot_sets(&db).await, (41, 41, 1));
@@ -800,6 +804,35 @@ async fn late_events_are_stored_during_a_compaction_and_added_exactly_once() {
     assert_eq!(rollups(&db).await, incremental);
     worker.stop().await.unwrap();
     ingestion.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_late_event_deleted_then_stored_again_is_stored() {
+    // An operator deletes some events (say, a bad import), then they arrive again: their
+    // late-list entries are still there, and must not block the new insert.
+    let p = Pipeline::start().await.unwrap();
+    let mut admin = p.db().await.unwrap();
+    worker::migrate::run(&mut admin).await.unwrap();
+    let pool = service_kit::db::pool(&p.database_url, 2, &[]).unwrap();
+    let cache = worker::store::KeyCache::default();
+    let rows: Vec<worker::store::Row> = events("again", 0..20)
+        .iter()
+        .map(|e| worker::store::decode(e.to_string().as_bytes(), None).unwrap())
+        .collect();
+    let stored = worker::store::insert_batch(&pool, &cache, &rows)
+        .await
+        .unwrap();
+    assert!(stored.inserted.iter().all(|new| *new));
+    let late = "SELECT count(*) FROM user_sets_late";
+    assert_eq!(admin.query_one(late, &[]).await.unwrap().get::<_, i64>(0), 20);
+
+    admin.execute("DELETE FROM events", &[]).await.unwrap();
+    let again = worker::store::insert_batch(&pool, &cache, &rows)
+        .await
+        .unwrap();
+    assert!(again.inserted.iter().all(|new| *new), "{again:?}");
+    assert_eq!(p.row_count().await, 20);
+    assert_eq!(admin.query_one(late, &[]).await.unwrap().get::<_, i64>(0), 20);
 }
 
 #[tokio::test]
