@@ -824,7 +824,10 @@ async fn a_late_event_deleted_then_stored_again_is_stored() {
         .unwrap();
     assert!(stored.inserted.iter().all(|new| *new));
     let late = "SELECT count(*) FROM user_sets_late";
-    assert_eq!(admin.query_one(late, &[]).await.unwrap().get::<_, i64>(0), 20);
+    assert_eq!(
+        admin.query_one(late, &[]).await.unwrap().get::<_, i64>(0),
+        20
+    );
 
     admin.execute("DELETE FROM events", &[]).await.unwrap();
     let again = worker::store::insert_batch(&pool, &cache, &rows)
@@ -832,7 +835,10 @@ async fn a_late_event_deleted_then_stored_again_is_stored() {
         .unwrap();
     assert!(again.inserted.iter().all(|new| *new), "{again:?}");
     assert_eq!(p.row_count().await, 20);
-    assert_eq!(admin.query_one(late, &[]).await.unwrap().get::<_, i64>(0), 20);
+    assert_eq!(
+        admin.query_one(late, &[]).await.unwrap().get::<_, i64>(0),
+        20
+    );
 }
 
 #[tokio::test]
