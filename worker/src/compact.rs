@@ -59,16 +59,19 @@ INSERT INTO user_keys (source, user_id)
 SELECT DISTINCT e.source, e.user_id FROM user_sets_late l JOIN events e ON e.event_id = l.event_id
 WHERE l.slot = $1 AND e.user_key IS NULL
   AND NOT EXISTS (SELECT 1 FROM user_keys k WHERE k.source = e.source AND k.user_id = e.user_id)
+ORDER BY 1, 2
 ON CONFLICT DO NOTHING";
 
 /// Keys for the users of `[$1, $2)` that have none yet: users of rows stored without a
 /// key (before the worker assigned keys at insert, or by a bulk load). A batch inserting
-/// the same user at this moment makes it a conflict, which is skipped.
+/// the same user at this moment makes it a conflict, which is skipped. Sorted, as the
+/// insert path inserts new users, so the two never deadlock.
 const ASSIGN_KEYS_SQL: &str = "\
 INSERT INTO user_keys (source, user_id)
 SELECT DISTINCT e.source, e.user_id FROM events e
 WHERE e.event_time >= $1 AND e.event_time < $2 AND e.user_key IS NULL
   AND NOT EXISTS (SELECT 1 FROM user_keys k WHERE k.source = e.source AND k.user_id = e.user_id)
+ORDER BY 1, 2
 ON CONFLICT DO NOTHING";
 
 const SETS_OF_SQL: &str = "\
