@@ -97,7 +97,10 @@ async fn load(client: &mut tokio_postgres::Client, url: &str, events: usize) -> 
             })
             .collect();
         let tx = loader.transaction().await.unwrap();
-        let keys = worker::store::user_keys(&tx, None, &rows).await.unwrap();
+        let keys = worker::store::user_keys(&tx, None, &rows)
+            .await
+            .unwrap()
+            .rows;
         worker::store::copy_rows(&tx, "events", &rows, &keys)
             .await
             .unwrap();

@@ -215,8 +215,7 @@ impl<'a> Round<'a> {
         let raw = self.tx.prepare(RAW_SQL).await?;
         let late = self.tx.prepare(LATE_SQL).await?;
         for (i, &h) in self.marks.slots.iter().enumerate() {
-            let full = self.marks.full[i];
-            build_slot(&self.tx, if full { &raw } else { &late }, h, full)
+            build_slot(&self.tx, (&raw, &late), h, self.marks.full[i])
                 .await
                 .with_context(|| format!("building slot {}", slot_start(h)))?;
         }
@@ -244,10 +243,9 @@ impl<'a> Round<'a> {
 /// What [`clear`] did.
 #[derive(Debug)]
 pub struct Cleared {
-    /// The slots whose marks were removed: their blocks are current.
+    /// The slots whose marks were removed: their blocks are current. The others a batch
+    /// set again since the round's snapshot; they stay dirty.
     pub cleared: Vec<i64>,
-    /// The slots a batch set again since the round's snapshot: still dirty.
-    pub kept: Vec<i64>,
 }
 
 /// Removes the marks no batch has set since `marks` were read (generation unchanged) and
@@ -257,7 +255,6 @@ pub async fn clear(client: &mut Client, marks: &Marks) -> anyhow::Result<Cleared
     let tx = client.transaction().await?;
     let slots: Vec<OffsetDateTime> = marks.slots.iter().map(|&h| slot_start(h)).collect();
     let (mut unchanged, mut not_full) = (Vec::new(), Vec::new());
-    let mut kept: Vec<i64> = marks.slots.clone();
     for row in tx.query(LOCK_MARKS_SQL, &[&slots]).await? {
         let at: OffsetDateTime = row.get(0);
         let (generation, full_gen): (i64, Option<i64>) = (row.get(1), row.get(2));
@@ -277,9 +274,9 @@ pub async fn clear(client: &mut Client, marks: &Marks) -> anyhow::Result<Cleared
         tx.execute(NOT_FULL_SQL, &[&not_full]).await?;
     }
     tx.commit().await?;
-    let cleared: Vec<i64> = unchanged.into_iter().map(slot_of).collect();
-    kept.retain(|h| cleared.binary_search(h).is_err());
-    Ok(Cleared { cleared, kept })
+    Ok(Cleared {
+        cleared: unchanged.into_iter().map(slot_of).collect(),
+    })
 }
 
 /// Rounds until no dirty slot that has ended is left (the rebuild command, benches).
@@ -294,25 +291,26 @@ pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
     }
 }
 
-/// The level-0 block of slot `h`: from every raw event (`full`, `stmt` = [`RAW_SQL`]), or
-/// the built block plus the events listed late (`stmt` = [`LATE_SQL`]); then the late
-/// entries it now includes are dropped.
+/// The level-0 block of slot `h`: from every raw event (`full`, with `raw` =
+/// [`RAW_SQL`]), or the built block plus the events listed late (`late` = [`LATE_SQL`]);
+/// then the late entries it now includes are dropped.
 async fn build_slot(
     tx: &Transaction<'_>,
-    stmt: &tokio_postgres::Statement,
+    (raw, late): (&tokio_postgres::Statement, &tokio_postgres::Statement),
     h: i64,
     full: bool,
 ) -> anyhow::Result<()> {
     let (lo, hi) = (slot_start(h), slot_start(h + 1));
     let block = Block::of(h, 0);
-    let (mut sets, mut totals) = if full {
-        (Sets::new(), Totals::new())
+    let (mut sets, mut totals, stmt, params) = if full {
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&lo, &hi];
+        (Sets::new(), Totals::new(), raw, params)
     } else {
-        read_blocks(tx, 0, vec![block.index]).await?
+        let (sets, totals) = read_blocks(tx, 0, vec![block.index]).await?;
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&lo];
+        (sets, totals, late, params)
     };
     let mut missing = None;
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        if full { vec![&lo, &hi] } else { vec![&lo] };
     scan_raw(tx, stmt, &params, |chunk| {
         if let Err(m) = add_chunk(chunk, &mut sets, &mut totals) {
             missing = Some(m);

@@ -177,35 +177,40 @@ impl KeyCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Remembers the keys of a committed batch.
-    pub fn remember(&self, rows: &[Row], keys: &[Option<i32>]) {
+    /// Remembers keys a committed transaction read or assigned ([`UserKeys::fetched`]).
+    pub fn remember(&self, fetched: Vec<(Source, String, i32)>) {
         let mut maps = self.lock();
-        for (row, key) in rows.iter().zip(keys) {
-            let (Some(key), map) = (key, &mut maps[row.source as usize]) else {
-                continue;
-            };
-            if map.contains_key(row.user_id.as_str()) {
-                continue;
-            }
+        for (source, user, key) in fetched {
+            let map = &mut maps[source as usize];
             if map.len() >= KEY_CACHE_USERS {
                 map.clear();
             }
-            map.insert(row.user_id.clone(), *key);
+            map.insert(user, key);
         }
     }
+}
+
+/// The keys of a batch's rows.
+#[derive(Debug, Default)]
+pub struct UserKeys {
+    /// Per row, its user's key.
+    pub rows: Vec<Option<i32>>,
+    /// The keys that came from the database rather than the cache, for
+    /// [`KeyCache::remember`] once the transaction has committed.
+    pub fetched: Vec<(Source, String, i32)>,
 }
 
 /// The user key of every row, creating the missing ones. The per-user sets need a dense
 /// integer per user; assigned here, once per batch, the compactor and the reports' raw
 /// reads find it in the row instead of looking it up per event. Users in `cache` need no
-/// statement; the caller remembers the rest there after its commit. (`None` only for a
-/// user whose key vanished between the two statements, which nothing does; readers would
-/// look it up.)
+/// statement; the caller remembers the others ([`UserKeys::fetched`]) there after its
+/// commit. (`None` only for a user whose key vanished between the two statements, which
+/// nothing does; readers would look it up.)
 pub async fn user_keys(
     client: &impl GenericClient,
     cache: Option<&KeyCache>,
     rows: &[Row],
-) -> Result<Vec<Option<i32>>, tokio_postgres::Error> {
+) -> Result<UserKeys, tokio_postgres::Error> {
     let mut users: Vec<(Source, &str)> = rows
         .iter()
         .map(|r| (r.source, r.user_id.as_str()))
@@ -219,13 +224,18 @@ pub async fn user_keys(
             *key = maps[*source as usize].get(*user).copied();
         }
     }
-    let place = |found: Vec<tokio_postgres::Row>, keys: &mut Vec<Option<i32>>| {
+    let mut fetched = Vec::new();
+    let mut place = |found: Vec<tokio_postgres::Row>, keys: &mut Vec<Option<i32>>| {
         for row in found {
             let Some(source) = Source::parse(row.get(1)) else {
                 continue;
             };
             if let Ok(i) = users.binary_search(&(source, row.get(2))) {
-                keys[i] = Some(row.get(0));
+                let key = row.get(0);
+                keys[i] = Some(key);
+                if cache.is_some() {
+                    fetched.push((source, users[i].1.to_owned(), key));
+                }
             }
         }
     };
@@ -243,7 +253,7 @@ pub async fn user_keys(
             &mut keys,
         );
     }
-    Ok(rows
+    let rows = rows
         .iter()
         .map(|r| {
             users
@@ -251,7 +261,8 @@ pub async fn user_keys(
                 .ok()
                 .and_then(|i| keys[i])
         })
-        .collect())
+        .collect();
+    Ok(UserKeys { rows, fetched })
 }
 
 /// Whether a database error is about the rows themselves (class 22 data exception, 23
@@ -322,7 +333,10 @@ async fn insert_in_transaction(
     }
     let mut client = pool.get().await.map_err(transient)?;
     let tx = client.transaction().await.map_err(transient)?;
-    let keys = user_keys(&tx, Some(cache), rows).await.map_err(transient)?;
+    let UserKeys {
+        rows: keys,
+        fetched,
+    } = user_keys(&tx, Some(cache), rows).await.map_err(transient)?;
     match insert_rows(&tx, rows, &keys).await {
         Ok(ids) => {
             mark(&mut outcome, rows, 0, ids);
@@ -330,7 +344,7 @@ async fn insert_in_transaction(
                 .await
                 .map_err(transient)?;
             tx.commit().await.map_err(transient)?;
-            cache.remember(rows, &keys);
+            cache.remember(fetched);
             return Ok(outcome);
         }
         Err(e) if is_row_problem(&e) => {
@@ -341,7 +355,10 @@ async fn insert_in_transaction(
 
     // Slow path, only for batches holding a row the database refuses.
     let mut tx = client.transaction().await.map_err(transient)?;
-    let keys = user_keys(&tx, Some(cache), rows).await.map_err(transient)?;
+    let UserKeys {
+        rows: keys,
+        fetched,
+    } = user_keys(&tx, Some(cache), rows).await.map_err(transient)?;
     let mut ranges = Vec::new();
     ranges.push(0..rows.len());
     while let Some(range) = ranges.pop() {
@@ -374,7 +391,7 @@ async fn insert_in_transaction(
         .await
         .map_err(transient)?;
     tx.commit().await.map_err(transient)?;
-    cache.remember(rows, &keys);
+    cache.remember(fetched);
     outcome.rejected.sort_by_key(|(i, _)| *i);
     Ok(outcome)
 }
