@@ -103,9 +103,13 @@ pub struct Ceilings {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Drain {
+    /// The backlog drained.
     pub events: u64,
+    /// Seconds until 99 % of it was stored (the rate's window).
     pub seconds: f64,
     pub events_per_s: f64,
+    /// Seconds until all of it was stored (`None`: not within the timeout).
+    pub all_stored_s: Option<f64>,
     pub cpu: CpuUse,
 }
 
@@ -708,10 +712,12 @@ impl Results {
             {
                 let _ = writeln!(
                     s,
-                    "| worker alone, draining that backlog | {} stored | | {} events in {:.1} s |",
+                    "| worker alone, draining that backlog | {} stored | | 99% of {} events in {:.1} s; all in {} (the pull in flight when the worker was paused waits for `ack_wait`) |",
                     n(d.events_per_s),
                     n(d.events as f64),
-                    d.seconds
+                    d.seconds,
+                    d.all_stored_s
+                        .map_or("more than the timeout".into(), |t| format!("{t:.1} s"))
                 );
             }
         }
