@@ -1,8 +1,11 @@
 //! Reading per-user activity over a range: the sets of users (distinct-user figures) and
 //! the per-user totals (users/top), from the blocks the worker's compactor built
-//! (`service_kit::user_sets`) plus the raw events of the partial slots at the edges and of
-//! the slots not compacted yet. Everything is read in one REPEATABLE READ snapshot, so a
-//! block and the dirty mark that invalidates it are seen together.
+//! (`service_kit::user_sets`): blocks holding no dirty slot; for a dirty slot, its level-0
+//! block plus the events listed for it (`user_sets_pending`), or its raw events when its
+//! mark asks for a full rebuild; and the raw events of the partial slots at the edges
+//! (a partial slot whose part outside the range holds no event, such as the slot being
+//! written for a range ending now, is taken whole). Everything is read in one REPEATABLE
+//! READ snapshot, so a block, the entries listed for it and the marks are seen together.
 
 use crate::routes::{database_error, unavailable};
 use axum::http::StatusCode;
@@ -10,9 +13,9 @@ use deadpool_postgres::{Pool, Transaction};
 use rust_decimal::Decimal;
 use service_kit::error::ApiError;
 use service_kit::user_sets::{
-    Activity, Block, OwnedSetKey, RAW_SQL, RAW_SQL_WITHOUT_DEMOGRAPHICS, SetKey, SetValue,
-    UserTotals, cover, decode_totals, memberships, needs_demographics, scan_raw, slot_ceil,
-    slot_floor, slot_of, slot_start,
+    Activity, Block, OwnedSetKey, PendingError, RAW_SQL, RAW_SQL_WITHOUT_DEMOGRAPHICS, SetKey,
+    SetValue, UserTotals, cover, decode_totals, memberships, needs_demographics, scan_pending,
+    scan_raw, slot_ceil, slot_floor, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -75,11 +78,29 @@ const NAMES_SQL: &str = "SELECT user_key, source, user_id FROM user_keys WHERE u
 /// keys are positive `integer`s, so the two never meet.
 const LOCAL_IDS: u32 = 1 << 31;
 
-/// How `[from, to)` is read: built blocks and raw ranges.
+/// How `[from, to)` is read: built blocks, raw ranges, and slots whose listed events are
+/// added to their level-0 block (in `levels` and `indexes`).
 struct Plan {
     levels: Vec<i16>,
     indexes: Vec<i64>,
     raw: Vec<(OffsetDateTime, OffsetDateTime)>,
+    pending: Vec<OffsetDateTime>,
+}
+
+const DIRTY_SQL: &str =
+    "SELECT slot, full_gen IS NOT NULL FROM user_sets_dirty WHERE slot >= $1 AND slot < $2";
+
+const NO_EVENTS_SQL: &str =
+    "SELECT NOT EXISTS (SELECT 1 FROM events WHERE event_time >= $1 AND event_time < $2)";
+
+/// Whether `[lo, hi)` holds no event (one probe of the event-time index).
+async fn no_events(
+    tx: &Transaction<'_>,
+    lo: OffsetDateTime,
+    hi: OffsetDateTime,
+) -> Result<bool, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(NO_EVENTS_SQL).await?;
+    Ok(tx.query_one(&statement, &[&lo, &hi]).await?.get(0))
 }
 
 async fn plan(
@@ -87,26 +108,34 @@ async fn plan(
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<Plan, tokio_postgres::Error> {
-    let (start, end) = (slot_ceil(from), slot_floor(to));
+    let (mut start, mut end) = (slot_ceil(from), slot_floor(to));
+    // A partial slot at an edge is read whole when its part outside the range holds no
+    // event: then its blocks hold exactly the range's part of it. That is the slot being
+    // written, for a range ending now.
+    if start > from && no_events(tx, slot_floor(from), from).await? {
+        start = slot_floor(from);
+    }
+    if end < to && no_events(tx, to, slot_ceil(to)).await? {
+        end = slot_ceil(to);
+    }
     let mut plan = Plan {
         levels: Vec::new(),
         indexes: Vec::new(),
         raw: Vec::new(),
+        pending: Vec::new(),
     };
     if start >= end {
         plan.raw.push((from, to));
         return Ok(plan);
     }
-    let dirty: BTreeSet<i64> = tx
-        .query(
-            &tx.prepare_cached("SELECT slot FROM user_sets_dirty WHERE slot >= $1 AND slot < $2")
-                .await?,
-            &[&start, &end],
-        )
+    let marks: Vec<(i64, bool)> = tx
+        .query(&tx.prepare_cached(DIRTY_SQL).await?, &[&start, &end])
         .await?
         .iter()
-        .map(|r| slot_of(r.get(0)))
+        .map(|r| (slot_of(r.get(0)), r.get(1)))
         .collect();
+    let dirty: BTreeSet<i64> = marks.iter().map(|m| m.0).collect();
+    let full: BTreeSet<i64> = marks.iter().filter(|m| m.1).map(|m| m.0).collect();
     let c = cover(slot_of(start), slot_of(end), &dirty);
     for Block { level, index } in c.blocks {
         plan.levels.push(level);
@@ -122,11 +151,55 @@ async fn plan(
         }
     };
     push(from, start);
+    let mut listed = Vec::new();
     for h in c.raw_slots {
-        push(slot_start(h), slot_start(h + 1));
+        if full.contains(&h) {
+            push(slot_start(h), slot_start(h + 1));
+        } else {
+            listed.push(h);
+        }
     }
     push(end, to);
+    for h in listed {
+        plan.levels.push(0);
+        plan.indexes.push(h);
+        plan.pending.push(slot_start(h));
+    }
     Ok(plan)
+}
+
+impl Plan {
+    /// Streams every event the plan reads one by one (raw ranges, with the demographic
+    /// facts or without; listed events) to `f`.
+    async fn scan(
+        &self,
+        tx: &Transaction<'_>,
+        report: &'static str,
+        demographics: bool,
+        mut f: impl FnMut(&[Activity]),
+    ) -> Result<(), ApiError> {
+        let raw = if demographics {
+            RAW_SQL
+        } else {
+            RAW_SQL_WITHOUT_DEMOGRAPHICS
+        };
+        let fail = |e| database_error(report, e);
+        let raw = tx.prepare_cached(raw).await.map_err(fail)?;
+        for &(lo, hi) in &self.raw {
+            scan_raw(tx, &raw, &[&lo, &hi], &mut f)
+                .await
+                .map_err(fail)?;
+        }
+        if !self.pending.is_empty() {
+            scan_pending(tx, &self.pending, &mut f)
+                .await
+                .map_err(|e| match e {
+                    PendingError::Database(e) => fail(e),
+                    PendingError::Corrupt(detail) => corrupt(report, detail),
+                })?;
+        }
+        Ok(())
+    }
 }
 
 /// A connection with a read-only snapshot open, timed as the report's query.
@@ -240,35 +313,25 @@ pub async fn sets_of(
     let demographic = selectors
         .iter()
         .any(|s| s.dims.iter().any(|d| needs_demographics(d)));
-    let raw = if demographic {
-        RAW_SQL
-    } else {
-        RAW_SQL_WITHOUT_DEMOGRAPHICS
-    };
-    let raw = tx.prepare_cached(raw).await.map_err(fail)?;
-    for &(lo, hi) in &plan.raw {
-        scan_raw(&tx, &raw, &[&lo, &hi], |chunk| {
-            let mut found: Vec<HashMap<SetKey<'_>, SetValue>> =
-                vec![HashMap::new(); selectors.len()];
-            for a in chunk {
-                let id = ids.of(a);
-                memberships(a, |k| {
-                    for (selector, found) in selectors.iter().zip(found.iter_mut()) {
-                        if selector.matches(&k) {
-                            found.entry(k).or_default().add_event(id, a.revenue);
-                        }
+    plan.scan(&tx, report, demographic, |chunk| {
+        let mut found: Vec<HashMap<SetKey<'_>, SetValue>> = vec![HashMap::new(); selectors.len()];
+        for a in chunk {
+            let id = ids.of(a);
+            memberships(a, |k| {
+                for (selector, found) in selectors.iter().zip(found.iter_mut()) {
+                    if selector.matches(&k) {
+                        found.entry(k).or_default().add_event(id, a.revenue);
                     }
-                });
-            }
-            for (found, sets) in found.into_iter().zip(sets.iter_mut()) {
-                for (k, value) in found {
-                    sets.entry(k.to_owned_key()).or_default().add(&value);
                 }
+            });
+        }
+        for (found, sets) in found.into_iter().zip(sets.iter_mut()) {
+            for (k, value) in found {
+                sets.entry(k.to_owned_key()).or_default().add(&value);
             }
-        })
-        .await
-        .map_err(fail)?;
-    }
+        }
+    })
+    .await?;
     tx.commit().await.map_err(fail)?;
     metrics::histogram!("analytics_query_duration_seconds", "report" => report)
         .record(started.elapsed().as_secs_f64());
@@ -305,23 +368,16 @@ pub async fn top_users(
         }
     }
     let mut ids = Ids::default();
-    let raw = tx
-        .prepare_cached(RAW_SQL_WITHOUT_DEMOGRAPHICS)
-        .await
-        .map_err(fail)?;
-    for &(lo, hi) in &plan.raw {
-        scan_raw(&tx, &raw, &[&lo, &hi], |chunk| {
-            for a in chunk {
-                if sources.contains(&a.source.as_str()) {
-                    let t = totals.entry(ids.of(a)).or_default();
-                    t.events += 1;
-                    t.revenue += a.revenue.unwrap_or_default();
-                }
+    plan.scan(&tx, report, false, |chunk| {
+        for a in chunk {
+            if sources.contains(&a.source.as_str()) {
+                let t = totals.entry(ids.of(a)).or_default();
+                t.events += 1;
+                t.revenue += a.revenue.unwrap_or_default();
             }
-        })
-        .await
-        .map_err(fail)?;
-    }
+        }
+    })
+    .await?;
 
     // Rank by the figure; names are needed only for the users that can make the list:
     // those at least as good as the `limit`-th (ties are broken by name).

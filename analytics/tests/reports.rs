@@ -7,6 +7,7 @@
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use service_kit::user_sets::slot_floor;
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
@@ -666,9 +667,9 @@ async fn dirty_slots(s: &Setup) -> usize {
 #[tokio::test]
 async fn every_user_report_matches_the_raw_events_in_every_state_of_the_user_sets() {
     // The worker compacts only when this test says so, to check every state: nothing
-    // built (all raw), everything built, built blocks with late events in three of their
-    // quarter-hours (those read raw, stored without keys, some of their users without a
-    // key yet), and rebuilt.
+    // built (all raw), everything built, built blocks with late events listed for three
+    // of their quarter-hours, the same events stored without keys (some of their users
+    // without a key yet) and read raw, and rebuilt.
     let mut s = setup(None, Some(3_600_000)).await;
     let all = slots(&s.facts);
     assert!(all > 200, "three days of quarter-hours: {all}");
@@ -697,12 +698,29 @@ async fn every_user_report_matches_the_raw_events_in_every_state_of_the_user_set
     let unkeyed = "SELECT count(*) FROM events WHERE user_key IS NULL";
     let n: i64 = client.query_one(unkeyed, &[]).await.unwrap().get(0);
     assert_eq!(n, 0, "the worker stores every event with its user's key");
-    // Rows stored without a key (before the worker assigned them, or bulk-loaded): readers
-    // look the key up, or give a user who has none yet a request-local id.
+    assert_eq!(
+        listed(&s).await,
+        late.len(),
+        "and lists them for the compactor"
+    );
+    check_user_reports(&s, "late events listed in three compacted slots").await;
+
+    // The same rows as a bulk load leaves them: without keys (some of their users have
+    // none yet) and unlisted, their slots marked for a full rebuild (as `rebuild_rollups()`
+    // marks them). Readers read those slots raw, look the keys up, or give a user who has
+    // none yet a request-local id; the compactor assigns the keys.
     let ids: Vec<String> = late
         .iter()
         .map(|e| e["eventId"].as_str().unwrap().to_owned())
         .collect();
+    client
+        .batch_execute(
+            "DELETE FROM user_sets_pending;
+             UPDATE user_sets_dirty SET full_gen = gen;
+             DELETE FROM user_keys WHERE user_id LIKE 'new-%';",
+        )
+        .await
+        .unwrap();
     client
         .execute(
             "UPDATE events SET user_key = NULL WHERE event_id = ANY($1)",
@@ -710,13 +728,9 @@ async fn every_user_report_matches_the_raw_events_in_every_state_of_the_user_set
         )
         .await
         .unwrap();
-    client
-        .execute("DELETE FROM user_keys WHERE user_id LIKE 'new-%'", &[])
-        .await
-        .unwrap();
     let n: i64 = client.query_one(unkeyed, &[]).await.unwrap().get(0);
     assert_eq!(n, late.len() as i64);
-    check_user_reports(&s, "late events in three compacted slots").await;
+    check_user_reports(&s, "late events without keys in three compacted slots").await;
 
     assert_eq!(compact(&s).await, 3);
     check_user_reports(&s, "late events compacted").await;
@@ -725,8 +739,81 @@ async fn every_user_report_matches_the_raw_events_in_every_state_of_the_user_set
     }
 }
 
+/// Events listed for their slots (stored, not yet in their blocks).
+async fn listed(s: &Setup) -> usize {
+    let client = s.pg.connect("events").await.unwrap();
+    let mut events = Vec::new();
+    for row in client
+        .query("SELECT facts FROM user_sets_pending", &[])
+        .await
+        .unwrap()
+    {
+        service_kit::user_sets::decode_activities(row.get(0), &mut events).unwrap();
+    }
+    events.len()
+}
+
+#[tokio::test]
+async fn reports_over_a_range_ending_now_are_exact_while_the_slot_is_written() {
+    // Events of the last few minutes, so the range ends inside the quarter-hour being
+    // written: readers take it as its block plus the events listed since the compactor
+    // last folded them in, whichever state it is in.
+    let mut s = setup(None, Some(3_600_000)).await;
+    compact(&s).await;
+    let now = OffsetDateTime::now_utc();
+    let mut recent = generate_from(0x2545_F491_4F6C_DD1D, "now", 120);
+    for (i, e) in recent.iter_mut().enumerate() {
+        let t = now - Duration::from_millis(200 + 200 * i as u64);
+        e["timestamp"] = json!(t.format(&Rfc3339).unwrap());
+        if i % 3 == 0 {
+            e["data"]["user"]["userId"] = json!(format!("recent-{}", i % 9));
+        }
+    }
+    let from = (now - Duration::from_secs(3600)).format(&Rfc3339).unwrap();
+    let to = now.format(&Rfc3339).unwrap();
+    let ranges = [(from.as_str(), to.as_str())];
+
+    let total = s.facts.len() + 60;
+    let facts = send(&s.http, s.ingestion, &s.pg, &recent[60..], total).await;
+    s.facts.extend(facts);
+    assert_eq!(listed(&s).await, 60, "every stored event is listed");
+    check_user_reports_over(&s, "recent events listed, nothing folded", &ranges).await;
+
+    // A round folds them into the blocks: the open slot keeps its mark (no ancestor block
+    // holds it yet), nothing stays listed.
+    let mut client = s.pg.connect("events").await.unwrap();
+    let before = slot_floor(OffsetDateTime::now_utc());
+    worker::compact::until_clean(&mut client).await.unwrap();
+    assert_eq!(listed(&s).await, 0);
+    if slot_floor(OffsetDateTime::now_utc()) == before {
+        // (Unless a quarter-hour ended meanwhile.)
+        let open = s.facts.iter().any(|f| f.at >= before);
+        assert_eq!(
+            dirty_slots(&s).await,
+            usize::from(open),
+            "only the slot being written stays dirty"
+        );
+    }
+    check_user_reports_over(&s, "recent events folded", &ranges).await;
+
+    // More events, some of the same users: block plus listed events.
+    let total = s.facts.len() + 60;
+    let facts = send(&s.http, s.ingestion, &s.pg, &recent[..60], total).await;
+    s.facts.extend(facts);
+    assert_eq!(listed(&s).await, 60);
+    check_user_reports_over(&s, "folded events and listed ones", &ranges).await;
+    for t in s.tasks {
+        t.abort();
+    }
+}
+
 async fn check_user_reports(s: &Setup, state: &str) {
-    for (from, to) in RANGES {
+    check_user_reports_over(s, state, RANGES).await;
+}
+
+/// Funnel, geo and users/top over each range, against the events sent.
+async fn check_user_reports_over(s: &Setup, state: &str, ranges: &[(&str, &str)]) {
+    for &(from, to) in ranges {
         let facts = s.within(from, to);
         let range = format!("from={}&to={}", enc(from), enc(to));
 

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "dirty_generations",
         sql: include_str!("../../sql/0009_dirty_generations.sql"),
     },
+    Migration {
+        version: 10,
+        name: "pending_batches",
+        sql: include_str!("../../sql/0010_pending_batches.sql"),
+    },
 ];
 
 /// The version a current database has.

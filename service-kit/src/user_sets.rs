@@ -86,7 +86,8 @@ impl Block {
     }
 }
 
-/// How slots `[a, b)` are read: built blocks, and slots to read raw.
+/// How slots `[a, b)` are read: built blocks, and dirty slots (read as their level-0 block
+/// plus their listed events, or raw when marked for a full rebuild).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Cover {
     pub blocks: Vec<Block>,
@@ -95,7 +96,7 @@ pub struct Cover {
 }
 
 /// Covers slots `[a, b)` with the fewest blocks (at most ~2 per level), splitting every
-/// block that holds a dirty slot down to the dirty slots themselves, which are read raw.
+/// block that holds a dirty slot down to the dirty slots themselves.
 pub fn cover(a: i64, b: i64, dirty: &BTreeSet<i64>) -> Cover {
     let mut out = Cover::default();
     let mut h = a;
@@ -133,16 +134,16 @@ fn clean(block: Block, dirty: &BTreeSet<i64>, out: &mut Cover) {
 
 /// `RAW_SQL`'s columns, with the demographic facts or without (NULL), over the given rows.
 macro_rules! raw_sql {
-    (demographics, $rows:literal) => {
+    (demographics, $($rows:tt)+) => {
         raw_sql!(@
             "e.data #>> '{user,age}', e.data #>> '{user,gender}', e.data #>> '{user,location,city}',
        e.data #>> '{user,followers}', e.data #>> '{engagement,device}'",
-            $rows)
+            $($rows)+)
     };
-    (no_demographics, $rows:literal) => {
-        raw_sql!(@ "NULL::text, NULL::text, NULL::text, NULL::text, NULL::text", $rows)
+    (no_demographics, $($rows:tt)+) => {
+        raw_sql!(@ "NULL::text, NULL::text, NULL::text, NULL::text, NULL::text", $($rows)+)
     };
-    (@ $demographics:literal, $rows:literal) => {
+    (@ $demographics:literal, $($rows:tt)+) => {
         concat!(
             "SELECT e.source, e.funnel_stage, e.event_type, e.user_id,
        coalesce(e.user_key,
@@ -150,7 +151,7 @@ macro_rules! raw_sql {
        e.country, e.revenue, ",
             $demographics,
             "\n",
-            $rows
+            $($rows)+
         )
     };
 }
@@ -170,13 +171,6 @@ pub const RAW_SQL: &str = raw_sql!(
 pub const RAW_SQL_WITHOUT_DEMOGRAPHICS: &str = raw_sql!(
     no_demographics,
     "FROM events e WHERE e.event_time >= $1 AND e.event_time < $2"
-);
-
-/// [`RAW_SQL`]'s columns for the events listed in `user_sets_late` for slot `$1`: those
-/// written after the slot had ended, which the compactor adds to its built block.
-pub const LATE_SQL: &str = raw_sql!(
-    demographics,
-    "FROM user_sets_late l JOIN events e ON e.event_id = l.event_id WHERE l.slot = $1"
 );
 
 /// One raw event's facts.
@@ -221,8 +215,7 @@ impl Activity {
 const CHUNK: usize = 4096;
 
 /// Streams the raw events `raw` selects to `f`, a chunk at a time. `raw` is [`RAW_SQL`]
-/// (or [`RAW_SQL_WITHOUT_DEMOGRAPHICS`]) with its `[lo, hi)`, or [`LATE_SQL`] with its
-/// slot, prepared once by the caller.
+/// (or [`RAW_SQL_WITHOUT_DEMOGRAPHICS`]) with its `[lo, hi)`, prepared once by the caller.
 pub async fn scan_raw(
     tx: &tokio_postgres::Transaction<'_>,
     raw: &tokio_postgres::Statement,
@@ -242,6 +235,126 @@ pub async fn scan_raw(
     }
     if !chunk.is_empty() {
         f(&chunk);
+    }
+    Ok(())
+}
+
+/// The facts of the events listed for the slots `$1` (`timestamptz[]`): stored, not yet
+/// in their slot's level-0 block.
+const PENDING_SQL: &str = "SELECT facts FROM user_sets_pending WHERE slot = ANY($1)";
+
+/// Why [`scan_pending`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PendingError {
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+    #[error("unreadable list of pending events: {0}")]
+    Corrupt(String),
+}
+
+/// Streams the events listed for `slots` ([`encode_activities`]) to `f`, a batch's list at
+/// a time.
+pub async fn scan_pending(
+    tx: &tokio_postgres::Transaction<'_>,
+    slots: &[OffsetDateTime],
+    mut f: impl FnMut(&[Activity]),
+) -> Result<(), PendingError> {
+    use futures::TryStreamExt;
+    let rows = tx.query_raw(PENDING_SQL, [&slots]).await?;
+    futures::pin_mut!(rows);
+    let mut chunk = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        chunk.clear();
+        decode_activities(row.try_get(0)?, &mut chunk).map_err(PendingError::Corrupt)?;
+        f(&chunk);
+    }
+    Ok(())
+}
+
+/// An event's facts as [`Activity`] holds them, borrowed (the insert path's rows).
+#[derive(Debug, Clone, Copy)]
+pub struct ActivityRef<'a> {
+    pub source: &'a str,
+    pub funnel_stage: &'a str,
+    pub event_type: &'a str,
+    pub user_id: &'a str,
+    pub user_key: Option<i32>,
+    pub country: Option<&'a str>,
+    pub revenue: Option<Decimal>,
+    /// `data.user.age`, `.gender`, `.location.city`, `.followers`, `data.engagement.device`
+    /// as text, as PostgreSQL's `#>>` gives them ([`RAW_SQL`]).
+    pub demographics: [Option<&'a str>; 5],
+}
+
+/// The `user_sets_pending.facts` encoding: version byte 1, then per event its strings
+/// (`u32` length, little-endian, then UTF-8) and options (a 0/1 byte, then the value): source,
+/// stage, type, userId, key (`i32`), country, revenue (16 bytes), then the five demographic
+/// facts.
+pub fn encode_activities<'a>(events: impl IntoIterator<Item = ActivityRef<'a>>) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn option<T>(out: &mut Vec<u8>, v: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)) {
+        match v {
+            Some(v) => {
+                out.push(1);
+                put(out, v);
+            }
+            None => out.push(0),
+        }
+    }
+    let mut out = vec![1u8];
+    for a in events {
+        for s in [a.source, a.funnel_stage, a.event_type, a.user_id] {
+            text(&mut out, s);
+        }
+        option(&mut out, a.user_key, |o, k| {
+            o.extend_from_slice(&k.to_le_bytes())
+        });
+        option(&mut out, a.country, text);
+        option(&mut out, a.revenue, |o, r| {
+            o.extend_from_slice(&r.serialize())
+        });
+        for d in a.demographics {
+            option(&mut out, d, text);
+        }
+    }
+    out
+}
+
+/// Appends the events encoded by [`encode_activities`] to `out`.
+pub fn decode_activities(bytes: &[u8], out: &mut Vec<Activity>) -> Result<(), String> {
+    let mut r = Reader(bytes);
+    if r.take::<1>()? != [1] {
+        return Err("unknown version of a pending list".into());
+    }
+    while !r.0.is_empty() {
+        let [source, funnel_stage, event_type, user_id] =
+            [r.text()?, r.text()?, r.text()?, r.text()?];
+        let user_key = match r.take::<1>()? {
+            [0] => None,
+            _ => Some(i32::from_le_bytes(r.take::<4>()?)),
+        };
+        let country = r.option_text()?;
+        let revenue = match r.take::<1>()? {
+            [0] => None,
+            _ => Some(Decimal::deserialize(r.take::<16>()?)),
+        };
+        out.push(Activity {
+            source,
+            funnel_stage,
+            event_type,
+            user_id,
+            user_key,
+            country,
+            revenue,
+            age: r.option_text()?,
+            gender: r.option_text()?,
+            city: r.option_text()?,
+            followers: r.option_text()?,
+            device: r.option_text()?,
+        });
     }
     Ok(())
 }
@@ -462,16 +575,30 @@ struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let (head, rest) = self
-            .0
-            .split_first_chunk::<N>()
-            .ok_or("user totals are truncated")?;
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or("truncated")?;
         self.0 = rest;
         Ok(*head)
     }
 
     fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(self.take::<4>()?))
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        let n = self.u32()? as usize;
+        if self.0.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        String::from_utf8(head.to_vec()).map_err(|e| e.to_string())
+    }
+
+    fn option_text(&mut self) -> Result<Option<String>, String> {
+        Ok(match self.take::<1>()? {
+            [0] => None,
+            _ => Some(self.text()?),
+        })
     }
 }
 

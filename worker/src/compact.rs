@@ -1,23 +1,25 @@
 //! The compactor: builds the per-user sets and totals (`sql/0003_user_sets.sql`,
 //! `service_kit::user_sets`) of the slots the insert path marked dirty.
 //!
-//! A round ([`Round`]), one worker replica at a time (advisory lock): read up to N marks
-//! of dirty slots that have ended, with their generations, in one REPEATABLE READ
-//! snapshot; rebuild each slot's level-0 block from that snapshot, from all its raw
-//! events when the mark asks for a full rebuild (the slot was written while open), else
-//! as the built block plus the events listed late for it (written after it ended; a busy
-//! quarter-hour holds millions of events, a late one a few); rebuild every ancestor block
-//! from its two children; drop the late entries read, and commit. Then [`clear`] removes
-//! the marks whose generation is unchanged (no batch set them since the snapshot),
-//! skipping any a batch holds. Readers see a mark until the blocks that include its
-//! events are committed. Nothing on the insert path waits for a rebuild; the slot being
-//! written stays dirty (read raw) until it ends.
+//! Every stored event is listed in `user_sets_pending` (per batch and slot) until it is in
+//! its slot's level-0 block; its slot stays marked dirty until every block that includes
+//! it is built. A round ([`Round`]), one worker replica at a time (advisory lock): pick the
+//! dirty slots that have ended, and the open ones whose oldest listed events are
+//! [`OPEN_FOLD_AFTER`] old; read their marks, with their generations, in one REPEATABLE
+//! READ snapshot; build each slot's level-0 block from that snapshot (from all its raw
+//! events when the mark asks for a full rebuild, after `rebuild_rollups()` or an upgrade;
+//! else as the built block plus the listed events) and drop the entries it now includes;
+//! rebuild every ancestor block of the slots that have ended from its two children, and
+//! commit. Then [`clear`] removes the marks of ended slots whose generation is unchanged
+//! (no batch set them since the snapshot), skipping any a batch holds. An open slot keeps
+//! its mark: readers take its level-0 block plus its listed events, never an ancestor.
+//! Nothing on the insert path waits for a build.
 
 use anyhow::Context as _;
 use rust_decimal::Decimal;
 use service_kit::user_sets::{
-    Activity, Block, LATE_SQL, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, SetValue, UserTotals,
-    decode_totals, encode_bitmap, encode_totals, memberships, scan_raw, slot_of, slot_start,
+    Activity, Block, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, SetValue, UserTotals, decode_totals,
+    encode_bitmap, encode_totals, memberships, scan_pending, scan_raw, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -31,10 +33,22 @@ const LOCK_KEY: i64 = 0x7573_6572_7365_7473;
 /// Most slots one round (transaction) takes.
 pub const ROUND_SLOTS: i64 = 256;
 
-/// The dirty slots that have ended, oldest first, and whether each needs a full rebuild.
-const ENDED_SQL: &str = "\
-SELECT slot, full_gen IS NOT NULL FROM user_sets_dirty WHERE slot <= now() - interval '15 minutes'
-ORDER BY slot LIMIT $1";
+/// How old the oldest listed event of an open slot is before a round folds the slot's
+/// listed events into its block. Readers read the listed events of a dirty slot one by
+/// one: this bounds them to about this much of the event rate, while a busy open slot's
+/// block (thousands of sets) is rewritten at most this often.
+pub const OPEN_FOLD_AFTER: Duration = Duration::from_secs(10);
+
+/// The dirty slots a round takes, oldest first: those that have ended, those whose mark
+/// asks for a full rebuild, and open ones with events listed `$2` ms ago or earlier;
+/// whether each needs a full rebuild, and whether it has ended.
+const CANDIDATES_SQL: &str = "\
+SELECT d.slot, d.full_gen IS NOT NULL, d.slot <= now() - interval '15 minutes'
+FROM user_sets_dirty d
+WHERE d.slot <= now() - interval '15 minutes' OR d.full_gen IS NOT NULL
+   OR EXISTS (SELECT 1 FROM user_sets_pending p
+              WHERE p.slot = d.slot AND p.added_at <= now() - $2 * interval '1 millisecond')
+ORDER BY d.slot LIMIT $1";
 
 /// The marks of these slots: slot, generation, and `full_gen`.
 const MARKS_SQL: &str =
@@ -46,21 +60,12 @@ const LOCK_MARKS_SQL: &str =
 
 const CLEAR_SQL: &str = "DELETE FROM user_sets_dirty WHERE slot = ANY($1)";
 
-/// Every batch that set these marks since the rebuild listed its events late.
+/// No one asked for a full rebuild of these slots again since it was done.
 const NOT_FULL_SQL: &str = "UPDATE user_sets_dirty SET full_gen = NULL WHERE slot = ANY($1)";
 
-/// The late entries of a slot, once its block includes them (in the round's snapshot:
+/// The listed entries of a slot, once its block includes them (in the round's snapshot:
 /// entries committed after it stay).
-const DROP_LATE_SQL: &str = "DELETE FROM user_sets_late WHERE slot = $1";
-
-/// [`ASSIGN_KEYS_SQL`] for the events listed late for slot `$1` only.
-const ASSIGN_LATE_KEYS_SQL: &str = "\
-INSERT INTO user_keys (source, user_id)
-SELECT DISTINCT e.source, e.user_id FROM user_sets_late l JOIN events e ON e.event_id = l.event_id
-WHERE l.slot = $1 AND e.user_key IS NULL
-  AND NOT EXISTS (SELECT 1 FROM user_keys k WHERE k.source = e.source AND k.user_id = e.user_id)
-ORDER BY 1, 2
-ON CONFLICT DO NOTHING";
+const DROP_PENDING_SQL: &str = "DELETE FROM user_sets_pending WHERE slot = $1";
 
 /// Keys for the users of `[$1, $2)` that have none yet: users of rows stored without a
 /// key (before the worker assigned keys at insert, or by a bulk load). A batch inserting
@@ -105,10 +110,15 @@ const DELETE_TOTALS_SQL: &str =
 type Sets = BTreeMap<OwnedSetKey, SetValue>;
 type Totals = BTreeMap<String, BTreeMap<u32, UserTotals>>;
 
-/// Compacts up to `max_slots` dirty slots that have ended. Returns the slots rebuilt
-/// (none when another replica holds the lock).
-pub async fn round(client: &mut Client, max_slots: i64) -> anyhow::Result<Vec<i64>> {
-    let Some(round) = Round::begin(client, max_slots).await? else {
+/// Compacts up to `max_slots` dirty slots: those that have ended, and the open ones with
+/// events listed `fold_after` ago or earlier. Returns the slots built (none when another
+/// replica holds the lock).
+pub async fn round(
+    client: &mut Client,
+    max_slots: i64,
+    fold_after: Duration,
+) -> anyhow::Result<Vec<i64>> {
+    let Some(round) = Round::begin(client, max_slots, fold_after).await? else {
         return Ok(Vec::new());
     };
     round.build().await?;
@@ -120,16 +130,18 @@ pub async fn round(client: &mut Client, max_slots: i64) -> anyhow::Result<Vec<i6
 /// The marks a round read, as of its snapshot.
 #[derive(Debug, Clone)]
 pub struct Marks {
-    /// The slots rebuilt, ascending.
+    /// The slots built, ascending.
     pub slots: Vec<i64>,
     gens: Vec<i64>,
     full: Vec<bool>,
+    /// Whether each slot had ended (its ancestors are built, its mark may go).
+    ended: Vec<bool>,
 }
 
 impl Marks {
-    fn get(&self, h: i64) -> Option<(i64, bool)> {
+    fn get(&self, h: i64) -> Option<(i64, bool, bool)> {
         let i = self.slots.binary_search(&h).ok()?;
-        Some((self.gens[i], self.full[i]))
+        Some((self.gens[i], self.full[i], self.ended[i]))
     }
 }
 
@@ -150,28 +162,32 @@ impl std::fmt::Debug for Round<'_> {
 }
 
 impl<'a> Round<'a> {
-    /// Starts a round over up to `max_slots` dirty slots that have ended, or `None` when
+    /// Starts a round over up to `max_slots` dirty slots (see [`round`]), or `None` when
     /// another replica is compacting or no such slot is dirty.
     ///
     /// First, outside the round's transaction (an insert into `user_keys` conflicting with
     /// a concurrent batch's would fail it), gives a key to every user of the slots' rows
     /// stored without one (before the worker assigned keys at insert, or bulk-loaded).
-    pub async fn begin(client: &'a mut Client, max_slots: i64) -> anyhow::Result<Option<Self>> {
-        let ended: Vec<(OffsetDateTime, bool)> = client
-            .query(ENDED_SQL, &[&max_slots])
+    pub async fn begin(
+        client: &'a mut Client,
+        max_slots: i64,
+        fold_after: Duration,
+    ) -> anyhow::Result<Option<Self>> {
+        let fold_after_ms = fold_after.as_millis() as f64;
+        let candidates: Vec<(OffsetDateTime, bool, bool)> = client
+            .query(CANDIDATES_SQL, &[&max_slots, &fold_after_ms])
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
-        if ended.is_empty() {
+        if candidates.is_empty() {
             return Ok(None);
         }
-        for &(lo, full) in &ended {
+        for &(lo, full, _) in &candidates {
+            // Listed events carry the keys the insert gave them.
             if full {
                 let hi = slot_start(slot_of(lo) + 1);
                 client.execute(ASSIGN_KEYS_SQL, &[&lo, &hi]).await?;
-            } else {
-                client.execute(ASSIGN_LATE_KEYS_SQL, &[&lo]).await?;
             }
         }
 
@@ -187,16 +203,22 @@ impl<'a> Round<'a> {
         if !locked {
             return Ok(None);
         }
-        let slots: Vec<OffsetDateTime> = ended.iter().map(|e| e.0).collect();
+        let slots: Vec<OffsetDateTime> = candidates.iter().map(|c| c.0).collect();
         let mut marks = Marks {
             slots: Vec::new(),
             gens: Vec::new(),
             full: Vec::new(),
+            ended: Vec::new(),
         };
         for row in tx.query(MARKS_SQL, &[&slots]).await? {
-            marks.slots.push(slot_of(row.get::<_, OffsetDateTime>(0)));
+            let at: OffsetDateTime = row.get(0);
+            let Some(&(_, _, ended)) = candidates.iter().find(|c| c.0 == at) else {
+                continue;
+            };
+            marks.slots.push(slot_of(at));
             marks.gens.push(row.get(1));
             marks.full.push(row.get::<_, Option<i64>>(2).is_some());
+            marks.ended.push(ended);
         }
         if marks.slots.is_empty() {
             return Ok(None);
@@ -204,18 +226,17 @@ impl<'a> Round<'a> {
         Ok(Some(Round { tx, marks }))
     }
 
-    /// The slots this round rebuilds, ascending.
+    /// The slots this round builds, ascending.
     pub fn slots(&self) -> &[i64] {
         &self.marks.slots
     }
 
-    /// Rebuilds each slot's level-0 block, then their ancestors, all from the snapshot
-    /// the marks were read in.
+    /// Builds each slot's level-0 block, then the ancestors of those that have ended, all
+    /// from the snapshot the marks were read in.
     pub async fn build(&self) -> anyhow::Result<()> {
         let raw = self.tx.prepare(RAW_SQL).await?;
-        let late = self.tx.prepare(LATE_SQL).await?;
         for (i, &h) in self.marks.slots.iter().enumerate() {
-            build_slot(&self.tx, (&raw, &late), h, self.marks.full[i])
+            build_slot(&self.tx, &raw, h, self.marks.full[i])
                 .await
                 .with_context(|| format!("building slot {}", slot_start(h)))?;
         }
@@ -224,7 +245,9 @@ impl<'a> Round<'a> {
                 .marks
                 .slots
                 .iter()
-                .map(|&h| Block::of(h, level))
+                .zip(&self.marks.ended)
+                .filter(|(_, ended)| **ended)
+                .map(|(&h, _)| Block::of(h, level))
                 .collect();
             for parent in parents {
                 merge_children(&self.tx, parent).await?;
@@ -233,7 +256,7 @@ impl<'a> Round<'a> {
         Ok(())
     }
 
-    /// Commits the blocks (and the late entries dropped); the marks stay until [`clear`].
+    /// Commits the blocks (and the listed entries dropped); the marks stay until [`clear`].
     pub async fn commit(self) -> anyhow::Result<Marks> {
         self.tx.commit().await?;
         Ok(self.marks)
@@ -243,14 +266,14 @@ impl<'a> Round<'a> {
 /// What [`clear`] did.
 #[derive(Debug)]
 pub struct Cleared {
-    /// The slots whose marks were removed: their blocks are current. The others a batch
-    /// set again since the round's snapshot; they stay dirty.
+    /// The slots whose marks were removed: their blocks are current. The others are open,
+    /// or a batch set them again since the round's snapshot; they stay dirty.
     pub cleared: Vec<i64>,
 }
 
-/// Removes the marks no batch has set since `marks` were read (generation unchanged) and
-/// skips any a batch holds now (it will change it). A mark kept after a full rebuild no
-/// longer asks for one if every batch since listed its events late.
+/// Removes the marks of ended slots no batch has set since `marks` were read (generation
+/// unchanged) and skips any a batch holds now (it will change it). A mark kept after a
+/// full rebuild no longer asks for one unless it was asked for again since.
 pub async fn clear(client: &mut Client, marks: &Marks) -> anyhow::Result<Cleared> {
     let tx = client.transaction().await?;
     let slots: Vec<OffsetDateTime> = marks.slots.iter().map(|&h| slot_start(h)).collect();
@@ -258,10 +281,10 @@ pub async fn clear(client: &mut Client, marks: &Marks) -> anyhow::Result<Cleared
     for row in tx.query(LOCK_MARKS_SQL, &[&slots]).await? {
         let at: OffsetDateTime = row.get(0);
         let (generation, full_gen): (i64, Option<i64>) = (row.get(1), row.get(2));
-        let Some((seen, was_full)) = marks.get(slot_of(at)) else {
+        let Some((seen, was_full, ended)) = marks.get(slot_of(at)) else {
             continue;
         };
-        if generation == seen {
+        if ended && generation == seen {
             unchanged.push(at);
         } else if was_full && full_gen.is_some_and(|f| f <= seen) {
             not_full.push(at);
@@ -279,11 +302,12 @@ pub async fn clear(client: &mut Client, marks: &Marks) -> anyhow::Result<Cleared
     })
 }
 
-/// Rounds until no dirty slot that has ended is left (the rebuild command, benches).
+/// Rounds until no dirty slot that has ended is left and every listed event is in its
+/// block (the rebuild command, benches).
 pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
-        let n = round(client, ROUND_SLOTS).await?.len();
+        let n = round(client, ROUND_SLOTS, Duration::ZERO).await?.len();
         total += n;
         if n == 0 {
             return Ok(total);
@@ -292,35 +316,40 @@ pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
 }
 
 /// The level-0 block of slot `h`: from every raw event (`full`, with `raw` =
-/// [`RAW_SQL`]), or the built block plus the events listed late (`late` = [`LATE_SQL`]);
-/// then the late entries it now includes are dropped.
+/// [`RAW_SQL`]), or the built block plus the events listed for it; then the lists it now
+/// includes are dropped.
 async fn build_slot(
     tx: &Transaction<'_>,
-    (raw, late): (&tokio_postgres::Statement, &tokio_postgres::Statement),
+    raw: &tokio_postgres::Statement,
     h: i64,
     full: bool,
 ) -> anyhow::Result<()> {
     let (lo, hi) = (slot_start(h), slot_start(h + 1));
     let block = Block::of(h, 0);
-    let (mut sets, mut totals, stmt, params) = if full {
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&lo, &hi];
-        (Sets::new(), Totals::new(), raw, params)
-    } else {
-        let (sets, totals) = read_blocks(tx, 0, vec![block.index]).await?;
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&lo];
-        (sets, totals, late, params)
-    };
     let mut missing = None;
-    scan_raw(tx, stmt, &params, |chunk| {
-        if let Err(m) = add_chunk(chunk, &mut sets, &mut totals) {
-            missing = Some(m);
-        }
-    })
-    .await?;
+    let (sets, totals) = if full {
+        let (mut sets, mut totals) = (Sets::new(), Totals::new());
+        scan_raw(tx, raw, &[&lo, &hi], |chunk| {
+            if let Err(m) = add_chunk(chunk, &mut sets, &mut totals) {
+                missing = Some(m);
+            }
+        })
+        .await?;
+        (sets, totals)
+    } else {
+        let (mut sets, mut totals) = read_blocks(tx, 0, vec![block.index]).await?;
+        scan_pending(tx, &[lo], |chunk| {
+            if let Err(m) = add_chunk(chunk, &mut sets, &mut totals) {
+                missing = Some(m);
+            }
+        })
+        .await?;
+        (sets, totals)
+    };
     if let Some(missing) = missing {
         anyhow::bail!(missing);
     }
-    tx.execute(DROP_LATE_SQL, &[&lo]).await?;
+    tx.execute(DROP_PENDING_SQL, &[&lo]).await?;
     write(tx, block, &sets, &totals).await
 }
 
@@ -497,7 +526,7 @@ fn columns<'a>(keys: impl Iterator<Item = &'a OwnedSetKey>) -> [Vec<&'a str>; 6]
 }
 
 /// Compacts every `interval` until `stop`; publishes `worker_user_sets_dirty_slots` (slots
-/// read raw by reports until compacted) and counts `worker_user_sets_compacted_slots_total`.
+/// not complete until compacted) and counts `worker_user_sets_compacted_slots_total`.
 pub async fn run(
     pool: deadpool_postgres::Pool,
     interval: Duration,
@@ -521,7 +550,7 @@ pub async fn run(
             }
         };
         loop {
-            match round(&mut client, ROUND_SLOTS).await {
+            match round(&mut client, ROUND_SLOTS, OPEN_FOLD_AFTER).await {
                 Ok(slots) => {
                     metrics::counter!("worker_user_sets_compacted_slots_total")
                         .increment(slots.len() as u64);

@@ -5,17 +5,16 @@
 //! rows in the same order and cannot deadlock on each other.
 //!
 //! The per-user sets (`compact.rs`) are not written here: the batch marks the quarter-hour
-//! slots it added events to as dirty (for a full rebuild if the slot was still open), and
-//! lists the events it wrote to slots that had already ended, which the compactor adds to
-//! their built blocks.
+//! slots it added events to as dirty and lists the facts of the events it stored, per
+//! slot, in `user_sets_pending`; the compactor adds them to the slots' blocks.
 
 use crate::store::Row;
 use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use service_kit::schema::Grain;
-use service_kit::user_sets::slot_floor;
+use service_kit::user_sets::{ActivityRef, encode_activities, slot_floor};
 use shared_events::{FunnelStage, Source};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -62,20 +61,15 @@ SET events = r.events + excluded.events, revenue = r.revenue + excluded.revenue"
 
 /// Marks the slots dirty, bumping the generation of a mark already there: a compactor that
 /// read the mark before this batch committed sees the change and leaves the slot dirty.
-/// A slot still open (`$2`) needs a full rebuild (`full_gen`); one that had ended gets its
-/// events from `user_sets_late`. The row stays locked until this transaction commits; a
-/// compactor skips it meanwhile.
+/// A new mark asks for no full rebuild: the batch lists its events ([`PENDING_SQL`]). The
+/// row stays locked until this transaction commits; a compactor skips it meanwhile.
 const DIRTY_SQL: &str = "\
-INSERT INTO user_sets_dirty AS d (slot, full_gen)
-SELECT s, CASE WHEN open THEN 0 END FROM unnest($1::timestamptz[], $2::bool[]) AS m(s, open)
-ON CONFLICT (slot) DO UPDATE SET gen = d.gen + 1,
-    full_gen = CASE WHEN excluded.full_gen IS NULL THEN d.full_gen ELSE d.gen + 1 END";
+INSERT INTO user_sets_dirty AS d (slot, full_gen) SELECT s, NULL FROM unnest($1::timestamptz[]) AS s
+ON CONFLICT (slot) DO UPDATE SET gen = d.gen + 1";
 
-/// An entry already there (left by an event deleted and then stored again) lists the
-/// event just as well.
-const LATE_SQL: &str = "\
-INSERT INTO user_sets_late (slot, event_id) SELECT * FROM unnest($1::timestamptz[], $2::text[])
-ON CONFLICT DO NOTHING";
+/// Lists the events stored, one row per slot (`service_kit::user_sets::encode_activities`).
+const PENDING_SQL: &str = "\
+INSERT INTO user_sets_pending (slot, facts) SELECT * FROM unnest($1::timestamptz[], $2::bytea[])";
 
 const CAMPAIGNS_SQL: &str = "\
 INSERT INTO rollup_campaigns AS r (grain, bucket, campaign_id, events, purchases, revenue)
@@ -84,10 +78,11 @@ ON CONFLICT (grain, bucket, campaign_id) DO UPDATE
 SET events = r.events + excluded.events, purchases = r.purchases + excluded.purchases,
     revenue = r.revenue + excluded.revenue";
 
-/// Adds the newly inserted rows (`inserted[i]`) to every rollup.
+/// Adds the newly inserted rows (`inserted[i]`, with their users' `keys`) to every rollup.
 pub async fn add(
     client: &impl GenericClient,
     rows: &[Row],
+    keys: &[Option<i32>],
     inserted: &[bool],
 ) -> Result<(), tokio_postgres::Error> {
     // One lookup per row: the batch's rows by minute, source, stage and type (a batch
@@ -97,12 +92,10 @@ pub async fn add(
     let mut minutes: BTreeMap<(OffsetDateTime, Source, FunnelStage, &str), Totals> =
         BTreeMap::new();
     let mut campaign_hours: BTreeMap<(OffsetDateTime, &str), Totals> = BTreeMap::new();
-    // Rows of slots that have ended (by this clock: the mark and the late list agree
-    // whatever the clock says, which is what the compactor relies on).
-    let open_from = slot_floor(OffsetDateTime::now_utc());
-    let (mut late_slots, mut late_ids) = (Vec::new(), Vec::new());
-    for row in rows
+    let mut listed: BTreeMap<OffsetDateTime, Vec<ActivityRef>> = BTreeMap::new();
+    for (row, &key) in rows
         .iter()
+        .zip(keys)
         .zip(inserted)
         .filter(|(_, new)| **new)
         .map(|(r, _)| r)
@@ -118,18 +111,24 @@ pub async fn add(
                 .or_default()
                 .add(row);
         }
-        let slot = slot_floor(minute);
-        if slot < open_from {
-            late_slots.push(slot);
-            late_ids.push(row.event_id.as_str());
-        }
+        listed
+            .entry(slot_floor(minute))
+            .or_default()
+            .push(ActivityRef {
+                source: row.source.as_str(),
+                funnel_stage: row.funnel_stage.as_str(),
+                event_type: &row.event_type,
+                user_id: &row.user_id,
+                user_key: key,
+                country: row.country.as_deref(),
+                revenue: row.revenue,
+                demographics: [0, 1, 2, 3, 4].map(|i| row.demographics[i].as_deref()),
+            });
     }
 
     let mut events: BTreeMap<EventsKey, Totals> = BTreeMap::new();
     let mut series: BTreeMap<SeriesKey, Totals> = BTreeMap::new();
-    let mut slots: BTreeSet<OffsetDateTime> = BTreeSet::new();
     for (&(minute, source, stage, event_type), t) in &minutes {
-        slots.insert(slot_floor(minute));
         let (source, stage) = (source.as_str(), stage.as_str());
         for grain in [Grain::Minute, Grain::Hour, Grain::Day] {
             let (g, bucket) = (grain.code(), grain.floor(minute));
@@ -200,15 +199,13 @@ pub async fn add(
         .execute(&statement, &[&grains, &buckets, &sources, &stages, &n, &r])
         .await?;
 
-    if !late_ids.is_empty() {
-        let statement = client.prepare_cached(LATE_SQL).await?;
-        client
-            .execute(&statement, &[&late_slots, &late_ids])
-            .await?;
-    }
+    let statement = client.prepare_cached(PENDING_SQL).await?;
+    let (slots, facts): (Vec<OffsetDateTime>, Vec<Vec<u8>>) = listed
+        .into_iter()
+        .map(|(slot, events)| (slot, encode_activities(events)))
+        .unzip();
+    client.execute(&statement, &[&slots, &facts]).await?;
     let statement = client.prepare_cached(DIRTY_SQL).await?;
-    let open: Vec<bool> = slots.iter().map(|&s| s >= open_from).collect();
-    let slots: Vec<OffsetDateTime> = slots.into_iter().collect();
-    client.execute(&statement, &[&slots, &open]).await?;
+    client.execute(&statement, &[&slots]).await?;
     Ok(())
 }

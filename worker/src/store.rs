@@ -56,6 +56,30 @@ pub struct Row {
     pub campaign_id: Option<String>,
     /// The amount of a revenue event with a non-null `purchaseAmount` (a purchase).
     pub revenue: Option<Decimal>,
+    /// `data.user.age`, `.gender`, `.location.city`, `.followers` and
+    /// `data.engagement.device` as text, as PostgreSQL's `#>>` reads them from the stored
+    /// JSON (the per-user sets' demographic facts).
+    pub demographics: [Option<String>; 5],
+}
+
+/// The paths of [`Row::demographics`] in `data`.
+const DEMOGRAPHICS: [&[&str]; 5] = [
+    &["user", "age"],
+    &["user", "gender"],
+    &["user", "location", "city"],
+    &["user", "followers"],
+    &["engagement", "device"],
+];
+
+/// The value at `path` as text, as PostgreSQL's `#>>` gives it: a string as is, a number
+/// or boolean as its JSON text, null or absent as `None`.
+fn text_at(data: &Value, path: &[&str]) -> Option<String> {
+    let value = path.iter().try_fold(data, |v, key| v.get(key))?;
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 /// Why a message can never become a row: the dead-letter reason.
@@ -103,6 +127,7 @@ pub fn decode(payload: &[u8], ingested_at: Option<OffsetDateTime>) -> Result<Row
         country: event.country().map(str::to_owned),
         campaign_id: event.campaign_id().map(str::to_owned),
         revenue: event.revenue(),
+        demographics: DEMOGRAPHICS.map(|path| text_at(event.data(), path)),
     })
 }
 
@@ -353,7 +378,7 @@ async fn insert_in_transaction(
         };
         match stored {
             Ok(()) => {
-                crate::rollup::add(&tx, rows, &outcome.inserted)
+                crate::rollup::add(&tx, rows, &keys, &outcome.inserted)
                     .await
                     .map_err(transient)?;
                 tx.commit().await.map_err(transient)?;
@@ -401,7 +426,7 @@ async fn insert_in_transaction(
             Err(e) => return Err(transient(e)),
         }
     }
-    crate::rollup::add(&tx, rows, &outcome.inserted)
+    crate::rollup::add(&tx, rows, &keys, &outcome.inserted)
         .await
         .map_err(transient)?;
     tx.commit().await.map_err(transient)?;
