@@ -6,8 +6,9 @@
 //! them in batches, `BENCH_CONCURRENCY` at a time through a deadpool pool like the worker:
 //!
 //! - `copy`: binary COPY straight into `events`, no conflict handling (the ceiling);
-//! - `unnest`: `worker::store::insert_batch`, the worker's whole write (UNNEST arrays,
-//!   ON CONFLICT DO NOTHING, RETURNING, and the rollup upserts, one transaction per batch);
+//! - `worker`: `worker::store::insert_batch`, the worker's whole write (a binary COPY, or
+//!   when it fails on a duplicate UNNEST arrays with ON CONFLICT DO NOTHING RETURNING; the
+//!   rollup upserts and the per-user lists; one transaction per batch);
 //! - `copy_temp`: binary COPY into a session temporary table (ON COMMIT DELETE ROWS),
 //!   then INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING, one transaction (the
 //!   insert alone, without rollups: the alternative measured when the insert form was
@@ -43,7 +44,7 @@ const TEMP_COLUMNS: &str = "(event_id text, event_time timestamptz, source text,
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Variant {
     Copy,
-    Unnest,
+    Worker,
     CopyTemp,
     CopyTempDrop,
 }
@@ -52,7 +53,7 @@ impl Variant {
     fn label(self) -> &'static str {
         match self {
             Variant::Copy => "copy",
-            Variant::Unnest => "unnest",
+            Variant::Worker => "worker",
             Variant::CopyTemp => "copy_temp",
             Variant::CopyTempDrop => "copy_temp_drop",
         }
@@ -61,8 +62,8 @@ impl Variant {
     fn describe(self) -> &'static str {
         match self {
             Variant::Copy => "(a) binary COPY into events, no conflict handling",
-            Variant::Unnest => {
-                "(b) worker insert_batch: UNNEST + ON CONFLICT + RETURNING + rollups"
+            Variant::Worker => {
+                "(b) worker insert_batch: COPY (ON CONFLICT INSERT on a duplicate) + rollups"
             }
             Variant::CopyTemp => "(c) COPY into session temp table + INSERT SELECT RETURNING",
             Variant::CopyTempDrop => "(c') COPY into temp table ON COMMIT DROP + INSERT SELECT",
@@ -279,7 +280,7 @@ fn rows(n: usize) -> (Vec<Row>, usize) {
 
 /// One batch through one variant, in one transaction; returns how many rows were new.
 async fn run_batch(pool: &Pool, cache: &KeyCache, variant: Variant, rows: &[Row]) -> u64 {
-    if variant == Variant::Unnest {
+    if variant == Variant::Worker {
         let outcome = store::insert_batch(pool, cache, rows).await.unwrap();
         assert!(outcome.rejected.is_empty());
         return outcome.inserted.iter().filter(|&&b| b).count() as u64;
@@ -316,7 +317,7 @@ async fn run_batch(pool: &Pool, cache: &KeyCache, variant: Variant, rows: &[Row]
             };
             ids.len() as u64
         }
-        Variant::Unnest => unreachable!(),
+        Variant::Worker => unreachable!(),
     };
     tx.commit().await.unwrap();
     new
@@ -448,7 +449,7 @@ async fn bench() {
     // (variant, then a second pass of the same rows: all duplicates)
     let plan = [
         (Variant::Copy, false),
-        (Variant::Unnest, true),
+        (Variant::Worker, true),
         (Variant::CopyTemp, true),
         (Variant::CopyTempDrop, true),
     ];
