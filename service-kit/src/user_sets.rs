@@ -134,16 +134,16 @@ fn clean(block: Block, dirty: &BTreeSet<i64>, out: &mut Cover) {
 
 /// `RAW_SQL`'s columns, with the demographic facts or without (NULL), over the given rows.
 macro_rules! raw_sql {
-    (demographics, $($rows:tt)+) => {
+    (demographics, $rows:literal) => {
         raw_sql!(@
             "e.data #>> '{user,age}', e.data #>> '{user,gender}', e.data #>> '{user,location,city}',
        e.data #>> '{user,followers}', e.data #>> '{engagement,device}'",
-            $($rows)+)
+            $rows)
     };
-    (no_demographics, $($rows:tt)+) => {
-        raw_sql!(@ "NULL::text, NULL::text, NULL::text, NULL::text, NULL::text", $($rows)+)
+    (no_demographics, $rows:literal) => {
+        raw_sql!(@ "NULL::text, NULL::text, NULL::text, NULL::text, NULL::text", $rows)
     };
-    (@ $demographics:literal, $($rows:tt)+) => {
+    (@ $demographics:literal, $rows:literal) => {
         concat!(
             "SELECT e.source, e.funnel_stage, e.event_type, e.user_id,
        coalesce(e.user_key,
@@ -151,7 +151,7 @@ macro_rules! raw_sql {
        e.country, e.revenue, ",
             $demographics,
             "\n",
-            $($rows)+
+            $rows
         )
     };
 }
@@ -714,6 +714,65 @@ mod tests {
         for b in &c.blocks {
             assert!(dirty.range(b.first_slot()..b.end_slot()).next().is_none());
         }
+    }
+
+    #[test]
+    fn pending_lists_round_trip() {
+        let full = ActivityRef {
+            source: "facebook",
+            funnel_stage: "bottom",
+            event_type: "checkout.complete",
+            user_id: "ü-1",
+            user_key: Some(-7),
+            country: Some("Brazil"),
+            revenue: Some(Decimal::new(1999, 2)),
+            demographics: [
+                Some("34"),
+                Some("female"),
+                Some("São Paulo"),
+                Some("1200"),
+                None,
+            ],
+        };
+        let bare = ActivityRef {
+            user_key: None,
+            country: None,
+            revenue: None,
+            demographics: [None; 5],
+            ..full
+        };
+        let bytes = encode_activities([full, bare]);
+        let mut out = Vec::new();
+        decode_activities(&bytes, &mut out).unwrap();
+        let seen: Vec<_> = out
+            .iter()
+            .map(|a| {
+                (
+                    a.user_id.as_str(),
+                    a.user_key,
+                    a.country.as_deref(),
+                    a.revenue,
+                    a.city.as_deref(),
+                    a.device.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "ü-1",
+                    Some(-7),
+                    Some("Brazil"),
+                    Some(Decimal::new(1999, 2)),
+                    Some("São Paulo"),
+                    None
+                ),
+                ("ü-1", None, None, None, None, None),
+            ]
+        );
+        assert!(decode_activities(&bytes[..bytes.len() - 1], &mut Vec::new()).is_err());
+        assert!(decode_activities(&[2], &mut Vec::new()).is_err());
     }
 
     #[test]

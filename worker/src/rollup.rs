@@ -122,7 +122,7 @@ pub async fn add(
                 user_key: key,
                 country: row.country.as_deref(),
                 revenue: row.revenue,
-                demographics: [0, 1, 2, 3, 4].map(|i| row.demographics[i].as_deref()),
+                demographics: row.demographics.each_ref().map(Option::as_deref),
             });
     }
 
