@@ -41,18 +41,18 @@ pub const OPEN_FOLD_AFTER: Duration = Duration::from_secs(10);
 
 /// The dirty slots a round takes, oldest first: those that have ended, those whose mark
 /// asks for a full rebuild, and open ones with events listed `$2` ms ago or earlier;
-/// whether each needs a full rebuild, and whether it has ended.
+/// whether each needs a full rebuild.
 const CANDIDATES_SQL: &str = "\
-SELECT d.slot, d.full_gen IS NOT NULL, d.slot <= now() - interval '15 minutes'
-FROM user_sets_dirty d
+SELECT d.slot, d.full_gen IS NOT NULL FROM user_sets_dirty d
 WHERE d.slot <= now() - interval '15 minutes' OR d.full_gen IS NOT NULL
    OR EXISTS (SELECT 1 FROM user_sets_pending p
               WHERE p.slot = d.slot AND p.added_at <= now() - $2 * interval '1 millisecond')
 ORDER BY d.slot LIMIT $1";
 
-/// The marks of these slots: slot, generation, and `full_gen`.
-const MARKS_SQL: &str =
-    "SELECT slot, gen, full_gen FROM user_sets_dirty WHERE slot = ANY($1) ORDER BY slot";
+/// The marks of these slots: slot, generation, `full_gen`, and whether the slot has ended.
+const MARKS_SQL: &str = "\
+SELECT slot, gen, full_gen, slot <= now() - interval '15 minutes' FROM user_sets_dirty
+WHERE slot = ANY($1) ORDER BY slot";
 
 /// The current marks of these slots, locked; one a batch holds is skipped.
 const LOCK_MARKS_SQL: &str =
@@ -174,16 +174,16 @@ impl<'a> Round<'a> {
         fold_after: Duration,
     ) -> anyhow::Result<Option<Self>> {
         let fold_after_ms = fold_after.as_millis() as f64;
-        let candidates: Vec<(OffsetDateTime, bool, bool)> = client
+        let candidates: Vec<(OffsetDateTime, bool)> = client
             .query(CANDIDATES_SQL, &[&max_slots, &fold_after_ms])
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
         if candidates.is_empty() {
             return Ok(None);
         }
-        for &(lo, full, _) in &candidates {
+        for &(lo, full) in &candidates {
             // Listed events carry the keys the insert gave them.
             if full {
                 let hi = slot_start(slot_of(lo) + 1);
@@ -211,14 +211,12 @@ impl<'a> Round<'a> {
             ended: Vec::new(),
         };
         for row in tx.query(MARKS_SQL, &[&slots]).await? {
-            let at: OffsetDateTime = row.get(0);
-            let Some(&(_, _, ended)) = candidates.iter().find(|c| c.0 == at) else {
-                continue;
-            };
-            marks.slots.push(slot_of(at));
+            marks.slots.push(slot_of(row.get::<_, OffsetDateTime>(0)));
             marks.gens.push(row.get(1));
             marks.full.push(row.get::<_, Option<i64>>(2).is_some());
-            marks.ended.push(ended);
+            // As of the snapshot: a slot that ended since the candidates were picked is
+            // built as ended (every list it has is in the snapshot).
+            marks.ended.push(row.get(3));
         }
         if marks.slots.is_empty() {
             return Ok(None);
@@ -326,26 +324,22 @@ async fn build_slot(
 ) -> anyhow::Result<()> {
     let (lo, hi) = (slot_start(h), slot_start(h + 1));
     let block = Block::of(h, 0);
-    let mut missing = None;
-    let (sets, totals) = if full {
-        let (mut sets, mut totals) = (Sets::new(), Totals::new());
-        scan_raw(tx, raw, &[&lo, &hi], |chunk| {
-            if let Err(m) = add_chunk(chunk, &mut sets, &mut totals) {
-                missing = Some(m);
-            }
-        })
-        .await?;
-        (sets, totals)
+    let (mut sets, mut totals) = if full {
+        (Sets::new(), Totals::new())
     } else {
-        let (mut sets, mut totals) = read_blocks(tx, 0, vec![block.index]).await?;
-        scan_pending(tx, &[lo], |chunk| {
-            if let Err(m) = add_chunk(chunk, &mut sets, &mut totals) {
-                missing = Some(m);
-            }
-        })
-        .await?;
-        (sets, totals)
+        read_blocks(tx, 0, vec![block.index]).await?
     };
+    let mut missing = None;
+    let mut add = |chunk: &[Activity]| {
+        if let Err(m) = add_chunk(chunk, &mut sets, &mut totals) {
+            missing = Some(m);
+        }
+    };
+    if full {
+        scan_raw(tx, raw, &[&lo, &hi], &mut add).await?;
+    } else {
+        scan_pending(tx, &[lo], &mut add).await?;
+    }
     if let Some(missing) = missing {
         anyhow::bail!(missing);
     }
