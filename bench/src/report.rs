@@ -265,6 +265,59 @@ fn ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |m| format!("{m:.1}"))
 }
 
+/// The CPU arithmetic of a sustained phase: each process's CPU time per stored event, the
+/// rate the machine's cores allow at that cost, and, for a `goal` (events/s, with the raw
+/// JetStream ceiling of the run), the cores that rate would take (NATS's share alone).
+/// `None` when nothing was stored.
+fn cpu_budget(stored: Option<f64>, cpu: &CpuUse, goal: Option<(f64, f64)>) -> Option<String> {
+    let stored = stored.filter(|s| *s > 0.0)?;
+    let mut per: Vec<(&str, f64)> = cpu
+        .cores
+        .iter()
+        .map(|(name, cores)| (name.as_str(), cores / stored * 1e6))
+        .filter(|(_, us)| *us >= 0.05)
+        .collect();
+    per.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = per.iter().map(|(_, us)| us).sum();
+    let cores = cpu.nproc as f64;
+    let listed = per
+        .iter()
+        .map(|(name, us)| format!("{name} {us:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = format!(
+        "CPU per stored event: {total:.1} µs ({listed}), so {cores:.0} cores store at most {}/s \
+         at this cost",
+        n(cores / total * 1e6)
+    );
+    if let Some((goal, js_ceiling)) = goal {
+        let (top, top_us) = per.first().copied().unwrap_or(("-", 0.0));
+        let need = goal * total / 1e6;
+        let _ = write!(
+            out,
+            "; {} events/s would take {need:.1} cores, {top}'s share alone {:.1}",
+            n(goal),
+            goal * top_us / 1e6
+        );
+        if top == "nats" {
+            let _ = write!(
+                out,
+                " (JetStream publish alone, no consumer, peaked at {} msgs/s in this run)",
+                n(js_ceiling)
+            );
+        }
+        let verdict = if goal * top_us / 1e6 >= cores {
+            format!(": {top} alone needs more than the machine's {cores:.0} cores")
+        } else if need > cores {
+            format!(": more than the machine's {cores:.0} cores, {top} the largest share")
+        } else {
+            String::new()
+        };
+        out.push_str(&verdict);
+    }
+    Some(out)
+}
+
 /// 12345.6 -> "12,346".
 fn n(v: f64) -> String {
     let s = format!("{:.0}", v.max(0.0));
@@ -339,6 +392,16 @@ impl Results {
 
     /// Which component bounds a sustained end-to-end figure.
     fn e2e_bound(&self, p: &Phase) -> String {
+        let mut why = self.e2e_diagnosis(p);
+        if let Some(budget) = cpu_budget(p.stored_per_s, &p.cpu, None) {
+            why.push_str("; ");
+            why.push_str(&budget);
+        }
+        why
+    }
+
+    /// Where the events waited in a sustained phase, and whether the CPU was the limit.
+    fn e2e_diagnosis(&self, p: &Phase) -> String {
         let mut why = Vec::new();
         let worker_side = p.backlog_max > 2_000 && p.backlog_start > 1_000;
         if let Some(note) = p.stall_note() {
@@ -532,7 +595,12 @@ impl Results {
                 bound_by: if met {
                     String::new()
                 } else {
-                    self.e2e_bound(p)
+                    cpu_budget(
+                        p.stored_per_s,
+                        &p.cpu,
+                        Some((0.5 * copy, self.js_ceiling())),
+                    )
+                    .unwrap_or_else(|| self.e2e_diagnosis(p))
                 },
             });
         }
@@ -881,8 +949,50 @@ impl Results {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::n;
+    use super::{CpuUse, cpu_budget, n};
+
+    fn cpu(cores: &[(&str, f64)]) -> CpuUse {
+        CpuUse {
+            cores: cores.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            machine_busy_cores: cores.iter().map(|(_, v)| v).sum(),
+            nproc: 2,
+        }
+    }
+
+    #[test]
+    fn the_cpu_budget_names_the_process_that_cannot_fit() {
+        let use_ = cpu(&[
+            ("nats", 0.6),
+            ("worker", 0.44),
+            ("postgres", 0.4),
+            ("ingestion", 0.3),
+        ]);
+        // 20,000 events/s: nats 30 µs, worker 22, postgres 20, ingestion 15 -> 87 µs.
+        let text = cpu_budget(Some(20_000.0), &use_, Some((70_000.0, 90_000.0))).unwrap();
+        assert!(text.starts_with("CPU per stored event: 87.0 µs (nats 30.0, worker 22.0, postgres 20.0, ingestion 15.0)"), "{text}");
+        assert!(text.contains("store at most 22,989/s"), "{text}");
+        assert!(
+            text.contains("70,000 events/s would take 6.1 cores, nats's share alone 2.1"),
+            "{text}"
+        );
+        assert!(text.contains("peaked at 90,000 msgs/s"), "{text}");
+        assert!(
+            text.ends_with("nats alone needs more than the machine's 2 cores"),
+            "{text}"
+        );
+
+        let text = cpu_budget(Some(20_000.0), &use_, Some((30_000.0, 90_000.0))).unwrap();
+        assert!(
+            text.ends_with("more than the machine's 2 cores, nats the largest share"),
+            "{text}"
+        );
+        let text = cpu_budget(Some(20_000.0), &use_, Some((20_000.0, 90_000.0))).unwrap();
+        assert!(text.ends_with("nats's share alone 0.6 (JetStream publish alone, no consumer, peaked at 90,000 msgs/s in this run)"), "{text}");
+        assert_eq!(cpu_budget(Some(0.0), &use_, None), None);
+        assert_eq!(cpu_budget(None, &use_, None), None);
+    }
 
     #[test]
     fn thousands_are_grouped() {
