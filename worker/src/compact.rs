@@ -315,7 +315,7 @@ pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
 
 /// The level-0 block of slot `h`: from every raw event (`full`, with `raw` =
 /// [`RAW_SQL`]), or the built block plus the events listed for it; then the lists it now
-/// includes are dropped.
+/// includes are dropped. The stored block is read once, for the fold and for the diff.
 async fn build_slot(
     tx: &Transaction<'_>,
     raw: &tokio_postgres::Statement,
@@ -324,10 +324,11 @@ async fn build_slot(
 ) -> anyhow::Result<()> {
     let (lo, hi) = (slot_start(h), slot_start(h + 1));
     let block = Block::of(h, 0);
+    let stored = read_blocks(tx, 0, vec![block.index]).await?;
     let (mut sets, mut totals) = if full {
         (Sets::new(), Totals::new())
     } else {
-        read_blocks(tx, 0, vec![block.index]).await?
+        stored.clone()
     };
     let mut missing = None;
     let mut add = |chunk: &[Activity]| {
@@ -344,7 +345,7 @@ async fn build_slot(
         anyhow::bail!(missing);
     }
     tx.execute(DROP_PENDING_SQL, &[&lo]).await?;
-    write(tx, block, &sets, &totals).await
+    write(tx, block, &stored, &sets, &totals).await
 }
 
 /// Adds raw events to a block's sets and totals; an event whose user has no key is
@@ -406,25 +407,20 @@ async fn read_blocks(
 async fn merge_children(tx: &Transaction<'_>, parent: Block) -> anyhow::Result<()> {
     let [a, b] = parent.children();
     let (sets, totals) = read_blocks(tx, a.level, vec![a.index, b.index]).await?;
-    write(tx, parent, &sets, &totals).await
+    let stored = read_blocks(tx, parent.level, vec![parent.index]).await?;
+    write(tx, parent, &stored, &sets, &totals).await
 }
 
-/// Makes the stored block equal `sets` and `totals`, writing only what differs (upper
-/// blocks mostly do not change when a slot is added: the same users again).
+/// Makes the block, `stored` as read in this transaction ([`read_blocks`] of it alone),
+/// equal `sets` and `totals`, writing only what differs (upper blocks mostly do not change
+/// when a slot is added: the same users again).
 async fn write(
     tx: &Transaction<'_>,
     block: Block,
+    (old, old_totals): &(Sets, Totals),
     sets: &Sets,
     totals: &Totals,
 ) -> anyhow::Result<()> {
-    let index = vec![block.index];
-    let mut old: Sets = BTreeMap::new();
-    for row in tx.query(SETS_OF_SQL, &[&block.level, &index]).await? {
-        old.insert(
-            OwnedSetKey::from_row(&row)?,
-            SetValue::from_row(&row, 6).map_err(anyhow::Error::msg)?,
-        );
-    }
     let changed: Vec<(&OwnedSetKey, &SetValue)> = sets
         .iter()
         .filter(|(k, v)| old.get(*k) != Some(*v))
@@ -474,11 +470,7 @@ async fn write(
         .await?;
     }
 
-    let mut old: Totals = BTreeMap::new();
-    for row in tx.query(TOTALS_OF_SQL, &[&block.level, &index]).await? {
-        decode_totals(row.get(1), old.entry(row.get(0)).or_default())
-            .map_err(anyhow::Error::msg)?;
-    }
+    let old = old_totals;
     let changed: Vec<(&String, Vec<u8>)> = totals
         .iter()
         .filter(|(s, t)| old.get(*s) != Some(*t))
