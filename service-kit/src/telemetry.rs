@@ -24,7 +24,7 @@ use std::time::Duration;
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, Registry};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
@@ -184,12 +184,19 @@ where
         LogFormat::Text => fmt::layer().with_writer(writer).boxed(),
     }
     .with_filter(filter_fn(|meta| meta.target() != TARGET).and(env_filter));
-    let traces = provider.map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
-            .with_filter(filter_fn(exported))
-    });
-    tracing_subscriber::registry().with(logs).with(traces)
+    // A `Vec`, not an `Option`: an absent `Option` layer declares interest in every
+    // callsite, and the registry would then build every trace-only span (a slab slot, its
+    // fields, enter and close) for nothing, on every request.
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![logs.boxed()];
+    if let Some(provider) = provider {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+                .with_filter(filter_fn(exported))
+                .boxed(),
+        );
+    }
+    tracing_subscriber::registry().with(layers)
 }
 
 /// What the trace layer sees: the trace-only spans, and warnings and errors (recorded as
@@ -286,6 +293,25 @@ mod tests {
         assert_eq!(args(None, None).service_name("worker"), "worker");
         assert_eq!(args(None, Some("")).service_name("worker"), "worker");
         assert_eq!(args(None, Some("w-eu")).service_name("worker"), "w-eu");
+    }
+
+    #[test]
+    fn trace_only_spans_are_disabled_when_export_is_off() {
+        let off = subscriber(LogFormat::Json, "trace", None, std::io::sink);
+        tracing::subscriber::with_default(off, || {
+            let trace_only = tracing::info_span!(target: TARGET, "webhook");
+            assert!(trace_only.is_disabled(), "built with no layer wanting it");
+            let logged = tracing::info_span!("request");
+            assert!(!logged.is_disabled(), "the log layer still gets its spans");
+        });
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(Memory::default())
+            .build();
+        let on = subscriber(LogFormat::Json, "error", Some(&provider), std::io::sink);
+        tracing::subscriber::with_default(on, || {
+            let trace_only = tracing::info_span!(target: TARGET, "webhook");
+            assert!(!trace_only.is_disabled(), "exported when export is on");
+        });
     }
 
     #[test]
