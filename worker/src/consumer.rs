@@ -9,10 +9,12 @@
 use crate::dlq::DeadLetters;
 use crate::gate::DbGate;
 use crate::store::{self, Rejection};
+use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use service_kit::telemetry::{TARGET, propagation};
+use shared_events::Source;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +22,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-/// Header set by ingestion: unix nanoseconds when the event was accepted.
-const INGESTED_AT_HEADER: &str = "Ingested-At";
+/// Header set by ingestion: unix nanoseconds when the event was accepted. (A constant
+/// `HeaderName`: looking one up by `&str` validates and copies the name every time.)
+const INGESTED_AT_HEADER: HeaderName = HeaderName::from_static("Ingested-At");
 /// Header set by ingestion: the request's correlation id.
-const CORRELATION_HEADER: &str = "X-Correlation-ID";
+const CORRELATION_HEADER: HeaderName = HeaderName::from_static("X-Correlation-ID");
 
 /// What the insert tasks share.
 #[derive(Debug)]
@@ -231,7 +234,7 @@ async fn fetch(
     Ok(messages)
 }
 
-fn header<'m>(m: &'m jetstream::Message, name: &str) -> Option<&'m str> {
+fn header(m: &jetstream::Message, name: HeaderName) -> Option<&str> {
     m.headers.as_ref()?.get(name).map(|v| v.as_str())
 }
 
@@ -312,16 +315,17 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
                 "Batch committed"
             );
             let mut duplicates = 0u64;
+            let mut processed = [0u64; Source::ALL.len()];
+            // Looked up once per batch, not once per event.
+            let latency = metrics::histogram!("worker_event_latency_seconds");
             for (k, row) in rows.iter().enumerate() {
                 if refused.contains(&k) {
                     continue;
                 }
                 if outcome.inserted[k] {
-                    metrics::counter!("worker_events_processed_total", "source" => row.source.as_str())
-                        .increment(1);
+                    processed[row.source as usize] += 1;
                     if let Some(at) = row.ingested_at {
-                        metrics::histogram!("worker_event_latency_seconds")
-                            .record((committed - at).as_seconds_f64().max(0.0));
+                        latency.record((committed - at).as_seconds_f64().max(0.0));
                     }
                 } else {
                     duplicates += 1;
@@ -331,6 +335,10 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
                 if let Err(error) = messages[row_message[k]].ack().await {
                     tracing::warn!(%error, event_id = %row.event_id, "Ack failed; the event will be redelivered and deduplicated");
                 }
+            }
+            for source in Source::ALL {
+                metrics::counter!("worker_events_processed_total", "source" => source.as_str())
+                    .increment(processed[source as usize]);
             }
             metrics::counter!("worker_events_duplicate_total").increment(duplicates);
             for (k, rejection) in outcome.rejected {
@@ -360,7 +368,7 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
 
 async fn dead_letter(ctx: &Ctx, m: &jetstream::Message, rejection: Rejection) {
     let correlation_id = header(m, CORRELATION_HEADER).unwrap_or("");
-    let event_id = header(m, "Nats-Msg-Id").unwrap_or("");
+    let event_id = header(m, NATS_MESSAGE_ID).unwrap_or("");
     // A child of the batch span, linked to the message's own trace. The dead letter keeps
     // the message's headers, `traceparent` included: it stays in the event's trace.
     let span = tracing::info_span!(
