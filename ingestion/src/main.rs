@@ -3,7 +3,7 @@ use service_kit::{config, shutdown, telemetry};
 use std::ffi::{c_int, c_long};
 
 /// mimalloc instead of glibc's malloc: perf put glibc's malloc and free at a quarter of
-/// ingestion's CPU, and alternating bench runs showed ~20-35 % less CPU per event with
+/// ingestion's CPU, and short bench runs showed ~10-35 % less CPU per event with
 /// mimalloc (README, Benchmarks). Its freed pages go back to the OS after
 /// [`PURGE_DELAY_MS`], set in `main`.
 #[global_allocator]
