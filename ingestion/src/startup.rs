@@ -56,6 +56,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         rate_limit: config
             .rate_limit_events_per_sec
             .map(|rate| crate::ratelimit::RateLimit::new(rate, config.rate_limit_burst)),
+        // After `metrics::install()` above: a handle registered before the recorder
+        // would count into nothing.
+        accepted: shared_events::Source::ALL.map(|source| {
+            metrics::counter!("ingestion_events_accepted_total", "source" => source.as_str())
+        }),
     });
     let readiness = readiness(
         client.clone(),

@@ -33,6 +33,9 @@ pub struct WebhookState {
     pub max_body_bytes: usize,
     pub secret: Option<Vec<u8>>,
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// `ingestion_events_accepted_total` per source (indexed by `Source as usize`),
+    /// registered once rather than looked up on every request.
+    pub accepted: [metrics::Counter; shared_events::Source::ALL.len()],
 }
 
 /// Every event of the request is stored in JetStream.
@@ -179,7 +182,7 @@ async fn handle(
     }
     let mut details = Vec::new();
     let mut outgoing = Vec::with_capacity(events.len());
-    let mut per_source = [0u64; 2];
+    let mut per_source = [0u64; shared_events::Source::ALL.len()];
     for (index, (value, payload)) in events.iter().enumerate() {
         match shared_events::validate(value) {
             Ok(event) => {
@@ -211,9 +214,8 @@ async fn handle(
         .publisher
         .publish_all(outgoing, correlation_id)
         .await?;
-    for source in shared_events::Source::ALL {
-        metrics::counter!("ingestion_events_accepted_total", "source" => source.as_str())
-            .increment(per_source[source as usize]);
+    for (counter, events) in state.accepted.iter().zip(per_source) {
+        counter.increment(events);
     }
     tracing::debug!(accepted, duplicates, "Events accepted");
     Ok(Accepted {
