@@ -200,8 +200,14 @@ pub async fn jetstream_ceiling(
         let message = PublishMessage::build()
             .payload(payloads.json[i].clone())
             .message_id(payloads.ids[i].as_str())
-            .header("X-Correlation-ID", correlation.as_str())
-            .header("Ingested-At", ingested_at.as_str());
+            .header(
+                service_kit::stream::CORRELATION_HEADER,
+                correlation.as_str(),
+            )
+            .header(
+                service_kit::stream::INGESTED_AT_HEADER,
+                ingested_at.as_str(),
+            );
         let ack = js
             .send_publish(payloads.subjects[i].clone(), message)
             .await

@@ -2,22 +2,15 @@
 //! any PubAck is awaited, so a batch costs about one round trip, not one per event.
 
 use crate::error::WebhookError;
-use async_nats::header::HeaderName;
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use futures::future::join_all;
+use service_kit::stream::{CORRELATION_HEADER, INGESTED_AT_HEADER};
 use service_kit::telemetry::{TARGET, propagation};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
-
-/// Header carrying the request's correlation id to the worker and the DLQ. (Constant
-/// `HeaderName`s: adding a header by `&str` name validates and copies it every time.)
-pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("X-Correlation-ID");
-/// Header carrying when ingestion accepted the event (unix nanoseconds), for the
-/// ingest-to-commit latency.
-pub const INGESTED_AT_HEADER: HeaderName = HeaderName::from_static("Ingested-At");
 
 /// Bytes kept free for the headers in a NATS message: `Nats-Msg-Id` (eventId, at most
 /// 128 characters), the correlation id (at most 128), `Ingested-At`, the trace context

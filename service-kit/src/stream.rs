@@ -1,8 +1,17 @@
 //! The `EVENTS` stream: its settings (shared by ingestion and worker, which both
 //! create-or-verify it at start-up) and the NATS connection.
 
+use async_nats::header::HeaderName;
 use async_nats::jetstream::{self, stream};
 use std::time::Duration;
+
+/// Message header carrying the request's correlation id from ingestion to the worker's
+/// logs and the DLQ. (Constant `HeaderName`s: naming a header by `&str` validates and
+/// copies the name on every use.)
+pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("X-Correlation-ID");
+/// Message header carrying when ingestion accepted the event (unix nanoseconds), for the
+/// worker's ingest-to-commit latency.
+pub const INGESTED_AT_HEADER: HeaderName = HeaderName::from_static("Ingested-At");
 
 /// NATS and stream settings, from the environment (`runtime.md`).
 #[derive(Debug, Clone, clap::Args)]

@@ -13,6 +13,7 @@ use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use deadpool_postgres::Pool;
 use futures::StreamExt;
+use service_kit::stream::{CORRELATION_HEADER, INGESTED_AT_HEADER};
 use service_kit::telemetry::{TARGET, propagation};
 use shared_events::Source;
 use std::collections::HashSet;
@@ -21,12 +22,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
-
-/// Header set by ingestion: unix nanoseconds when the event was accepted. (A constant
-/// `HeaderName`: looking one up by `&str` validates and copies the name every time.)
-const INGESTED_AT_HEADER: HeaderName = HeaderName::from_static("Ingested-At");
-/// Header set by ingestion: the request's correlation id.
-const CORRELATION_HEADER: HeaderName = HeaderName::from_static("X-Correlation-ID");
 
 /// What the insert tasks share.
 #[derive(Debug)]
