@@ -470,10 +470,9 @@ async fn write(
         .await?;
     }
 
-    let old = old_totals;
     let changed: Vec<(&String, Vec<u8>)> = totals
         .iter()
-        .filter(|(s, t)| old.get(*s) != Some(*t))
+        .filter(|(s, t)| old_totals.get(*s) != Some(*t))
         .map(|(s, t)| (s, encode_totals(t)))
         .collect();
     if !changed.is_empty() {
@@ -485,7 +484,7 @@ async fn write(
         )
         .await?;
     }
-    let gone: Vec<&str> = old
+    let gone: Vec<&str> = old_totals
         .keys()
         .filter(|s| !totals.contains_key(*s))
         .map(String::as_str)
