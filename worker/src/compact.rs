@@ -18,10 +18,11 @@
 use anyhow::Context as _;
 use rust_decimal::Decimal;
 use service_kit::user_sets::{
-    Activity, Block, MAX_LEVEL, OwnedSetKey, RAW_SQL, SetKey, SetValue, UserTotals, decode_totals,
-    encode_bitmap, encode_totals, memberships, scan_pending, scan_raw, slot_of, slot_start,
+    Activity, Block, MAX_LEVEL, OwnedSetKey, Profile, RAW_SQL, SetValue, UserTotals, decode_totals,
+    encode_bitmap, encode_totals, scan_pending, scan_raw, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -330,56 +331,103 @@ async fn build_slot(
     } else {
         stored.clone()
     };
-    let mut missing = None;
-    let mut add = |chunk: &[Activity]| {
-        if let Err(m) = add_chunk(chunk, &mut sets, &mut totals) {
-            missing = Some(m);
-        }
-    };
+    let mut fold = Fold::default();
+    let mut add = |chunk: &[Activity]| fold.add(chunk, &mut totals);
     if full {
         scan_raw(tx, raw, &[&lo, &hi], &mut add).await?;
     } else {
         scan_pending(tx, &[lo], &mut add).await?;
     }
-    if let Some(missing) = missing {
-        anyhow::bail!(missing);
-    }
+    fold.finish(&mut sets)?;
     tx.execute(DROP_PENDING_SQL, &[&lo]).await?;
     write(tx, block, &stored, &sets, &totals).await
 }
 
-/// Adds raw events to a block's sets and totals; an event whose user has no key is
-/// skipped and named.
-fn add_chunk(chunk: &[Activity], sets: &mut Sets, totals: &mut Totals) -> Result<(), String> {
-    let mut missing = Ok(());
-    // Borrowed keys within a chunk; owned ones only once per key and chunk.
-    let mut found: HashMap<SetKey<'_>, SetValue> = HashMap::new();
-    for a in chunk {
-        let Some(key) = a.user_key else {
-            missing = Err(format!("user {}/{} has no key", a.source, a.user_id));
-            continue;
-        };
-        let key = key as u32;
-        memberships(a, |k| {
-            found.entry(k).or_default().add_event(key, a.revenue);
-        });
-        let t = match totals.get_mut(a.source.as_str()) {
-            Some(users) => users.entry(key).or_default(),
-            None => totals
-                .entry(a.source.clone())
-                .or_default()
-                .entry(key)
-                .or_default(),
-        };
-        t.events += 1;
-        if let Some(r) = a.revenue {
-            t.revenue += r;
+/// Events being added to a block's sets. The sets of each distinct [`Profile`] are
+/// looked up once: a busy slot's events share a few thousand profiles, and ~10 set
+/// lookups per event (six strings hashed and compared each) were most of a fold's CPU.
+#[derive(Debug, Default)]
+struct Fold {
+    /// The sets the added events belong to, each with what they add to it.
+    sets: Vec<(OwnedSetKey, SetValue)>,
+    /// Where each set is in `sets`.
+    index: HashMap<OwnedSetKey, usize>,
+    /// Each profile seen ([`Profile::encode`]) with where its sets' indexes are in
+    /// `members`.
+    profiles: HashMap<Vec<u8>, Range<usize>>,
+    members: Vec<usize>,
+    /// The profile being looked up.
+    scratch: Vec<u8>,
+    /// The user of an event without a key, if any (the event is skipped).
+    missing: Option<String>,
+}
+
+impl Fold {
+    /// Adds events to the sets and to `totals`.
+    fn add(&mut self, chunk: &[Activity], totals: &mut Totals) {
+        for a in chunk {
+            let Some(key) = a.user_key else {
+                self.missing = Some(format!("user {}/{} has no key", a.source, a.user_id));
+                continue;
+            };
+            let key = key as u32;
+            let members = self.sets_of(Profile::of(a));
+            for &i in &self.members[members] {
+                // `members` holds indexes of `sets` only.
+                if let Some((_, value)) = self.sets.get_mut(i) {
+                    value.add_event(key, a.revenue);
+                }
+            }
+            let t = match totals.get_mut(a.source.as_str()) {
+                Some(users) => users.entry(key).or_default(),
+                None => totals
+                    .entry(a.source.clone())
+                    .or_default()
+                    .entry(key)
+                    .or_default(),
+            };
+            t.events += 1;
+            if let Some(r) = a.revenue {
+                t.revenue += r;
+            }
         }
     }
-    for (k, value) in found {
-        sets.entry(k.to_owned_key()).or_default().add(&value);
+
+    /// Where the indexes of the sets of `profile` are in `members`; found once per profile.
+    fn sets_of(&mut self, profile: Profile<'_>) -> Range<usize> {
+        self.scratch.clear();
+        profile.encode(&mut self.scratch);
+        if let Some(members) = self.profiles.get(self.scratch.as_slice()) {
+            return members.clone();
+        }
+        let start = self.members.len();
+        profile.memberships(|k| {
+            let k = k.to_owned_key();
+            let i = match self.index.get(&k) {
+                Some(&i) => i,
+                None => {
+                    self.sets.push((k.clone(), SetValue::default()));
+                    self.index.insert(k, self.sets.len() - 1);
+                    self.sets.len() - 1
+                }
+            };
+            self.members.push(i);
+        });
+        let members = start..self.members.len();
+        self.profiles.insert(self.scratch.clone(), members.clone());
+        members
     }
-    missing
+
+    /// Adds what the events added to `sets`; fails naming a user without a key.
+    fn finish(self, sets: &mut Sets) -> anyhow::Result<()> {
+        if let Some(missing) = self.missing {
+            anyhow::bail!(missing);
+        }
+        for (k, value) in self.sets {
+            sets.entry(k).or_default().add(&value);
+        }
+        Ok(())
+    }
 }
 
 /// The union of the given blocks of one level.
@@ -566,5 +614,102 @@ pub async fn run(
         {
             metrics::gauge!("worker_user_sets_dirty_slots").set(row.get::<_, i64>(0) as f64);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use service_kit::user_sets::memberships;
+
+    fn activity(i: u32) -> Activity {
+        let facebook = !i.is_multiple_of(3);
+        let top = i.is_multiple_of(2);
+        let (source, event_type) = match (facebook, top) {
+            (true, true) => ("facebook", "ad.view"),
+            (true, false) => ("facebook", "checkout.complete"),
+            (false, true) => ("tiktok", "video.view"),
+            (false, false) => ("tiktok", "purchase"),
+        };
+        let country = ["Germany", "France", "Japan"][(i % 5 % 3) as usize];
+        Activity {
+            source: source.into(),
+            funnel_stage: if top { "top" } else { "bottom" }.into(),
+            event_type: event_type.into(),
+            user_id: format!("u{}", i % 11),
+            user_key: Some((i % 11) as i32),
+            country: (facebook || top).then(|| country.into()),
+            revenue: (!top).then(|| Decimal::new(i64::from(i), 2)),
+            age: facebook.then(|| (15 + i % 60).to_string()),
+            gender: (facebook && !i.is_multiple_of(7))
+                .then(|| ["female", "male"][(i % 2) as usize].into()),
+            city: facebook.then(|| ["Berlin", "Paris", "Osaka", "Lyon"][(i % 4) as usize].into()),
+            followers: (!facebook).then(|| (i * 997 % 2_000_000).to_string()),
+            device: (!facebook).then(|| ["iOS", "Android"][(i % 2) as usize].into()),
+        }
+    }
+
+    #[test]
+    fn folding_by_profile_gives_the_sets_and_totals_of_each_event_added_alone() {
+        let events: Vec<Activity> = (0..600).map(activity).collect();
+        let mut expected = Sets::new();
+        let mut expected_totals = Totals::new();
+        for a in &events {
+            let user = a.user_key.unwrap() as u32;
+            memberships(a, |k| {
+                expected
+                    .entry(k.to_owned_key())
+                    .or_default()
+                    .add_event(user, a.revenue)
+            });
+            let t = expected_totals
+                .entry(a.source.clone())
+                .or_default()
+                .entry(user)
+                .or_default();
+            t.events += 1;
+            t.revenue += a.revenue.unwrap_or_default();
+        }
+
+        // Onto a block that already holds sets, in chunks as the lists are read.
+        let stored: Sets = expected
+            .keys()
+            .step_by(3)
+            .map(|k| {
+                let mut v = SetValue::default();
+                v.add_event(1_000, Some(Decimal::ONE));
+                (k.clone(), v)
+            })
+            .collect();
+        let (mut sets, mut totals) = (stored.clone(), Totals::new());
+        let mut fold = Fold::default();
+        for chunk in events.chunks(64) {
+            fold.add(chunk, &mut totals);
+        }
+        assert!(
+            fold.profiles.len() < events.len() / 2,
+            "events share profiles"
+        );
+        fold.finish(&mut sets).unwrap();
+
+        for (k, v) in &stored {
+            expected.get_mut(k).unwrap().add(v);
+        }
+        assert_eq!(sets, expected);
+        assert_eq!(totals, expected_totals);
+    }
+
+    #[test]
+    fn an_event_without_a_user_key_fails_the_fold_naming_the_user() {
+        let mut fold = Fold::default();
+        let mut totals = Totals::new();
+        let keyless = Activity {
+            user_key: None,
+            ..activity(1)
+        };
+        fold.add(&[activity(2), keyless], &mut totals);
+        let error = fold.finish(&mut Sets::new()).unwrap_err();
+        assert_eq!(error.to_string(), "user facebook/u1 has no key");
     }
 }
