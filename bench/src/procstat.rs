@@ -159,7 +159,7 @@ impl Watched {
 }
 
 /// CPU use between two snapshots.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CpuUse {
     /// Cores used on average by each watched process (CPU seconds / wall seconds).
     pub cores: BTreeMap<String, f64>,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Phase {
     pub name: String,
     pub batch: usize,
@@ -595,12 +595,25 @@ impl Results {
                 bound_by: if met {
                     String::new()
                 } else {
-                    cpu_budget(
+                    let mut why = cpu_budget(
                         p.stored_per_s,
                         &p.cpu,
                         Some((0.5 * copy, self.js_ceiling())),
                     )
-                    .unwrap_or_else(|| self.e2e_diagnosis(p))
+                    .unwrap_or_else(|| self.e2e_diagnosis(p));
+                    if let Some(intake) = self.ingest_alone(p.batch)
+                        && intake < 0.5 * copy
+                    {
+                        let _ = write!(
+                            why,
+                            "; ingestion alone (worker paused, {}-event batches) accepted \
+                             {}/s, already below {}/s",
+                            p.batch,
+                            n(intake),
+                            n(0.5 * copy)
+                        );
+                    }
+                    why
                 },
             });
         }
@@ -951,7 +964,8 @@ impl Results {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{CpuUse, cpu_budget, n};
+    use super::{Ceilings, CpuUse, Phase, Results, SUSTAINED_BATCH, cpu_budget, n};
+    use crate::infra::Durability;
 
     fn cpu(cores: &[(&str, f64)]) -> CpuUse {
         CpuUse {
@@ -992,6 +1006,59 @@ mod tests {
         assert!(text.ends_with("nats's share alone 0.6 (JetStream publish alone, no consumer, peaked at 90,000 msgs/s in this run)"), "{text}");
         assert_eq!(cpu_budget(Some(0.0), &use_, None), None);
         assert_eq!(cpu_budget(None, &use_, None), None);
+    }
+
+    #[test]
+    fn a_missed_copy_ratio_says_when_the_intake_alone_falls_short_of_it() {
+        let mut r = Results::new(&Durability::Full, false);
+        r.ceilings = Some(Ceilings {
+            events: 1_000,
+            avg_event_bytes: 374,
+            copy_rows_per_s: 148_000.0,
+            copy_cpu: CpuUse::default(),
+            jetstream_msgs_per_s: 110_000.0,
+            jetstream_cpu: CpuUse::default(),
+        });
+        let phase = |name: &str, accepted: f64, stored: Option<f64>| Phase {
+            name: name.into(),
+            batch: 100,
+            accepted_per_s: accepted,
+            stored_per_s: stored,
+            cpu: cpu(&[("nats", 0.67), ("postgres", 0.5), ("worker", 0.34)]),
+            ..Phase::default()
+        };
+        r.phases
+            .push(phase("ingestion alone, 100-event batches", 69_000.0, None));
+        r.phases
+            .push(phase(SUSTAINED_BATCH, 28_000.0, Some(28_000.0)));
+        let copy_target = |r: &Results| {
+            r.targets
+                .iter()
+                .find(|t| t.target.starts_with("e2e ≥ 50% of the raw COPY"))
+                .cloned()
+                .unwrap()
+        };
+
+        r.evaluate();
+        let t = copy_target(&r);
+        assert_eq!(t.met, Some(false));
+        assert!(
+            t.bound_by.starts_with("CPU per stored event"),
+            "{}",
+            t.bound_by
+        );
+        assert!(
+            t.bound_by.ends_with(
+                "; ingestion alone (worker paused, 100-event batches) accepted 69,000/s, \
+                 already below 74,000/s"
+            ),
+            "{}",
+            t.bound_by
+        );
+
+        r.phases[0].accepted_per_s = 80_000.0;
+        r.evaluate();
+        assert!(!copy_target(&r).bound_by.contains("ingestion alone"));
     }
 
     #[test]
