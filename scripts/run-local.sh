@@ -110,7 +110,16 @@ if [ "$SMOKE" = 1 ]; then
     done
     echo "Smoke: $rows rows stored, $expected distinct events published"
     [ "$rows" = "$expected" ] || { echo "Smoke test failed" >&2; exit 1; }
-    curl -fs "http://127.0.0.1:$WORKER_PORT/metrics" | grep -q '^worker_events_processed_total' ||
+    # The body is read whole first: `curl | grep -q` under pipefail fails when grep stops
+    # reading early (curl gets SIGPIPE); the counter follows the commit, so it may lag the
+    # rows by a moment.
+    metrics=""
+    for _ in $(seq 1 50); do
+        metrics=$(curl -fsS "http://127.0.0.1:$WORKER_PORT/metrics") || metrics=""
+        grep -q '^worker_events_processed_total' <<<"$metrics" && break
+        sleep 0.1
+    done
+    grep -q '^worker_events_processed_total' <<<"$metrics" ||
         { echo "worker metrics missing" >&2; exit 1; }
     # The README's report examples, over a range holding the smoke events: each answers
     # 200 with the fields the README shows.
