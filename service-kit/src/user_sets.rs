@@ -880,9 +880,9 @@ mod tests {
         assert_eq!(follower_bucket("x"), None);
     }
 
-    #[test]
-    fn profiles_encode_equal_exactly_when_they_are_equal() {
-        let base = Activity {
+    /// A Facebook top event of user 1 (key 1) in Berlin, with every demographic fact.
+    fn berlin_viewer() -> Activity {
+        Activity {
             source: "facebook".into(),
             funnel_stage: "top".into(),
             event_type: "ad.view".into(),
@@ -895,7 +895,12 @@ mod tests {
             city: Some("Berlin".into()),
             followers: None,
             device: None,
-        };
+        }
+    }
+
+    #[test]
+    fn profiles_encode_equal_exactly_when_they_are_equal() {
+        let base = berlin_viewer();
         let encoded = |a: &Activity| {
             let mut out = Vec::new();
             Profile::of(a).encode(&mut out);
@@ -975,20 +980,7 @@ mod tests {
 
     #[test]
     fn only_the_dims_needing_demographics_change_without_them() {
-        let full = Activity {
-            source: "facebook".into(),
-            funnel_stage: "top".into(),
-            event_type: "ad.view".into(),
-            user_id: "u".into(),
-            user_key: Some(1),
-            country: Some("Germany".into()),
-            revenue: None,
-            age: Some("30".into()),
-            gender: Some("female".into()),
-            city: Some("Berlin".into()),
-            followers: None,
-            device: None,
-        };
+        let full = berlin_viewer();
         let lean = Activity {
             age: None,
             gender: None,
