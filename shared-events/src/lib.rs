@@ -13,6 +13,9 @@ mod spec;
 mod validate;
 
 pub use event::Event;
-pub use money::{MoneyError, format_money, parse_amount};
+pub use money::{MAX_AMOUNT, MoneyError, format_money, parse_amount};
 pub use spec::{ENVELOPE_FIELDS, FunnelStage, Source, event_types, is_known_event_type, stage_of};
-pub use validate::{FieldError, MAX_EVENT_ID_CHARS, validate};
+pub use validate::{
+    EARLIEST_EVENT_TIME, FieldError, MAX_EVENT_ID_CHARS, MAX_EVENT_TIME_AHEAD, MAX_ID_CHARS,
+    MAX_PLACE_CHARS, MAX_TEXT_CHARS, validate,
+};

@@ -11,7 +11,14 @@ pub enum MoneyError {
     Negative,
     /// More digits than an exact decimal can hold (28 significant digits).
     TooLarge,
+    /// Above [`MAX_AMOUNT`].
+    AboveMaximum,
 }
+
+/// The largest `purchaseAmount` accepted: one trillion. Far above any real purchase, and
+/// low enough that sums of amounts cannot overflow an exact decimal (about 7.9e28) before
+/// ten quadrillion purchases.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0);
 
 impl std::fmt::Display for MoneyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -19,6 +26,7 @@ impl std::fmt::Display for MoneyError {
             MoneyError::NotDecimal => "must be a decimal string such as \"149.99\"",
             MoneyError::Negative => "must not be negative",
             MoneyError::TooLarge => "has more digits than an exact decimal can hold (28)",
+            MoneyError::AboveMaximum => "must be at most 1000000000000 (one trillion)",
         })
     }
 }
@@ -44,7 +52,11 @@ pub fn parse_amount(s: &str) -> Result<Decimal, MoneyError> {
     if significant > MAX_DIGITS {
         return Err(MoneyError::TooLarge);
     }
-    Decimal::from_str_exact(unsigned).map_err(|_| MoneyError::TooLarge)
+    let amount = Decimal::from_str_exact(unsigned).map_err(|_| MoneyError::TooLarge)?;
+    if amount > MAX_AMOUNT {
+        return Err(MoneyError::AboveMaximum);
+    }
+    Ok(amount)
 }
 
 const MAX_DIGITS: usize = 28;
@@ -91,6 +103,15 @@ mod tests {
             assert_eq!(parse_amount(bad), Err(MoneyError::NotDecimal), "{bad:?}");
         }
         assert_eq!(parse_amount("-1.00"), Err(MoneyError::Negative));
+        assert_eq!(
+            parse_amount("9000000000000000000000000000"),
+            Err(MoneyError::AboveMaximum)
+        );
+        assert_eq!(
+            parse_amount("1000000000000.01"),
+            Err(MoneyError::AboveMaximum)
+        );
+        assert_eq!(parse_amount("1000000000000.00"), Ok(MAX_AMOUNT));
         assert_eq!(
             parse_amount("123456789012345678901234567890.5"),
             Err(MoneyError::TooLarge)

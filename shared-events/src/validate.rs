@@ -8,11 +8,26 @@ use crate::event::Event;
 use crate::money::parse_amount;
 use crate::spec::{FunnelStage, Source, event_types, is_known_event_type, stage_of};
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
 
 /// `eventId` is at most this many characters (Unicode scalar values).
 pub const MAX_EVENT_ID_CHARS: usize = 128;
+/// Other identifiers (`userId`, `adId`, `campaignId`, `videoId`, `profileId`) and names
+/// (`name`, `username`), in characters. Identifiers are indexed (user keys, campaign
+/// rollups): a btree entry holds about 2.7 kB, and 256 characters of up to 4 bytes stay
+/// well under it together with the rest of the key.
+pub const MAX_ID_CHARS: usize = 256;
+/// Places (`country`, `city`), in characters: both sit in one per-user-set key.
+pub const MAX_PLACE_CHARS: usize = 128;
+/// Free text (`purchasedItem`), in characters.
+pub const MAX_TEXT_CHARS: usize = 1024;
+/// The earliest event time (`timestamp`, `actionTime`) accepted.
+pub const EARLIEST_EVENT_TIME: OffsetDateTime = datetime!(2000-01-01 00:00 UTC);
+/// How far ahead of the receiver's clock an event time may be (clock skew, time zones
+/// gotten wrong by a day).
+pub const MAX_EVENT_TIME_AHEAD: Duration = Duration::days(1);
 
 /// One problem of one event: where it is (`data.user.age`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +46,7 @@ pub fn validate(value: &Value) -> Result<Event<'_>, Vec<FieldError>> {
         v.push("$", "an event must be a JSON object");
         return Err(v.errors);
     };
+    v.no_nul("", value);
 
     let event_id = v.required_str(root, "", "eventId").and_then(|id| {
         let chars = id.chars().count();
@@ -114,7 +130,21 @@ pub fn validate(value: &Value) -> Result<Event<'_>, Vec<FieldError>> {
 }
 
 fn one_of(allowed: &[&str], got: &str) -> String {
-    format!("must be one of {} (got \"{got}\")", allowed.join(", "))
+    format!(
+        "must be one of {} (got {})",
+        allowed.join(", "),
+        quoted(got)
+    )
+}
+
+/// A value echoed in an error message, quoted, and cut after 64 characters so that a
+/// 10,000-character value does not make a 10,000-character message.
+fn quoted(s: &str) -> String {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("\"{}\"… ({} characters)", &s[..cut], s.chars().count()),
+        None => format!("\"{s}\""),
+    }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -213,9 +243,41 @@ impl Validator {
         self.string(obj, parent, key, Null::Refused)
     }
 
-    fn non_empty_str(&mut self, obj: &Map<String, Value>, parent: &str, key: &str) {
+    /// A required, non-empty string of at most `max` characters.
+    fn non_empty_str(&mut self, obj: &Map<String, Value>, parent: &str, key: &str, max: usize) {
         if self.required_str(obj, parent, key) == Some("") {
             self.push(path(parent, key), "must not be empty");
+        } else {
+            self.at_most(obj, parent, key, max);
+        }
+    }
+
+    /// A string (`null` allowed or not) of at most `max` characters.
+    fn bounded_str(
+        &mut self,
+        obj: &Map<String, Value>,
+        parent: &str,
+        key: &str,
+        null: Null,
+        max: usize,
+    ) {
+        if self.string(obj, parent, key, null).is_some() {
+            self.at_most(obj, parent, key, max);
+        }
+    }
+
+    /// Reports a string field longer than `max` characters (Unicode scalar values).
+    fn at_most(&mut self, obj: &Map<String, Value>, parent: &str, key: &str, max: usize) {
+        if let Some(s) = obj.get(key).and_then(Value::as_str)
+            && s.len() > max
+        {
+            let chars = s.chars().count();
+            if chars > max {
+                self.push(
+                    path(parent, key),
+                    format!("must be at most {max} characters (has {chars})"),
+                );
+            }
         }
     }
 
@@ -246,15 +308,67 @@ impl Validator {
         }
     }
 
+    /// PostgreSQL refuses the NUL character in `text` and anywhere in `jsonb`, keys
+    /// included, so it is refused wherever it appears: in a field (`key` is its path) or in
+    /// its descendants and their names.
+    fn no_nul(&mut self, field: &str, value: &Value) {
+        const REASON: &str = "must not contain the NUL character (\\u0000)";
+        match value {
+            Value::String(s) if s.contains('\0') => self.push(field, REASON),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.no_nul(&format!("{field}[{i}]"), item);
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    // The envelope's `eventId` refuses every control character itself.
+                    if field.is_empty() && key == "eventId" {
+                        continue;
+                    }
+                    let field = path(field, &key.replace('\0', "\\u0000"));
+                    if key.contains('\0') {
+                        self.push(
+                            &field,
+                            "the field's name must not contain the NUL character",
+                        );
+                    }
+                    self.no_nul(&field, item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Parses an RFC 3339 date-time within the accepted window: from
+    /// [`EARLIEST_EVENT_TIME`] to [`MAX_EVENT_TIME_AHEAD`] past now. Times outside it are
+    /// far more likely a producer's bug than an event, and storage and the reports' bucket
+    /// arithmetic need bounded times.
     fn date_time(&mut self, s: &str, field: &str) -> Option<OffsetDateTime> {
         match OffsetDateTime::parse(s, &Rfc3339) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                let latest = OffsetDateTime::now_utc() + MAX_EVENT_TIME_AHEAD;
+                if t < EARLIEST_EVENT_TIME || t > latest {
+                    self.push(
+                        field,
+                        format!(
+                            "must be between 2000-01-01T00:00:00Z and one day from now \
+                             (got {})",
+                            quoted(s)
+                        ),
+                    );
+                    None
+                } else {
+                    Some(t)
+                }
+            }
             Err(_) => {
                 self.push(
                     field,
                     format!(
                         "must be an RFC 3339 date-time with an offset or Z, such as \
-                         2026-03-01T12:34:56.789Z (got \"{s}\")"
+                         2026-03-01T12:34:56.789Z (got {})",
+                        quoted(s)
                     ),
                 );
                 None
@@ -310,7 +424,7 @@ impl Validator {
         if let Some(s) = self.string(obj, parent, key, Null::Allowed)
             && let Err(e) = parse_amount(s)
         {
-            self.push(path(parent, key), format!("{e} (got \"{s}\")"));
+            self.push(path(parent, key), format!("{e} (got {})", quoted(s)));
         }
     }
 
@@ -324,7 +438,7 @@ impl Validator {
             if !is_known_event_type(t) {
                 self.push(
                     "eventType",
-                    format!("\"{t}\" is not an event type of any source"),
+                    format!("{} is not an event type of any source", quoted(t)),
                 );
             }
             return None;
@@ -338,8 +452,9 @@ impl Validator {
                 self.push(
                     "eventType",
                     format!(
-                        "must be a {source} event type: {} (got \"{t}\")",
-                        all.join(", ")
+                        "must be a {source} event type: {} (got {})",
+                        all.join(", "),
+                        quoted(t)
                     ),
                 );
                 None
@@ -359,21 +474,21 @@ impl Validator {
 
     fn facebook_user(&mut self, user: &Map<String, Value>) {
         let p = "data.user";
-        self.non_empty_str(user, p, "userId");
-        self.required_str(user, p, "name");
+        self.non_empty_str(user, p, "userId", MAX_ID_CHARS);
+        self.bounded_str(user, p, "name", Null::Refused, MAX_ID_CHARS);
         self.integer(user, p, "age", 0, 150);
         self.enum_str(user, p, "gender", &["male", "female", "non-binary"]);
         if let Some(location) = self.required_object(user, p, "location") {
             let p = "data.user.location";
-            self.non_empty_str(location, p, "country");
-            self.required_str(location, p, "city");
+            self.non_empty_str(location, p, "country", MAX_PLACE_CHARS);
+            self.bounded_str(location, p, "city", Null::Refused, MAX_PLACE_CHARS);
         }
     }
 
     fn tiktok_user(&mut self, user: &Map<String, Value>) {
         let p = "data.user";
-        self.non_empty_str(user, p, "userId");
-        self.required_str(user, p, "username");
+        self.non_empty_str(user, p, "userId", MAX_ID_CHARS);
+        self.bounded_str(user, p, "username", Null::Refused, MAX_ID_CHARS);
         self.integer(user, p, "followers", 0, u64::MAX);
     }
 
@@ -381,13 +496,13 @@ impl Validator {
         let p = "data.engagement";
         self.date_time_field(e, p, "actionTime");
         self.enum_str(e, p, "referrer", &["newsfeed", "marketplace", "groups"]);
-        self.string(e, p, "videoId", Null::Allowed);
+        self.bounded_str(e, p, "videoId", Null::Allowed, MAX_ID_CHARS);
     }
 
     fn facebook_bottom(&mut self, e: &Map<String, Value>) {
         let p = "data.engagement";
-        self.required_str(e, p, "adId");
-        self.non_empty_str(e, p, "campaignId");
+        self.bounded_str(e, p, "adId", Null::Refused, MAX_ID_CHARS);
+        self.non_empty_str(e, p, "campaignId", MAX_ID_CHARS);
         self.enum_str(
             e,
             p,
@@ -404,15 +519,15 @@ impl Validator {
         self.number(e, p, "watchTime", None);
         self.number(e, p, "percentageWatched", Some(100.0));
         self.enum_str(e, p, "device", &["Android", "iOS", "Desktop"]);
-        self.non_empty_str(e, p, "country");
-        self.required_str(e, p, "videoId");
+        self.non_empty_str(e, p, "country", MAX_PLACE_CHARS);
+        self.bounded_str(e, p, "videoId", Null::Refused, MAX_ID_CHARS);
     }
 
     fn tiktok_bottom(&mut self, e: &Map<String, Value>) {
         let p = "data.engagement";
         self.date_time_field(e, p, "actionTime");
-        self.string(e, p, "profileId", Null::Allowed);
-        self.string(e, p, "purchasedItem", Null::Allowed);
+        self.bounded_str(e, p, "profileId", Null::Allowed, MAX_ID_CHARS);
+        self.bounded_str(e, p, "purchasedItem", Null::Allowed, MAX_TEXT_CHARS);
         self.amount(e, p, "purchaseAmount");
     }
 }

@@ -6,14 +6,17 @@
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use shared_events::{FunnelStage, Source, event_types, validate};
+use shared_events::{
+    FunnelStage, MAX_ID_CHARS, MAX_PLACE_CHARS, MAX_TEXT_CHARS, Source, event_types, validate,
+};
 
+/// What a field holds; strings with their most characters.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Id,
-    Str,
-    NonEmpty,
-    NullableStr,
+    Str(usize),
+    NonEmpty(usize),
+    NullableStr(usize),
     Enum(&'static [&'static str]),
     Int { max: Option<u64> },
     Num { max: Option<f64> },
@@ -27,19 +30,22 @@ fn fields(source: Source, stage: FunnelStage) -> Vec<Field> {
     let mut f: Vec<Field> = vec![("eventId", Kind::Id), ("timestamp", Kind::DateTime)];
     match source {
         Source::Facebook => f.extend([
-            ("data.user.userId", Kind::NonEmpty),
-            ("data.user.name", Kind::Str),
+            ("data.user.userId", Kind::NonEmpty(MAX_ID_CHARS)),
+            ("data.user.name", Kind::Str(MAX_ID_CHARS)),
             ("data.user.age", Kind::Int { max: Some(150) }),
             (
                 "data.user.gender",
                 Kind::Enum(&["male", "female", "non-binary"]),
             ),
-            ("data.user.location.country", Kind::NonEmpty),
-            ("data.user.location.city", Kind::Str),
+            (
+                "data.user.location.country",
+                Kind::NonEmpty(MAX_PLACE_CHARS),
+            ),
+            ("data.user.location.city", Kind::Str(MAX_PLACE_CHARS)),
         ]),
         Source::Tiktok => f.extend([
-            ("data.user.userId", Kind::NonEmpty),
-            ("data.user.username", Kind::Str),
+            ("data.user.userId", Kind::NonEmpty(MAX_ID_CHARS)),
+            ("data.user.username", Kind::Str(MAX_ID_CHARS)),
             ("data.user.followers", Kind::Int { max: None }),
         ]),
     }
@@ -50,11 +56,11 @@ fn fields(source: Source, stage: FunnelStage) -> Vec<Field> {
                 "data.engagement.referrer",
                 Kind::Enum(&["newsfeed", "marketplace", "groups"]),
             ),
-            ("data.engagement.videoId", Kind::NullableStr),
+            ("data.engagement.videoId", Kind::NullableStr(MAX_ID_CHARS)),
         ]),
         (Source::Facebook, FunnelStage::Bottom) => f.extend([
-            ("data.engagement.adId", Kind::Str),
-            ("data.engagement.campaignId", Kind::NonEmpty),
+            ("data.engagement.adId", Kind::Str(MAX_ID_CHARS)),
+            ("data.engagement.campaignId", Kind::NonEmpty(MAX_ID_CHARS)),
             (
                 "data.engagement.clickPosition",
                 Kind::Enum(&["top_left", "bottom_right", "center"]),
@@ -76,13 +82,16 @@ fn fields(source: Source, stage: FunnelStage) -> Vec<Field> {
                 "data.engagement.device",
                 Kind::Enum(&["Android", "iOS", "Desktop"]),
             ),
-            ("data.engagement.country", Kind::NonEmpty),
-            ("data.engagement.videoId", Kind::Str),
+            ("data.engagement.country", Kind::NonEmpty(MAX_PLACE_CHARS)),
+            ("data.engagement.videoId", Kind::Str(MAX_ID_CHARS)),
         ]),
         (Source::Tiktok, FunnelStage::Bottom) => f.extend([
             ("data.engagement.actionTime", Kind::DateTime),
-            ("data.engagement.profileId", Kind::NullableStr),
-            ("data.engagement.purchasedItem", Kind::NullableStr),
+            ("data.engagement.profileId", Kind::NullableStr(MAX_ID_CHARS)),
+            (
+                "data.engagement.purchasedItem",
+                Kind::NullableStr(MAX_TEXT_CHARS),
+            ),
             ("data.engagement.purchaseAmount", Kind::Amount),
         ]),
     }
@@ -92,9 +101,18 @@ fn fields(source: Source, stage: FunnelStage) -> Vec<Field> {
 fn valid_value(kind: Kind) -> BoxedStrategy<Value> {
     match kind {
         Kind::Id => "[a-zA-Z0-9-]{1,64}".prop_map(Value::from).boxed(),
-        Kind::Str => "[a-zA-Z ]{0,12}".prop_map(Value::from).boxed(),
-        Kind::NonEmpty => "[a-zA-Z0-9-]{1,12}".prop_map(Value::from).boxed(),
-        Kind::NullableStr => {
+        // Up to the limit exactly, in characters of up to four bytes.
+        Kind::Str(max) => prop_oneof![
+            "[a-zA-Z ]{0,12}".prop_map(Value::from),
+            Just(Value::from("é".repeat(max))),
+        ]
+        .boxed(),
+        Kind::NonEmpty(max) => prop_oneof![
+            "[a-zA-Z0-9-]{1,12}".prop_map(Value::from),
+            Just(Value::from("😀".repeat(max))),
+        ]
+        .boxed(),
+        Kind::NullableStr(_) => {
             prop_oneof![Just(Value::Null), "[a-z0-9-]{0,8}".prop_map(Value::from)].boxed()
         }
         Kind::Enum(values) => prop::sample::select(values).prop_map(Value::from).boxed(),
@@ -105,7 +123,8 @@ fn valid_value(kind: Kind) -> BoxedStrategy<Value> {
             .prop_map(Value::from)
             .boxed(),
         Kind::DateTime => (
-            2000u32..2100,
+            // Every valid time is from 2000 to one day from now.
+            2000u32..2026,
             1u32..=12,
             1u32..=28,
             0u32..24,
@@ -138,11 +157,33 @@ fn corruptions(kind: Kind) -> Vec<Option<Value>> {
             Some(json!("")),
             Some(Value::from("x".repeat(129))),
             Some(json!("a\nb")),
+            Some(json!("a\u{0}b")),
             wrong_type,
         ],
-        Kind::Str => vec![None, Some(Value::Null), wrong_type, Some(json!({}))],
-        Kind::NonEmpty => vec![None, Some(json!("")), wrong_type, Some(Value::Null)],
-        Kind::NullableStr => vec![wrong_type, Some(json!(true)), Some(json!(["a"]))],
+        Kind::Str(max) => vec![
+            None,
+            Some(Value::Null),
+            wrong_type,
+            Some(json!({})),
+            Some(Value::from("x".repeat(max + 1))),
+            Some(json!("a\u{0}b")),
+        ],
+        Kind::NonEmpty(max) => vec![
+            None,
+            Some(json!("")),
+            wrong_type,
+            Some(Value::Null),
+            Some(Value::from("😀".repeat(max + 1))),
+            Some(Value::from("x".repeat(10_000))),
+            Some(json!("a\u{0}b")),
+        ],
+        Kind::NullableStr(max) => vec![
+            wrong_type,
+            Some(json!(true)),
+            Some(json!(["a"])),
+            Some(Value::from("x".repeat(max + 1))),
+            Some(json!("\u{0}")),
+        ],
         Kind::Enum(_) => vec![None, Some(json!("bogus")), Some(json!("")), wrong_type],
         Kind::Int { max: Some(max) } => vec![
             None,
@@ -168,12 +209,19 @@ fn corruptions(kind: Kind) -> Vec<Option<Value>> {
             Some(json!("2026-03-01T12:00:00")),
             Some(json!("yesterday")),
             wrong_type,
+            Some(json!("0001-01-01T00:00:00+01:00")),
+            Some(json!("1999-12-31T23:59:59.999Z")),
+            Some(json!("2000-01-01T00:30:00+01:00")),
+            Some(json!("9999-12-31T23:59:59-01:00")),
+            Some(json!("9999-12-31T23:59:59Z")),
         ],
         Kind::Amount => vec![
             Some(json!("-1.00")),
             Some(json!("1e3")),
             Some(json!("12,50")),
             Some(json!(149.99)),
+            Some(json!("9000000000000000000000000000")),
+            Some(json!("1000000000000.01")),
         ],
     }
 }
@@ -375,4 +423,39 @@ fn stage_and_type_mismatches_and_wrong_roots_are_named() {
         .map(|e| e.field)
         .collect();
     assert_eq!(fields, ["source", "data"]);
+}
+
+#[test]
+fn a_nul_anywhere_is_named_unknown_fields_and_field_names_included() {
+    let event = json!({"eventId":"e","timestamp":"2026-03-01T12:00:05Z","source":"tiktok",
+        "funnelStage":"top","eventType":"like","note":"a\u{0}",
+        "data":{"user":{"userId":"u","username":"n","followers":1,"tags":["ok","b\u{0}"]},
+                "engagement":{"watchTime":1,"percentageWatched":5,"device":"iOS",
+                              "country":"Chile","videoId":"v","x\u{0}y":1}}});
+    let errors = validate(&event).err().unwrap_or_default();
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["data.engagement.x\\u0000y", "data.user.tags[1]", "note"],
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().all(|e| e.reason.contains("NUL")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_long_value_is_quoted_short_in_the_error() {
+    let long = "x".repeat(10_000);
+    let event = json!({"eventId":"e","timestamp":long,"source":"tiktok",
+        "funnelStage":"top","eventType":"like","data":{"user":{},"engagement":{}}});
+    let errors = validate(&event).err().unwrap_or_default();
+    assert_eq!(errors[0].field, "timestamp");
+    assert!(errors[0].reason.len() < 300, "{}", errors[0].reason);
+    assert!(
+        errors[0].reason.contains("(10000 characters)"),
+        "{}",
+        errors[0].reason
+    );
 }
