@@ -18,6 +18,8 @@ pub struct Config {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "PORT", default_value_t = 3002)]
     pub port: u16,
+    #[command(flatten)]
+    pub http: service_kit::http::HttpArgs,
     /// The primary database (used when no read replica is given).
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/events",
           value_parser = postgres_url, hide_env_values = true)]

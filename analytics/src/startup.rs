@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 pub struct App {
     listener: TcpListener,
     router: Router,
+    http: service_kit::http::HttpArgs,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -73,6 +74,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     Ok(App {
         listener,
         router,
+        http: config.http,
         background,
     })
 }
@@ -89,7 +91,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
         drain: Duration,
     ) -> anyhow::Result<()> {
-        service_kit::http::serve_with_drain(self.listener, self.router, shutdown, drain).await?;
+        service_kit::http::serve_with_drain(self.listener, self.router, self.http, shutdown, drain)
+            .await?;
         for task in self.background {
             task.abort();
         }

@@ -21,6 +21,8 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 3001)]
     pub port: u16,
     #[command(flatten)]
+    pub http: service_kit::http::HttpArgs,
+    #[command(flatten)]
     pub stream: StreamArgs,
     /// Largest accepted request body, in bytes (413 beyond).
     #[arg(long, env = "MAX_BODY_BYTES", default_value = "2097152", value_parser = positive)]

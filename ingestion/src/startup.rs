@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 pub struct App {
     listener: TcpListener,
     router: Router,
+    http: service_kit::http::HttpArgs,
     client: async_nats::Client,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -85,6 +86,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     Ok(App {
         listener,
         router,
+        http: config.http,
         client,
         background,
     })
@@ -103,7 +105,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
         drain: Duration,
     ) -> anyhow::Result<()> {
-        service_kit::http::serve_with_drain(self.listener, self.router, shutdown, drain).await?;
+        service_kit::http::serve_with_drain(self.listener, self.router, self.http, shutdown, drain)
+            .await?;
         if let Err(error) = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await
         {
             tracing::warn!(%error, "NATS flush timed out");

@@ -4,6 +4,11 @@ use axum::Router;
 use std::future::Future;
 use tokio::net::TcpListener;
 
+mod connection;
+pub mod limits;
+
+pub use limits::HttpArgs;
+
 /// Adds the request metrics middleware, labelled with the service name.
 pub fn instrument(router: Router, service: &'static str) -> Router {
     router.layer(axum::middleware::from_fn_with_state(
@@ -18,6 +23,7 @@ pub fn instrument(router: Router, service: &'static str) -> Router {
 pub async fn serve_with_drain(
     listener: TcpListener,
     router: Router,
+    limits: HttpArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: std::time::Duration,
 ) -> std::io::Result<()> {
@@ -34,7 +40,7 @@ pub async fn serve_with_drain(
         }
     };
     tokio::select! {
-        result = serve(listener, router, signal) => result,
+        result = serve(listener, router, limits, signal) => result,
         () = deadline => {
             tracing::warn!(?drain, "Requests still in flight after the drain timeout");
             Ok(())
@@ -43,13 +49,13 @@ pub async fn serve_with_drain(
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and finishes the requests
-/// already received (the lifecycle of `runtime.md`).
+/// already received (the lifecycle of `runtime.md`), each client held to `limits`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: HttpArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    connection::serve(listener, router, limits, shutdown).await;
+    Ok(())
 }

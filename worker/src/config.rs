@@ -23,6 +23,8 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 3003)]
     pub port: u16,
     #[command(flatten)]
+    pub http: service_kit::http::HttpArgs,
+    #[command(flatten)]
     pub stream: StreamArgs,
     /// PostgreSQL the events are stored in; the worker applies `sql/` migrations to it.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/events",

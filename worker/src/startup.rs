@@ -22,6 +22,7 @@ use tokio::sync::watch;
 pub struct App {
     listener: TcpListener,
     router: Router,
+    http: service_kit::http::HttpArgs,
     client: async_nats::Client,
     stop: watch::Sender<bool>,
     supervisor: tokio::task::JoinHandle<()>,
@@ -100,6 +101,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     Ok(App {
         listener,
         router,
+        http: config.http,
         client,
         stop,
         supervisor,
@@ -124,6 +126,7 @@ impl App {
         let server = tokio::spawn(service_kit::http::serve(
             self.listener,
             self.router,
+            self.http,
             async {
                 let _ = health_stop_rx.await;
             },
