@@ -24,6 +24,8 @@ pub struct Options {
     pub publish_timeout_ms: Option<u64>,
     pub stream_max_msgs: Option<i64>,
     pub rate_limit_events_per_sec: Option<u32>,
+    /// The HTTP limits (every `HTTP_*` variable), when not the defaults.
+    pub http: Option<service_kit::http::HttpArgs>,
 }
 
 /// A running ingestion service and its private nats-server.
@@ -89,6 +91,22 @@ pub async fn spawn_app(options: Options) -> TestApp {
         "nats-stream-max-msgs",
         options.stream_max_msgs.map(|v| v.to_string()),
     );
+    if let Some(http) = options.http {
+        args.extend(
+            [
+                ("--http-header-timeout-secs", http.http_header_timeout_secs),
+                ("--http-body-timeout-secs", http.http_body_timeout_secs),
+                (
+                    "--http-request-timeout-secs",
+                    http.http_request_timeout_secs,
+                ),
+                ("--http-idle-timeout-secs", http.http_idle_timeout_secs),
+                ("--http-max-connections", http.http_max_connections as u64),
+            ]
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_owned(), value.to_string()]),
+        );
+    }
     let config = Config::try_parse_from(args).expect("test configuration parses");
 
     let app = build(config).await.expect("the service builds");

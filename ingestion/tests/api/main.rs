@@ -12,4 +12,5 @@ mod publish;
 mod ratelimit;
 mod requests;
 mod signature;
+mod slow_clients;
 mod validation;
