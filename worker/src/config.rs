@@ -23,8 +23,6 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 3003)]
     pub port: u16,
     #[command(flatten)]
-    pub http: service_kit::http::HttpArgs,
-    #[command(flatten)]
     pub stream: StreamArgs,
     /// PostgreSQL the events are stored in; the worker applies `sql/` migrations to it.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/events",
@@ -52,6 +50,10 @@ pub struct Config {
     /// The dead-letter stream (subjects `dlq.<original subject>`).
     #[arg(long, env = "NATS_DLQ_STREAM", default_value = "EVENTS_DLQ")]
     pub nats_dlq_stream: String,
+    /// How long a dead letter is kept before the broker drops it (`30d`, `12h`, `90m`,
+    /// `45s`; `0` keeps it until purged). Applied to an existing DLQ stream at start-up.
+    #[arg(long, env = "NATS_DLQ_MAX_AGE", default_value = "30d", value_parser = duration)]
+    pub nats_dlq_max_age: Duration,
     /// Milliseconds a pull waits to fill a batch when traffic is light (latency bound).
     #[arg(long, env = "BATCH_LINGER_MS", default_value = "50",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -90,10 +92,52 @@ pub enum Command {
     /// Apply migrations, recompute every rollup and per-user set from the raw `events`
     /// table, then exit. Writers wait while the counts are recomputed.
     RebuildRollups,
+    /// Inspect, replay and purge dead letters (`NATS_DLQ_STREAM`), then exit.
+    #[command(subcommand)]
+    Dlq(crate::dlq::admin::DlqCommand),
+}
+
+/// A duration as a whole number with a unit: `s`, `m`, `h` or `d` (`0` alone is zero).
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let seconds_per_unit = match unit {
+        "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        "d" => Some(86_400),
+        _ => None,
+    };
+    seconds_per_unit
+        .zip(number.parse::<u64>().ok())
+        .and_then(|(unit, n)| n.checked_mul(unit))
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("expected a duration such as 30d, 12h, 90m or 45s, got {s:?}"))
 }
 
 impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_whole_number_and_a_unit() {
+        assert_eq!(duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(duration("90m"), Ok(Duration::from_secs(90 * 60)));
+        assert_eq!(duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "30", "1.5h", "-3d", "7 days", "d"] {
+            assert!(duration(bad).is_err(), "{bad:?} is refused");
+        }
     }
 }

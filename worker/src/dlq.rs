@@ -1,5 +1,10 @@
 //! The dead-letter stream: messages that can never be stored, kept with the original
-//! payload and headers plus why, how often delivered, and where they came from.
+//! payload and headers plus why, how often delivered, and where they came from; and the
+//! operator's commands over it (`worker dlq ...`, in `admin`).
+
+pub mod admin;
+mod entry;
+mod queue;
 
 use crate::store::Rejection;
 use async_nats::HeaderMap;
@@ -13,24 +18,45 @@ pub const DELIVERY_COUNT_HEADER: &str = "Dlq-Delivery-Count";
 pub const SUBJECT_HEADER: &str = "Dlq-Original-Subject";
 pub const SEQUENCE_HEADER: &str = "Dlq-Original-Sequence";
 pub const FAILED_AT_HEADER: &str = "Dlq-Failed-At";
+/// The original `Nats-Msg-Id` (ingestion sets it to the eventId), else the payload's
+/// `eventId`: what a replay publishes as `Nats-Msg-Id` again. Absent when neither exists.
+pub const EVENT_ID_HEADER: &str = "Dlq-Event-Id";
+
+/// How long a dead letter is kept unless `NATS_DLQ_MAX_AGE` says otherwise: a month covers
+/// an incident, its review and a holiday in between, while the payloads (user data) do not
+/// stay in the broker indefinitely.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Publishes dead letters to the DLQ stream.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     js: jetstream::Context,
     stream: String,
+    max_age: Duration,
 }
 
 impl DeadLetters {
     pub fn new(js: jetstream::Context, stream: String) -> Self {
-        DeadLetters { js, stream }
+        DeadLetters {
+            js,
+            stream,
+            max_age: DEFAULT_MAX_AGE,
+        }
     }
 
-    /// Creates the DLQ stream if missing. Limits retention (kept until an operator purges
-    /// it), `DiscardNew` so a full DLQ refuses (and the message stays in the events stream)
-    /// rather than silently dropping older dead letters.
+    /// How long the broker keeps a dead letter (`NATS_DLQ_MAX_AGE`; zero keeps it until
+    /// an operator purges it).
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// Creates the DLQ stream if missing, or applies the configured max age to an existing
+    /// one. Limits retention (kept until it expires or an operator purges it), `DiscardNew`
+    /// so a full DLQ refuses (and the message stays in the events stream) rather than
+    /// silently dropping older dead letters.
     pub async fn ensure_stream(&self, subject_prefix: &str) -> Result<(), String> {
-        let config = stream::Config {
+        let wanted = stream::Config {
             name: self.stream.clone(),
             subjects: vec![format!("dlq.{subject_prefix}.>")],
             retention: stream::RetentionPolicy::Limits,
@@ -38,14 +64,43 @@ impl DeadLetters {
             discard: stream::DiscardPolicy::New,
             max_bytes: 1 << 30,
             duplicate_window: Duration::from_secs(120),
+            max_age: self.max_age,
             description: Some("Events that can never be stored, with the reason".into()),
             ..Default::default()
         };
-        self.js
-            .get_or_create_stream(config)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("cannot create DLQ stream {}: {e}", self.stream))
+        let not_found = |e: &jetstream::context::GetStreamError| {
+            matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref api)
+                    if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            )
+        };
+        match self.js.get_stream(&self.stream).await {
+            Ok(existing) => {
+                let have = &existing.cached_info().config;
+                if have.max_age == wanted.max_age {
+                    return Ok(());
+                }
+                // Only the retention changes: the other settings may have been tuned by hand.
+                let updated = stream::Config {
+                    max_age: wanted.max_age,
+                    ..have.clone()
+                };
+                tracing::info!(stream = %self.stream, max_age = ?wanted.max_age, "Applying the DLQ max age");
+                self.js
+                    .update_stream(&updated)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot update DLQ stream {}: {e}", self.stream))
+            }
+            Err(e) if not_found(&e) => self
+                .js
+                .create_stream(wanted)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("cannot create DLQ stream {}: {e}", self.stream)),
+            Err(e) => Err(format!("cannot look up DLQ stream {}: {e}", self.stream)),
+        }
     }
 
     /// Publishes `message` to the DLQ and waits for the PubAck. Idempotent: a redelivered
@@ -57,11 +112,13 @@ impl DeadLetters {
     ) -> Result<(), String> {
         let info = message.info().map_err(|e| e.to_string())?;
         let mut headers = HeaderMap::new();
+        let mut event_id = None;
         if let Some(original) = &message.headers {
             for (name, values) in original.iter() {
                 // The original Nats-Msg-Id (the eventId) would make the DLQ drop a second
                 // poison message that reuses an id; the origin identifies it instead.
                 if AsRef::<str>::as_ref(name).eq_ignore_ascii_case("Nats-Msg-Id") {
+                    event_id = values.first().map(|v| v.as_str().to_owned());
                     continue;
                 }
                 for value in values {
@@ -80,6 +137,10 @@ impl DeadLetters {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         headers.insert(FAILED_AT_HEADER, now.as_str());
+        let event_id = event_id.filter(|id| !id.is_empty());
+        if let Some(id) = event_id.or_else(|| entry::payload_event_id(&message.payload)) {
+            headers.insert(EVENT_ID_HEADER, sanitize(&id).as_str());
+        }
 
         let publish = PublishMessage::build()
             .payload(message.payload.clone())

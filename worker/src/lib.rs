@@ -5,7 +5,7 @@
 pub mod compact;
 mod config;
 mod consumer;
-mod dlq;
+pub mod dlq;
 mod gate;
 pub mod migrate;
 mod rollup;

@@ -10,6 +10,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = config::parse_or_exit("worker");
+    // An operator's command: its output is the answer, not interleaved with logs.
+    if let Some(Command::Dlq(command)) = &config.command {
+        std::process::exit(worker::dlq::admin::main(&config, command).await);
+    }
     let telemetry = telemetry::init_with_traces(
         config.log_format,
         &config.rust_log,
@@ -18,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let result = match config.command {
         Some(Command::RebuildRollups) => rebuild_rollups(&config.database_url).await,
+        Some(Command::Dlq(_)) => Ok(()),
         None => {
             let drain = config.shutdown_timeout();
             let app = build(config).await?;
