@@ -7,6 +7,7 @@
 //! written for a range ending now, is taken whole). Everything is read in one REPEATABLE
 //! READ snapshot, so a block, the entries listed for it and the marks are seen together.
 
+use crate::params::unrepresentable_range;
 use crate::routes::{database_error, unavailable};
 use axum::http::StatusCode;
 use deadpool_postgres::{Pool, Transaction};
@@ -14,8 +15,8 @@ use rust_decimal::Decimal;
 use service_kit::error::ApiError;
 use service_kit::user_sets::{
     Activity, Block, OwnedSetKey, PendingError, RAW_SQL, RAW_SQL_WITHOUT_DEMOGRAPHICS, SetKey,
-    SetValue, UserTotals, cover, decode_totals, memberships, needs_demographics, scan_pending,
-    scan_raw, slot_ceil, slot_floor, slot_of, slot_start,
+    SetValue, UserTotals, checked_slot_ceil, checked_slot_floor, checked_slot_start, cover,
+    decode_totals, memberships, needs_demographics, scan_pending, scan_raw, slot_of,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -103,20 +104,32 @@ async fn no_events(
     Ok(tx.query_one(&statement, &[&lo, &hi]).await?.get(0))
 }
 
+/// Plans reading `[from, to)`. Every slot bound is checked: the last slot of time has no
+/// successor, so a range ending in it is read up to `to` raw.
 async fn plan(
     tx: &Transaction<'_>,
+    report: &'static str,
     from: OffsetDateTime,
     to: OffsetDateTime,
-) -> Result<Plan, tokio_postgres::Error> {
-    let (mut start, mut end) = (slot_ceil(from), slot_floor(to));
+) -> Result<Plan, ApiError> {
+    let fail = |e| database_error(report, e);
+    let (Some(floor_from), Some(floor_to)) = (checked_slot_floor(from), checked_slot_floor(to))
+    else {
+        return Err(unrepresentable_range());
+    };
+    let mut start = checked_slot_ceil(from);
+    let mut end = floor_to;
     // A partial slot at an edge is read whole when its part outside the range holds no
     // event: then its blocks hold exactly the range's part of it. That is the slot being
     // written, for a range ending now.
-    if start > from && no_events(tx, slot_floor(from), from).await? {
-        start = slot_floor(from);
+    if floor_from < from && no_events(tx, floor_from, from).await.map_err(fail)? {
+        start = Some(floor_from);
     }
-    if end < to && no_events(tx, to, slot_ceil(to)).await? {
-        end = slot_ceil(to);
+    if end < to
+        && let Some(ceil_to) = checked_slot_ceil(to)
+        && no_events(tx, to, ceil_to).await.map_err(fail)?
+    {
+        end = ceil_to;
     }
     let mut plan = Plan {
         levels: Vec::new(),
@@ -124,13 +137,17 @@ async fn plan(
         raw: Vec::new(),
         pending: Vec::new(),
     };
-    if start >= end {
+    let Some(start) = start.filter(|s| *s < end) else {
         plan.raw.push((from, to));
         return Ok(plan);
-    }
+    };
     let marks: Vec<(i64, bool)> = tx
-        .query(&tx.prepare_cached(DIRTY_SQL).await?, &[&start, &end])
-        .await?
+        .query(
+            &tx.prepare_cached(DIRTY_SQL).await.map_err(fail)?,
+            &[&start, &end],
+        )
+        .await
+        .map_err(fail)?
         .iter()
         .map(|r| (slot_of(r.get(0)), r.get(1)))
         .collect();
@@ -150,11 +167,14 @@ async fn plan(
             _ => plan.raw.push((lo, hi)),
         }
     };
+    // The slots of the cover are in `[start, end)`, so they and their ends are in range.
+    let slot = |h: i64| checked_slot_start(h).ok_or_else(unrepresentable_range);
     push(from, start);
     let mut listed = Vec::new();
     for h in c.raw_slots {
         if full.contains(&h) {
-            push(slot_start(h), slot_start(h + 1));
+            let next = h.checked_add(1).ok_or_else(unrepresentable_range)?;
+            push(slot(h)?, slot(next)?);
         } else {
             listed.push(h);
         }
@@ -163,7 +183,7 @@ async fn plan(
     for h in listed {
         plan.levels.push(0);
         plan.indexes.push(h);
-        plan.pending.push(slot_start(h));
+        plan.pending.push(slot(h)?);
     }
     Ok(plan)
 }
@@ -281,7 +301,7 @@ pub async fn sets_of(
     let mut client = connection(pool, report).await?;
     let tx = snapshot(&mut client, report).await?;
     let fail = |e| database_error(report, e);
-    let plan = plan(&tx, from, to).await.map_err(fail)?;
+    let plan = plan(&tx, report, from, to).await?;
 
     let mut sets: Vec<Sets> = vec![HashMap::new(); selectors.len()];
     if !plan.levels.is_empty() {
@@ -353,7 +373,7 @@ pub async fn top_users(
     let mut client = connection(pool, report).await?;
     let tx = snapshot(&mut client, report).await?;
     let fail = |e| database_error(report, e);
-    let plan = plan(&tx, from, to).await.map_err(fail)?;
+    let plan = plan(&tx, report, from, to).await?;
 
     // Keys are unique across sources, so one map holds every user.
     let mut totals: BTreeMap<u32, UserTotals> = BTreeMap::new();

@@ -215,12 +215,17 @@ query_params!(
     RangeQuery => vec![
         time_param(
             "from",
-            "Start of the range (inclusive), RFC 3339. Default: `to` minus 7 days.",
+            "Start of the range (inclusive), RFC 3339 with any offset. Once converted to UTC \
+             it must be from 0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z (the \
+             instants RFC 3339 can write in UTC; answers give the range back in UTC), else \
+             the answer is a 400 naming it. Default: `to` minus 7 days, but not before \
+             0000-01-01T00:00:00Z.",
             "2026-03-01T00:00:00Z",
         ),
         time_param(
             "to",
-            "End of the range (exclusive), RFC 3339; must be later than `from`. Default: now.",
+            "End of the range (exclusive), RFC 3339 with any offset; in UTC within the same \
+             bounds as `from`, and later than `from`. Default: now.",
             "2026-03-08T00:00:00Z",
         ),
     ]

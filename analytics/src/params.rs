@@ -2,13 +2,14 @@
 //! `400 invalid_parameter` with `details: [{"field","reason"}]`; unknown and repeated
 //! parameters are errors too, so a typo is never silently ignored.
 
+use crate::range::{EARLIEST, representable};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use service_kit::error::ApiError;
 use shared_events::{FunnelStage, Source, is_known_event_type};
 use std::collections::HashMap;
 use time::format_description::well_known::Rfc3339;
-use time::{Duration, OffsetDateTime};
+use time::{Duration, OffsetDateTime, UtcOffset};
 
 /// Default range when `from`/`to` are absent: the 7 days up to now.
 const DEFAULT_SPAN: Duration = Duration::days(7);
@@ -62,15 +63,28 @@ impl Params {
             .push(json!({"field": field, "reason": reason.into()}));
     }
 
+    /// An RFC 3339 instant, in UTC, within [`EARLIEST`, [`crate::range::LATEST`]].
     fn time(&mut self, name: &str) -> Option<OffsetDateTime> {
         let raw = self.values.get(name)?.clone();
-        match OffsetDateTime::parse(&raw, &Rfc3339) {
-            Ok(t) => Some(t),
-            Err(_) => {
+        let Ok(t) = OffsetDateTime::parse(&raw, &Rfc3339) else {
+            self.error(
+                name,
+                format!("must be an RFC 3339 date-time such as 2026-03-01T00:00:00Z (got {raw:?})"),
+            );
+            return None;
+        };
+        // A local time near year 0 or 9999 with an offset can fall outside them in UTC.
+        match t
+            .checked_to_offset(UtcOffset::UTC)
+            .filter(|t| representable(*t))
+        {
+            Some(t) => Some(t),
+            None => {
                 self.error(
                     name,
                     format!(
-                        "must be an RFC 3339 date-time such as 2026-03-01T00:00:00Z (got {raw:?})"
+                        "must be from 0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z \
+                         in UTC (got {raw:?}, outside them once its offset is applied)"
                     ),
                 );
                 None
@@ -78,16 +92,25 @@ impl Params {
         }
     }
 
-    /// `[from, to)`: defaults `to` = now, `from` = `to` − 7 days; `from >= to` is an error.
+    /// `[from, to)`, in UTC: defaults `to` = now, `from` = `to` − 7 days (not before
+    /// [`EARLIEST`]); `from >= to` is an error.
     pub fn range(&mut self) -> (OffsetDateTime, OffsetDateTime) {
-        let to = self.time("to");
         let from = self.time("from");
+        let to = self.time("to");
         let to_value = to.unwrap_or_else(OffsetDateTime::now_utc);
-        let from_value = from.unwrap_or(to_value - DEFAULT_SPAN);
-        if from_value >= to_value
-            && (self.values.contains_key("from") || self.values.contains_key("to"))
-        {
-            self.error("from", "must be earlier than to");
+        let from_value = from.unwrap_or_else(|| {
+            to_value
+                .checked_sub(DEFAULT_SPAN)
+                .map_or(EARLIEST, |t| t.max(EARLIEST))
+        });
+        // An invalid `to` is already named; now in its place says nothing about `from`.
+        let to_invalid = to.is_none() && self.values.contains_key("to");
+        if from_value >= to_value && !to_invalid {
+            if from.is_some() {
+                self.error("from", "must be earlier than to");
+            } else if to.is_some() {
+                self.error("to", "must be later than 0000-01-01T00:00:00Z");
+            }
         }
         (from_value, to_value)
     }
@@ -209,14 +232,32 @@ impl Params {
         if self.errors.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                "one or more query parameters are invalid",
-            )
-            .with_details(self.errors))
+            Err(invalid(self.errors))
         }
     }
+}
+
+fn invalid(details: Vec<Value>) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        "one or more query parameters are invalid",
+    )
+    .with_details(details)
+}
+
+/// The answer for a range whose date arithmetic fails while a report is computed. The
+/// parameters refuse every range that could ([`Params::range`]), so this is a defence that
+/// keeps a missed case a `400` rather than a panic.
+pub fn unrepresentable_range() -> ApiError {
+    let reason = "the range cannot be computed: from and to must be from \
+                  0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z in UTC";
+    invalid(
+        ["from", "to"]
+            .into_iter()
+            .map(|field| json!({"field": field, "reason": reason}))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -279,6 +320,46 @@ mod tests {
         let (from, to) = p.range();
         assert_eq!(to - from, Duration::days(7));
         assert!(p.finish().is_ok());
+    }
+
+    #[test]
+    fn a_range_must_be_writable_in_utc_whatever_the_offset() {
+        let range = |from: &str, to: &str| {
+            let mut p = params(&[("from", from), ("to", to)], &["from", "to"]);
+            let range = p.range();
+            (range, fields(p))
+        };
+        let ((from, to), bad) = range("0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z");
+        assert_eq!((from, to, bad), (EARLIEST, crate::range::LATEST, vec![]));
+        // At +01:00 the first day of year 1 starts in year 0, in UTC: accepted, in UTC.
+        let ((from, _), bad) = range("0001-01-01T00:00:00+01:00", "2026-03-01T00:00:00Z");
+        assert_eq!(from, time::macros::datetime!(0000-12-31 23:00 UTC));
+        assert_eq!(from.offset(), UtcOffset::UTC);
+        assert!(bad.is_empty());
+        // 10000-01-01T00:59:59Z and -0001-12-31T23:00:00Z in UTC: each named.
+        let (_, bad) = range("9999-12-31T23:59:59-01:00", "2026-03-01T00:00:00Z");
+        assert_eq!(bad, ["from"]);
+        let (_, bad) = range("2026-03-01T00:00:00Z", "0000-01-01T00:00:00+01:00");
+        assert_eq!(bad, ["to"]);
+        let (_, bad) = range("9999-12-31T23:59:59-01:00", "0000-01-01T00:00:00+01:00");
+        assert_eq!(bad, ["from", "to"]);
+        let (_, bad) = range("9999-12-31T23:00:00Z", "9999-12-31T23:59:59-01:00");
+        assert_eq!(bad, ["to"], "from is not later than a to it was not given");
+        let (_, bad) = range(
+            "9999-12-31T23:59:59.999999999Z",
+            "9999-12-31T23:59:59.999999999Z",
+        );
+        assert_eq!(bad, ["from"]);
+    }
+
+    #[test]
+    fn the_default_from_stops_at_the_earliest_instant() {
+        let mut p = params(&[("to", "0000-01-03T00:00:00Z")], &["from", "to"]);
+        assert_eq!(p.range().0, EARLIEST);
+        assert!(p.finish().is_ok());
+        let mut p = params(&[("to", "0000-01-01T00:00:00Z")], &["from", "to"]);
+        p.range();
+        assert_eq!(fields(p), ["to"]);
     }
 
     #[test]

@@ -7,6 +7,20 @@
 
 pub use service_kit::schema::Grain;
 use time::OffsetDateTime;
+use time::macros::datetime;
+
+/// The earliest `from` or `to` a report accepts: the first instant RFC 3339 can write in
+/// UTC. Answers give their range back in UTC, so a range must be writable there.
+pub const EARLIEST: OffsetDateTime = datetime!(0000-01-01 0:00 UTC);
+
+/// The latest `from` or `to` a report accepts: the last instant RFC 3339 can write in UTC
+/// (also the last one `time` represents).
+pub const LATEST: OffsetDateTime = datetime!(9999-12-31 23:59:59.999_999_999 UTC);
+
+/// Whether `t` is within [`EARLIEST`, `LATEST`].
+pub fn representable(t: OffsetDateTime) -> bool {
+    (EARLIEST..=LATEST).contains(&t)
+}
 
 /// The pieces of a range: whole buckets per grain, and raw edges.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -53,7 +67,9 @@ impl Pieces {
     }
 }
 
-/// Covers `[from, to)` with whole buckets of `grains` (coarsest first) and raw edges.
+/// Covers `[from, to)` with whole buckets of `grains` (coarsest first) and raw edges. A
+/// bucket whose bounds `time` cannot represent (past 9999-12-31 in UTC) is left to the
+/// finer grains and the raw edges, so the pieces tile any range.
 pub fn split(from: OffsetDateTime, to: OffsetDateTime, grains: &[Grain]) -> Pieces {
     let mut pieces = Pieces::default();
     cover(from, to, grains, &mut pieces);
@@ -68,13 +84,13 @@ fn cover(from: OffsetDateTime, to: OffsetDateTime, grains: &[Grain], out: &mut P
         out.raw.push((from, to));
         return;
     };
-    let (start, end) = (grain.ceil(from), grain.floor(to));
-    if start < end {
-        out.buckets.push((grain.code(), start, end));
-        cover(from, start, finer, out);
-        cover(end, to, finer, out);
-    } else {
-        cover(from, to, finer, out);
+    match (grain.checked_ceil(from), grain.checked_floor(to)) {
+        (Some(start), Some(end)) if start < end => {
+            out.buckets.push((grain.code(), start, end));
+            cover(from, start, finer, out);
+            cover(end, to, finer, out);
+        }
+        _ => cover(from, to, finer, out),
     }
 }
 
@@ -82,7 +98,6 @@ fn cover(from: OffsetDateTime, to: OffsetDateTime, grains: &[Grain], out: &mut P
 mod tests {
     use super::*;
     use time::Duration;
-    use time::macros::datetime;
 
     const ALL: &[Grain] = &[Grain::Day, Grain::Hour, Grain::Minute];
 
@@ -165,6 +180,19 @@ mod tests {
                 datetime!(2026-03-01 0:00 +05:30),
                 datetime!(2026-06-01 0:00 UTC),
             ),
+            // The ends of the accepted ranges: the buckets after the last cannot be
+            // represented, nor the hour before the first at +01:00.
+            (EARLIEST, LATEST),
+            (datetime!(9999-12-31 23:59:30 UTC), LATEST),
+            (
+                datetime!(9999-12-31 12:00 UTC),
+                datetime!(9999-12-31 13:00 UTC),
+            ),
+            (
+                datetime!(0001-01-01 0:00 +01:00),
+                datetime!(9999-12-31 23:59:59 +01:00),
+            ),
+            (EARLIEST, datetime!(0000-01-01 0:00:00.000_001 UTC)),
         ];
         for (from, to) in cases {
             for grains in [ALL, &[Grain::Hour, Grain::Day][..1], &[]] {
@@ -181,5 +209,43 @@ mod tests {
                 assert_eq!(total, to - from, "{from} {to} {grains:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_last_instants_are_covered_by_finer_buckets_and_a_raw_edge() {
+        let from = datetime!(9999-12-31 22:59:30 UTC);
+        let p = split(from, LATEST, ALL);
+        // No day or hour starts in it and ends in range: minutes, then raw edges.
+        assert_eq!(
+            p.buckets,
+            vec![(
+                b'm' as i8,
+                datetime!(9999-12-31 23:00 UTC),
+                datetime!(9999-12-31 23:59 UTC)
+            )]
+        );
+        assert_eq!(
+            p.raw,
+            vec![
+                (from, datetime!(9999-12-31 23:00 UTC)),
+                (datetime!(9999-12-31 23:59 UTC), LATEST)
+            ]
+        );
+    }
+
+    #[test]
+    fn only_instants_writable_in_utc_are_representable() {
+        use time::macros::offset;
+        assert!(representable(EARLIEST) && representable(LATEST));
+        assert!(!representable(EARLIEST - Duration::NANOSECOND));
+        assert!(!representable(
+            datetime!(0000-01-01 0:00 UTC).replace_offset(offset!(+1))
+        ));
+        assert!(!representable(
+            datetime!(9999-12-31 23:59:59 UTC).replace_offset(offset!(-1))
+        ));
+        assert!(representable(
+            datetime!(0001-01-01 0:00 UTC).replace_offset(offset!(+1))
+        ));
     }
 }

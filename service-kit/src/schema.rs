@@ -115,24 +115,31 @@ impl Grain {
         }
     }
 
-    /// The UTC-aligned start of the bucket holding `t` (what `date_trunc(.., 'UTC')` gives).
-    pub fn floor(self, t: time::OffsetDateTime) -> time::OffsetDateTime {
-        let utc = t.to_offset(time::UtcOffset::UTC);
-        let start = match self {
-            Grain::Minute => time::Time::from_hms(utc.hour(), utc.minute(), 0),
-            Grain::Hour => time::Time::from_hms(utc.hour(), 0, 0),
-            Grain::Day => Ok(time::Time::MIDNIGHT),
-        };
-        utc.replace_time(start.unwrap_or(time::Time::MIDNIGHT))
+    /// The UTC-aligned start of the bucket holding `t` (what `date_trunc(.., 'UTC')` gives),
+    /// in UTC; `None` when that start is outside `time`'s range (years −9999 to 9999 in UTC),
+    /// which only an instant whose own UTC form is outside it can give.
+    pub fn checked_floor(self, t: time::OffsetDateTime) -> Option<time::OffsetDateTime> {
+        // Unix time has no leap seconds, so whole multiples of the length are UTC-aligned.
+        let length = self.length().whole_seconds();
+        let start = t.unix_timestamp().div_euclid(length).checked_mul(length)?;
+        time::OffsetDateTime::from_unix_timestamp(start).ok()
     }
 
-    /// The first bucket start at or after `t`.
-    pub fn ceil(self, t: time::OffsetDateTime) -> time::OffsetDateTime {
-        let floor = self.floor(t);
+    /// [`Grain::checked_floor`] for an instant known to be in range, such as a stored
+    /// event's time (the worker accepts only years 2000 on). An instant whose bucket is
+    /// outside `time`'s range comes back unchanged rather than panicking.
+    pub fn floor(self, t: time::OffsetDateTime) -> time::OffsetDateTime {
+        self.checked_floor(t).unwrap_or(t)
+    }
+
+    /// The first bucket start at or after `t`, in UTC; `None` when it is after the last
+    /// instant `time` can represent (9999-12-31T23:59:59.999999999Z).
+    pub fn checked_ceil(self, t: time::OffsetDateTime) -> Option<time::OffsetDateTime> {
+        let floor = self.checked_floor(t)?;
         if floor == t {
-            floor
+            Some(floor)
         } else {
-            floor + self.length()
+            floor.checked_add(self.length())
         }
     }
 }
@@ -148,9 +155,44 @@ mod tests {
         assert_eq!(Grain::Minute.floor(t), datetime!(2026-02-28 23:30:00 UTC));
         assert_eq!(Grain::Hour.floor(t), datetime!(2026-02-28 23:00:00 UTC));
         assert_eq!(Grain::Day.floor(t), datetime!(2026-02-28 00:00:00 UTC));
-        assert_eq!(Grain::Hour.ceil(t), datetime!(2026-03-01 00:00:00 UTC));
+        assert_eq!(
+            Grain::Hour.checked_ceil(t),
+            Some(datetime!(2026-03-01 00:00:00 UTC))
+        );
         let aligned = datetime!(2026-03-01 00:00 UTC);
-        assert_eq!(Grain::Day.ceil(aligned), aligned);
+        assert_eq!(Grain::Day.checked_ceil(aligned), Some(aligned));
+        assert_eq!(
+            Grain::Hour.floor(datetime!(1969-12-31 23:59:59 UTC)),
+            datetime!(1969-12-31 23:00 UTC)
+        );
+    }
+
+    #[test]
+    fn buckets_at_the_ends_of_time_are_checked_not_panics() {
+        use time::macros::{datetime, offset};
+        let last = datetime!(9999-12-31 23:59:59.999_999_999 UTC);
+        let first = datetime!(-9999-01-01 0:00 UTC);
+        for grain in [Grain::Minute, Grain::Hour, Grain::Day] {
+            // The last bucket starts in range; the one after it does not.
+            assert!(grain.checked_floor(last).is_some_and(|f| f <= last));
+            assert_eq!(grain.checked_ceil(last), None, "{grain:?}");
+            assert_eq!(grain.checked_floor(first), Some(first));
+            assert_eq!(grain.checked_ceil(first), Some(first));
+        }
+        assert_eq!(
+            Grain::Day.checked_ceil(datetime!(9999-12-30 12:00 UTC)),
+            Some(datetime!(9999-12-31 0:00 UTC))
+        );
+        // 10000-01-01T00:59:59Z in UTC: its bucket cannot be represented.
+        let beyond = datetime!(9999-12-31 23:59:59 UTC).replace_offset(offset!(-1));
+        for grain in [Grain::Minute, Grain::Hour, Grain::Day] {
+            assert_eq!(grain.checked_floor(beyond), None, "{grain:?}");
+            assert_eq!(grain.checked_ceil(beyond), None, "{grain:?}");
+            assert_eq!(grain.floor(beyond), beyond, "no panic");
+        }
+        // -9999-01-01T00:00 at +01:00 is the day before time's first one, in UTC.
+        let before = first.replace_offset(offset!(+1));
+        assert_eq!(Grain::Day.checked_floor(before), None);
     }
 
     #[test]

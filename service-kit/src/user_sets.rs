@@ -19,29 +19,43 @@ pub const MAX_LEVEL: i16 = 13;
 /// reads at the edges of its range span at most two quarter-hours.
 pub const SLOT_SECONDS: i64 = 900;
 
-/// The slot (since the Unix epoch) holding `t`.
+/// The slot (since the Unix epoch) holding `t`. Total: every instant `time` represents
+/// has a slot (within ±2^39).
 pub fn slot_of(t: OffsetDateTime) -> i64 {
     t.unix_timestamp().div_euclid(SLOT_SECONDS)
 }
 
-/// The start of slot `h`.
-pub fn slot_start(h: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(h.saturating_mul(SLOT_SECONDS))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+/// The start of slot `h`, in UTC; `None` when it is outside `time`'s range (years −9999 to
+/// 9999 in UTC).
+pub fn checked_slot_start(h: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(h.checked_mul(SLOT_SECONDS)?).ok()
 }
 
-/// The start of the slot holding `t`.
+/// [`checked_slot_start`] for a slot known to be in range, such as a stored event's (the
+/// worker accepts only years 2000 on). A slot outside the range gives the Unix epoch
+/// rather than a panic.
+pub fn slot_start(h: i64) -> OffsetDateTime {
+    checked_slot_start(h).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The start of the slot holding `t`; `None` only when `t`'s own UTC form is out of range.
+pub fn checked_slot_floor(t: OffsetDateTime) -> Option<OffsetDateTime> {
+    checked_slot_start(slot_of(t))
+}
+
+/// [`checked_slot_floor`] for an instant known to be in range (see [`slot_start`]).
 pub fn slot_floor(t: OffsetDateTime) -> OffsetDateTime {
     slot_start(slot_of(t))
 }
 
-/// The first slot start at or after `t`.
-pub fn slot_ceil(t: OffsetDateTime) -> OffsetDateTime {
-    let floor = slot_floor(t);
+/// The first slot start at or after `t`; `None` when it is after the last instant `time`
+/// represents (9999-12-31T23:59:59.999999999Z).
+pub fn checked_slot_ceil(t: OffsetDateTime) -> Option<OffsetDateTime> {
+    let floor = checked_slot_floor(t)?;
     if floor == t {
-        floor
+        Some(floor)
     } else {
-        slot_start(slot_of(t) + 1)
+        checked_slot_start(slot_of(t).checked_add(1)?)
     }
 }
 
@@ -53,7 +67,7 @@ pub struct Block {
 }
 
 impl Block {
-    /// The block of `level` holding slot `h`.
+    /// The block of `level` (0 to [`MAX_LEVEL`]) holding slot `h`.
     pub fn of(h: i64, level: i16) -> Block {
         Block {
             level,
@@ -61,13 +75,21 @@ impl Block {
         }
     }
 
-    pub fn first_slot(self) -> i64 {
-        self.index << self.level
+    /// Slots in a block of this level; `None` outside 0 to 62.
+    fn size(self) -> Option<i64> {
+        let level = u32::try_from(self.level).ok().filter(|l| *l < 63)?;
+        Some(1i64 << level)
     }
 
-    /// One past the last slot.
-    pub fn end_slot(self) -> i64 {
-        (self.index + 1) << self.level
+    /// Its first slot; `None` when that overflows `i64` (never for the level of a stored
+    /// block holding a representable instant).
+    pub fn first_slot(self) -> Option<i64> {
+        self.index.checked_mul(self.size()?)
+    }
+
+    /// One past its last slot; `None` when that overflows `i64`.
+    pub fn end_slot(self) -> Option<i64> {
+        self.index.checked_add(1)?.checked_mul(self.size()?)
     }
 
     /// The two halves (level > 0).
@@ -96,7 +118,8 @@ pub struct Cover {
 }
 
 /// Covers slots `[a, b)` with the fewest blocks (at most ~2 per level), splitting every
-/// block that holds a dirty slot down to the dirty slots themselves.
+/// block that holds a dirty slot down to the dirty slots themselves. Every step is inside
+/// `[a, b]`, so no slot number overflows whatever `a` and `b` are.
 pub fn cover(a: i64, b: i64, dirty: &BTreeSet<i64>) -> Cover {
     let mut out = Cover::default();
     let mut h = a;
@@ -104,31 +127,30 @@ pub fn cover(a: i64, b: i64, dirty: &BTreeSet<i64>) -> Cover {
         let mut level = 0;
         while level < MAX_LEVEL {
             let size = 1i64 << (level + 1);
-            if h.rem_euclid(size) != 0 || h + size > b {
+            if h.rem_euclid(size) != 0 || h.checked_add(size).is_none_or(|end| end > b) {
                 break;
             }
             level += 1;
         }
-        let block = Block::of(h, level);
-        clean(block, dirty, &mut out);
-        h = block.end_slot();
+        // `h` is a multiple of the size, and `h + size <= b` (a level-0 block: `h < b`).
+        let end = h + (1i64 << level);
+        clean(Block::of(h, level), h, end, dirty, &mut out);
+        h = end;
     }
     out
 }
 
-fn clean(block: Block, dirty: &BTreeSet<i64>, out: &mut Cover) {
-    if dirty
-        .range(block.first_slot()..block.end_slot())
-        .next()
-        .is_none()
-    {
+/// Adds `block` (the slots `[first, end)`), or its parts holding no dirty slot.
+fn clean(block: Block, first: i64, end: i64, dirty: &BTreeSet<i64>, out: &mut Cover) {
+    if dirty.range(first..end).next().is_none() {
         out.blocks.push(block);
     } else if block.level == 0 {
         out.raw_slots.push(block.index);
     } else {
-        for child in block.children() {
-            clean(child, dirty, out);
-        }
+        let middle = first + (end - first) / 2;
+        let [low, high] = block.children();
+        clean(low, first, middle, dirty, out);
+        clean(high, middle, end, dirty, out);
     }
 }
 
@@ -728,7 +750,7 @@ mod tests {
         let mut all: Vec<i64> = c
             .blocks
             .iter()
-            .flat_map(|b| b.first_slot()..b.end_slot())
+            .flat_map(|b| b.first_slot().unwrap()..b.end_slot().unwrap())
             .chain(c.raw_slots.iter().copied())
             .collect();
         all.sort();
@@ -739,14 +761,69 @@ mod tests {
     fn slots_are_utc_and_floor_before_the_epoch() {
         let t = datetime!(2026-03-01 10:59:59.9 +02:00);
         assert_eq!(slot_floor(t), datetime!(2026-03-01 08:45 UTC));
-        assert_eq!(slot_ceil(t), datetime!(2026-03-01 09:00 UTC));
+        assert_eq!(checked_slot_ceil(t), Some(datetime!(2026-03-01 09:00 UTC)));
         let aligned = datetime!(2026-03-01 08:30 UTC);
         assert_eq!(
-            (slot_floor(aligned), slot_ceil(aligned)),
-            (aligned, aligned)
+            (checked_slot_floor(aligned), checked_slot_ceil(aligned)),
+            (Some(aligned), Some(aligned))
         );
         assert_eq!(slot_of(datetime!(1969-12-31 23:50 UTC)), -1);
         assert_eq!(slot_of(datetime!(1969-12-31 23:30 UTC)), -2);
+    }
+
+    #[test]
+    fn slots_at_the_ends_of_time_are_checked_not_panics() {
+        use time::macros::offset;
+        let last = datetime!(9999-12-31 23:59:59.999_999_999 UTC);
+        assert_eq!(
+            checked_slot_floor(last),
+            Some(datetime!(9999-12-31 23:45 UTC))
+        );
+        assert_eq!(checked_slot_ceil(last), None, "10000-01-01 is out of range");
+        assert_eq!(
+            checked_slot_ceil(datetime!(9999-12-31 23:30:01 UTC)),
+            Some(datetime!(9999-12-31 23:45 UTC))
+        );
+        assert_eq!(checked_slot_start(slot_of(last) + 1), None);
+        let first = datetime!(-9999-01-01 0:00 UTC);
+        assert_eq!(checked_slot_ceil(first), Some(first));
+        assert_eq!(checked_slot_start(slot_of(first) - 1), None);
+        for h in [i64::MIN, i64::MAX] {
+            assert_eq!(checked_slot_start(h), None);
+            assert_eq!(slot_start(h), OffsetDateTime::UNIX_EPOCH, "no panic");
+        }
+        // 10000-01-01T00:59:59Z in UTC: no slot of it can be represented.
+        let beyond = datetime!(9999-12-31 23:59:59 UTC).replace_offset(offset!(-1));
+        assert_eq!(checked_slot_floor(beyond), None);
+        assert_eq!(checked_slot_ceil(beyond), None);
+    }
+
+    #[test]
+    fn blocks_at_the_ends_of_i64_are_checked_not_panics() {
+        let top = Block::of(i64::MAX, MAX_LEVEL);
+        assert_eq!(top.first_slot(), Some(i64::MAX >> MAX_LEVEL << MAX_LEVEL));
+        assert_eq!(top.end_slot(), None);
+        assert_eq!(Block::of(i64::MIN, 0).first_slot(), Some(i64::MIN));
+        assert_eq!(
+            Block {
+                level: -1,
+                index: 0
+            }
+            .first_slot(),
+            None
+        );
+        assert_eq!(
+            Block {
+                level: 63,
+                index: 1
+            }
+            .end_slot(),
+            None
+        );
+        let c = cover(i64::MAX - 5, i64::MAX, &[i64::MAX - 2].into());
+        assert_eq!(slots(&c), (i64::MAX - 5..i64::MAX).collect::<Vec<_>>());
+        let c = cover(i64::MIN, i64::MIN + 5, &BTreeSet::new());
+        assert_eq!(slots(&c), (i64::MIN..i64::MIN + 5).collect::<Vec<_>>());
     }
 
     #[test]
@@ -778,7 +855,12 @@ mod tests {
         assert_eq!(slots(&c), (0..2048).collect::<Vec<_>>());
         assert_eq!(c.raw_slots, vec![10, 11, 700, 2000]);
         for b in &c.blocks {
-            assert!(dirty.range(b.first_slot()..b.end_slot()).next().is_none());
+            assert!(
+                dirty
+                    .range(b.first_slot().unwrap()..b.end_slot().unwrap())
+                    .next()
+                    .is_none()
+            );
         }
     }
 

@@ -26,10 +26,12 @@ pub struct AppState {
 /// The raw query pairs of a request (`?a=1&b=2`), kept in order with repeats.
 pub type Pairs = axum::extract::Query<Vec<(String, String)>>;
 
-/// An instant as the API writes it: RFC 3339 in UTC (`2026-03-01T12:00:00Z`).
+/// An instant as the API writes it: RFC 3339 in UTC (`2026-03-01T12:00:00Z`). Every
+/// instant a report gives is within the accepted ranges (`crate::range::LATEST`), so
+/// writable; one that is not would be written empty rather than panic.
 pub fn timestamp(t: OffsetDateTime) -> String {
-    t.to_offset(UtcOffset::UTC)
-        .format(&Rfc3339)
+    t.checked_to_offset(UtcOffset::UTC)
+        .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
 }
 

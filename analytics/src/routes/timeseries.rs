@@ -1,7 +1,7 @@
 //! `GET /analytics/timeseries`: counts and revenue per UTC-aligned bucket, zero-filled.
 
 use super::{AppState, Pairs, money, query_pieces, timestamp};
-use crate::params::Params;
+use crate::params::{Params, unrepresentable_range};
 use crate::range::{Grain, split};
 use axum::Json;
 use axum::extract::State;
@@ -113,24 +113,22 @@ pub async fn timeseries(
         "day" => Grain::Day,
         _ => Grain::Hour,
     };
-    // Points run from the bucket holding `from` to the one holding the last instant
-    // before `to`.
-    let first = grain.floor(from);
-    let last = grain.floor(to - time::Duration::NANOSECOND);
-    let buckets = if from < to {
-        (last - first).whole_seconds() / grain.length().whole_seconds() + 1
-    } else {
-        0
-    };
-    if buckets > MAX_BUCKETS {
+    let span = buckets(from, to, grain);
+    if let Some((_, n)) = span
+        && n > MAX_BUCKETS
+    {
         p.reject(
             "interval",
             format!(
-                "the range holds {buckets} {interval} buckets; at most {MAX_BUCKETS} are allowed"
+                "the range holds {n} {interval} buckets; at most {MAX_BUCKETS} are allowed: \
+                 take a coarser interval or a shorter range"
             ),
         );
     }
     p.finish()?;
+    let Some((first, buckets)) = span else {
+        return Err(unrepresentable_range());
+    };
 
     // Only rollups no coarser than the interval can be placed in its buckets.
     let grains: &[Grain] = match grain {
@@ -162,21 +160,80 @@ pub async fn timeseries(
     };
     let mut found: HashMap<OffsetDateTime, (i64, Decimal)> = HashMap::with_capacity(rows.len());
     for r in &rows {
-        let sum = found.entry(grain.floor(r.get(0))).or_default();
+        // Every row's time is in `[from, to)`, so its bucket is one of the points.
+        let Some(bucket) = grain.checked_floor(r.get(0)) else {
+            continue;
+        };
+        let sum = found.entry(bucket).or_default();
         sum.0 += r.get::<_, i64>(1);
         sum.1 += r.get::<_, Decimal>(2);
     }
 
-    let mut points = Vec::with_capacity(buckets.max(0) as usize);
-    let mut bucket = first;
-    for _ in 0..buckets {
-        let (count, revenue) = found.get(&bucket).copied().unwrap_or_default();
-        points.push(Point {
-            bucket: timestamp(bucket),
-            count,
-            revenue: money(Some(revenue)),
-        });
-        bucket += grain.length();
-    }
+    // The bucket after the last may be past 9999-12-31: the walk stops at the last.
+    let points = std::iter::successors(Some(first), |b| b.checked_add(grain.length()))
+        .take(usize::try_from(buckets).unwrap_or(0))
+        .map(|bucket| {
+            let (count, revenue) = found.get(&bucket).copied().unwrap_or_default();
+            Point {
+                bucket: timestamp(bucket),
+                count,
+                revenue: money(Some(revenue)),
+            }
+        })
+        .collect();
     Ok(Json(Timeseries { interval, points }))
+}
+
+/// The first bucket and how many there are: from the bucket holding `from` to the one
+/// holding the last instant before `to` (none when `from >= to`). `None` when a bound is
+/// outside `time`'s range, which the parameters already refuse.
+fn buckets(
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    grain: Grain,
+) -> Option<(OffsetDateTime, i64)> {
+    let first = grain.checked_floor(from)?;
+    if from >= to {
+        return Some((first, 0));
+    }
+    let last = grain.checked_floor(to.checked_sub(time::Duration::NANOSECOND)?)?;
+    let steps = (last - first)
+        .whole_seconds()
+        .checked_div(grain.length().whole_seconds())?;
+    Some((first, steps.checked_add(1)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::range::{EARLIEST, LATEST};
+    use time::macros::datetime;
+
+    #[test]
+    fn buckets_run_from_the_one_holding_from_to_the_one_before_to() {
+        let from = datetime!(2026-03-01 10:30 UTC);
+        assert_eq!(
+            buckets(from, datetime!(2026-03-01 12:00 UTC), Grain::Hour),
+            Some((datetime!(2026-03-01 10:00 UTC), 2))
+        );
+        assert_eq!(
+            buckets(from, from, Grain::Hour),
+            Some((datetime!(2026-03-01 10:00 UTC), 0))
+        );
+    }
+
+    #[test]
+    fn buckets_of_the_widest_ranges_are_counted_without_overflow() {
+        // Every day of years 0 to 9999: 3,652,425 of them, the last one 9999-12-31.
+        assert_eq!(
+            buckets(EARLIEST, LATEST, Grain::Day),
+            Some((EARLIEST, 3_652_425))
+        );
+        assert_eq!(
+            buckets(EARLIEST, LATEST, Grain::Minute).map(|b| b.1),
+            Some(3_652_425 * 1440)
+        );
+        let day = datetime!(9999-12-31 0:00 UTC);
+        assert_eq!(buckets(day, LATEST, Grain::Hour), Some((day, 24)));
+    }
 }
