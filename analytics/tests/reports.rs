@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
+mod common;
+
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use service_kit::user_sets::slot_floor;
@@ -205,86 +207,23 @@ impl Setup {
 /// The pipeline with the data set stored. `compact_interval_ms`: the worker's compaction
 /// interval (`None`: its default).
 async fn setup(api_key: Option<&str>, compact_interval_ms: Option<u64>) -> Setup {
-    service_kit::telemetry::init_for_tests();
-    let (nats, pg) = tokio::try_join!(NatsServer::start(), Postgres::start()).unwrap();
-    let db = pg.create_database("events").await.unwrap();
-    let name = testkit::unique_name();
-    let stream = [
-        "--nats-url".to_owned(),
-        nats.url(),
-        "--nats-stream".into(),
-        format!("{}_EVENTS", name.to_uppercase()),
-        "--nats-subject-prefix".into(),
-        format!("{name}.events"),
-    ];
-    let mut tasks = Vec::new();
-
-    let mut args = vec![
-        "ingestion".to_owned(),
-        "--host=127.0.0.1".into(),
-        "--port=0".into(),
-    ];
-    args.extend(stream.clone());
-    let ingestion =
-        ingestion::build(<ingestion::Config as clap::Parser>::try_parse_from(args).unwrap())
-            .await
-            .unwrap();
-    let ingestion_port = ingestion.port();
-    tasks.push(tokio::spawn(
-        ingestion.run_until_stopped(std::future::pending(), Duration::from_secs(1)),
-    ));
-
-    let mut args = vec![
-        "worker".to_owned(),
-        "--host=127.0.0.1".into(),
-        "--port=0".into(),
-        "--database-url".into(),
-        db.clone(),
-        "--nats-consumer".into(),
-        format!("{name}-w"),
-        "--nats-dlq-stream".into(),
-        format!("{}_DLQ", name.to_uppercase()),
-        "--nats-batch-size".into(),
-        "64".into(),
-    ];
-    if let Some(ms) = compact_interval_ms {
-        args.push(format!("--compact-interval-ms={ms}"));
-    }
-    args.extend(stream);
-    let worker = worker::build(<worker::Config as clap::Parser>::try_parse_from(args).unwrap())
+    let common::Pipeline {
+        _nats: nats,
+        pg,
+        ingestion,
+        analytics,
+        http,
+        tasks,
+    } = common::Pipeline::start(api_key, compact_interval_ms)
         .await
         .unwrap();
-    tasks.push(tokio::spawn(
-        worker.run_until_stopped(std::future::pending(), Duration::from_secs(1)),
-    ));
-
-    let mut args = vec![
-        "analytics".to_owned(),
-        "--host=127.0.0.1".into(),
-        "--port=0".into(),
-        "--database-url".into(),
-        db,
-    ];
-    if let Some(key) = api_key {
-        args.extend(["--analytics-api-key".to_owned(), key.to_owned()]);
-    }
-    let analytics =
-        analytics::build(<analytics::Config as clap::Parser>::try_parse_from(args).unwrap())
-            .await
-            .unwrap();
-    let analytics_port = analytics.port();
-    tasks.push(tokio::spawn(
-        analytics.run_until_stopped(std::future::pending(), Duration::from_secs(1)),
-    ));
-
-    let http = reqwest::Client::new();
     let events = generate(1200);
-    let facts = send(&http, ingestion_port, &pg, &events, events.len()).await;
+    let facts = send(&http, ingestion, &pg, &events, events.len()).await;
     Setup {
         _nats: nats,
         pg,
-        ingestion: ingestion_port,
-        analytics: analytics_port,
+        ingestion,
+        analytics,
         http,
         facts,
         tasks,
