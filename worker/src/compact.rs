@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::watch;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 /// Arbitrary, fixed key of the compaction lock ("usersets" in ASCII).
@@ -556,65 +555,6 @@ fn columns<'a>(keys: impl Iterator<Item = &'a OwnedSetKey>) -> [Vec<&'a str>; 6]
         cols[5].push(&k.context);
     }
     cols
-}
-
-/// Compacts every `interval` until `stop`; publishes `worker_user_sets_dirty_slots` (slots
-/// not complete until compacted) and counts `worker_user_sets_compacted_slots_total`.
-pub async fn run(
-    pool: deadpool_postgres::Pool,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        let mut client = match pool.get().await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::debug!(%error, "Compactor: no database connection");
-                continue;
-            }
-        };
-        loop {
-            match round(&mut client, ROUND_SLOTS, OPEN_FOLD_AFTER).await {
-                Ok(slots) => {
-                    metrics::counter!("worker_user_sets_compacted_slots_total")
-                        .increment(slots.len() as u64);
-                    if let (Some(first), Some(last)) = (slots.first(), slots.last()) {
-                        tracing::debug!(
-                            slots = slots.len(),
-                            first = %slot_start(*first),
-                            last = %slot_start(*last),
-                            "Per-user sets compacted"
-                        );
-                    }
-                    if (slots.len() as i64) < ROUND_SLOTS || *stop.borrow() {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "Compaction round failed; retrying later"
-                    );
-                    break;
-                }
-            }
-        }
-        if let Ok(row) = client
-            .query_one("SELECT count(*) FROM user_sets_dirty", &[])
-            .await
-        {
-            metrics::gauge!("worker_user_sets_dirty_slots").set(row.get::<_, i64>(0) as f64);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 3003)]
     pub port: u16,
     #[command(flatten)]
+    pub http: service_kit::http::HttpArgs,
+    #[command(flatten)]
     pub stream: StreamArgs,
     /// PostgreSQL the events are stored in; the worker applies `sql/` migrations to it.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/events",
@@ -43,6 +45,11 @@ pub struct Config {
     /// pulling, so an outage does not exhaust them.
     #[arg(long, env = "NATS_MAX_DELIVER", default_value = "10", value_parser = positive)]
     pub nats_max_deliver: usize,
+    /// Test failpoint: processing the message whose `Nats-Msg-Id` is this panics, so the
+    /// tests can show that a panicking batch holds no other event back. Hidden; never set
+    /// in production.
+    #[arg(long, env = "WORKER_TEST_PANIC_EVENT_ID", hide = true)]
+    pub test_panic_event_id: Option<String>,
     /// Seconds JetStream waits for an ack before redelivering to another worker.
     #[arg(long, env = "NATS_ACK_WAIT_SECS", default_value = "30",
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -12,11 +12,12 @@ use crate::store::{self, Rejection};
 use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use deadpool_postgres::Pool;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use service_kit::stream::{CORRELATION_HEADER, INGESTED_AT_HEADER};
 use service_kit::telemetry::{TARGET, propagation};
 use shared_events::Source;
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -33,6 +34,34 @@ pub struct Ctx {
     pub max_deliver: i64,
     /// Users' keys already committed (`store::KeyCache`).
     pub keys: store::KeyCache,
+    /// Test failpoint (`WORKER_TEST_PANIC_EVENT_ID`): this message id panics.
+    pub panic_event_id: Option<String>,
+}
+
+/// The `reason` labels of `worker_events_failed_total` (events not stored this time; they
+/// are retried).
+pub const FAILURE_REASONS: [&str; 3] = ["database_unavailable", "dlq_unavailable", "panicked"];
+
+/// The `reason` labels of `worker_events_dlq_total`.
+pub const DLQ_REASONS: [&str; 4] = [
+    "undecodable",
+    "invalid_event",
+    store::REFUSED_BY_DATABASE,
+    MAX_DELIVER_EXCEEDED,
+];
+
+const MAX_DELIVER_EXCEEDED: &str = "max_deliver_exceeded";
+
+/// Registers the failure counters at zero, so that `rate()` and alerts see the first
+/// failure, and dashboards show 0 rather than "no data" on a healthy system.
+pub fn register_metrics() {
+    for reason in FAILURE_REASONS {
+        metrics::counter!("worker_events_failed_total", "reason" => reason).increment(0);
+    }
+    for reason in DLQ_REASONS {
+        metrics::counter!("worker_events_dlq_total", "reason" => reason).increment(0);
+    }
+    metrics::counter!(crate::compactor::ERRORS).increment(0);
 }
 
 /// The consumer's settings.
@@ -244,9 +273,52 @@ fn retry_delay(delivered: i64) -> Duration {
 }
 
 /// Decodes, inserts, acks and dead-letters one batch, within its `batch` span.
+///
+/// Nothing reachable from a message should panic; if something does, the panic is caught
+/// here rather than losing the task's messages until `ack_wait`. What the batch did before
+/// is unknown, so each message is processed again alone (a row stored or a message acked
+/// already is deduplicated): its batch-mates go on, and only a message that panics alone
+/// is nak'd, to be dead-lettered after `NATS_MAX_DELIVER` deliveries.
 async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: OwnedSemaphorePermit) {
     let span = batch_span(&messages);
-    process_batch(&ctx, &messages).instrument(span).await;
+    let Err(panic) = caught(process_batch(&ctx, &messages).instrument(span.clone())).await else {
+        return;
+    };
+    tracing::error!(
+        panic,
+        events = messages.len(),
+        "Batch processing panicked; processing its messages one by one"
+    );
+    for m in &messages {
+        let one = std::slice::from_ref(m);
+        if let Err(panic) = caught(process_batch(&ctx, one).instrument(span.clone())).await {
+            metrics::counter!("worker_events_failed_total", "reason" => "panicked").increment(1);
+            tracing::error!(
+                panic,
+                correlation_id = header(m, CORRELATION_HEADER).unwrap_or(""),
+                event_id = header(m, NATS_MESSAGE_ID).unwrap_or(""),
+                subject = %m.subject,
+                "Event panicked the worker; it will be redelivered"
+            );
+            let _ = m
+                .ack_with(AckKind::Nak(Some(retry_delay(delivered(m)))))
+                .await;
+        }
+    }
+}
+
+/// Runs `work`, turning a panic into its message.
+async fn caught(work: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned())
+        })
 }
 
 /// The batch's span, for trace export only (disabled, and free, when export is off): the
@@ -279,11 +351,16 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
             dead.push((
                 i,
                 Rejection::new(
-                    "max_deliver_exceeded",
+                    MAX_DELIVER_EXCEEDED,
                     format!("delivered {attempts} times without being stored"),
                 ),
             ));
             continue;
+        }
+        if let Some(id) = &ctx.panic_event_id
+            && header(m, NATS_MESSAGE_ID) == Some(id.as_str())
+        {
+            panic!("test failpoint: message {id}");
         }
         let ingested_at = header(m, INGESTED_AT_HEADER)
             .and_then(|v| v.parse::<i128>().ok())
@@ -342,7 +419,8 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
         }
         Err(error) => {
             tracing::Span::current().record("otel.status_code", "ERROR");
-            ctx.gate.close(&error.0);
+            let error = chain(&error);
+            ctx.gate.close(&error);
             metrics::counter!("worker_events_failed_total", "reason" => "database_unavailable")
                 .increment(rows.len() as u64);
             tracing::warn!(%error, events = rows.len(), "Batch not stored; will be redelivered");
@@ -359,6 +437,18 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
         dead_letter(ctx, &messages[i], rejection).await;
     }
     metrics::histogram!("worker_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+}
+
+/// An error with its sources, one line: `database error: db error: FATAL: ...`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        source = e.source();
+    }
+    line
 }
 
 async fn dead_letter(ctx: &Ctx, m: &jetstream::Message, rejection: Rejection) {

@@ -2,8 +2,10 @@
 //! payload and headers plus why, how often delivered, and where they came from; and the
 //! operator's commands over it (`worker dlq ...`, in `admin`).
 
+mod act;
 pub mod admin;
 mod entry;
+mod inspect;
 mod queue;
 
 use crate::store::Rejection;
@@ -18,6 +20,8 @@ pub const DELIVERY_COUNT_HEADER: &str = "Dlq-Delivery-Count";
 pub const SUBJECT_HEADER: &str = "Dlq-Original-Subject";
 pub const SEQUENCE_HEADER: &str = "Dlq-Original-Sequence";
 pub const FAILED_AT_HEADER: &str = "Dlq-Failed-At";
+/// The PostgreSQL SQLSTATE of a row the database refused (`refused_by_database`).
+pub const SQLSTATE_HEADER: &str = "Dlq-Sqlstate";
 /// The original `Nats-Msg-Id` (ingestion sets it to the eventId), else the payload's
 /// `eventId`: what a replay publishes as `Nats-Msg-Id` again. Absent when neither exists.
 pub const EVENT_ID_HEADER: &str = "Dlq-Event-Id";
@@ -130,6 +134,9 @@ impl DeadLetters {
         headers.insert("Nats-Msg-Id", origin.as_str());
         headers.insert(REASON_HEADER, rejection.reason);
         headers.insert(DETAIL_HEADER, sanitize(&rejection.detail).as_str());
+        if let Some(code) = &rejection.sqlstate {
+            headers.insert(SQLSTATE_HEADER, code.as_str());
+        }
         headers.insert(DELIVERY_COUNT_HEADER, info.delivered.to_string().as_str());
         headers.insert(SUBJECT_HEADER, message.subject.as_str());
         headers.insert(SEQUENCE_HEADER, info.stream_sequence.to_string().as_str());

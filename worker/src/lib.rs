@@ -3,6 +3,7 @@
 //! commit) and dead-letters what can never be stored.
 
 pub mod compact;
+pub mod compactor;
 mod config;
 mod consumer;
 pub mod dlq;

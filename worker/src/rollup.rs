@@ -8,7 +8,7 @@
 //! slots it added events to as dirty and lists the facts of the events it stored, per
 //! slot, in `user_sets_pending`; the compactor adds them to the slots' blocks.
 
-use crate::store::Row;
+use crate::store::{Row, WriteError};
 use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use service_kit::schema::Grain;
@@ -25,18 +25,29 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, row: &Row) {
-        self.events += 1;
-        if let Some(amount) = row.revenue {
-            self.purchases += 1;
-            self.revenue += amount;
-        }
+    /// Counts one row. Sums are checked: validation bounds every amount, so only a
+    /// batch of impossibly many purchases could overflow, but that must refuse the
+    /// batch's rows, not panic the worker.
+    fn add(&mut self, row: &Row) -> Result<(), WriteError> {
+        self.merge(&Totals {
+            events: 1,
+            purchases: i64::from(row.revenue.is_some()),
+            revenue: row.revenue.unwrap_or_default(),
+        })
     }
 
-    fn merge(&mut self, other: &Totals) {
-        self.events += other.events;
-        self.purchases += other.purchases;
-        self.revenue += other.revenue;
+    fn merge(&mut self, other: &Totals) -> Result<(), WriteError> {
+        self.events = self
+            .events
+            .checked_add(other.events)
+            .ok_or(WriteError::Overflow)?;
+        self.purchases = (self.purchases)
+            .checked_add(other.purchases)
+            .ok_or(WriteError::Overflow)?;
+        self.revenue = (self.revenue)
+            .checked_add(other.revenue)
+            .ok_or(WriteError::Overflow)?;
+        Ok(())
     }
 }
 
@@ -84,7 +95,7 @@ pub async fn add(
     rows: &[Row],
     keys: &[Option<i32>],
     inserted: &[bool],
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), WriteError> {
     // One lookup per row: the batch's rows by minute, source, stage and type (a batch
     // spans a minute or two, so a few dozen entries), and by hour and campaign. Every
     // rollup key is derived from those afterwards (the per-grain, per-filter keys looked
@@ -104,12 +115,12 @@ pub async fn add(
         minutes
             .entry((minute, row.source, row.funnel_stage, &row.event_type))
             .or_default()
-            .add(row);
+            .add(row)?;
         if let Some(campaign) = row.campaign_id.as_deref() {
             campaign_hours
                 .entry((Grain::Hour.floor(minute), campaign))
                 .or_default()
-                .add(row);
+                .add(row)?;
         }
         listed
             .entry(slot_floor(minute))
@@ -135,9 +146,9 @@ pub async fn add(
             events
                 .entry((g, bucket, source, stage, event_type))
                 .or_default()
-                .merge(t);
+                .merge(t)?;
             for (s, st) in [("", ""), (source, ""), ("", stage), (source, stage)] {
-                series.entry((g, bucket, s, st)).or_default().merge(t);
+                series.entry((g, bucket, s, st)).or_default().merge(t)?;
             }
         }
     }
@@ -147,7 +158,7 @@ pub async fn add(
             campaigns
                 .entry((grain.code(), grain.floor(hour), campaign))
                 .or_default()
-                .merge(t);
+                .merge(t)?;
         }
     }
     if events.is_empty() {

@@ -1,6 +1,7 @@
 //! Building the worker and running it: migrations under the advisory lock, the streams,
 //! the consumer, the health/metrics endpoint, and a bounded graceful shutdown.
 
+use crate::compactor;
 use crate::config::Config;
 use crate::consumer::{self, Ctx, Settings};
 use crate::dlq::DeadLetters;
@@ -37,6 +38,7 @@ struct Progress {
 
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let metrics = service_kit::metrics::install();
+    consumer::register_metrics();
     let pool = service_kit::db::pool(&config.database_url, config.db_pool_max, &[])
         .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
     let client = stream::connect(&config.stream, "worker")
@@ -61,13 +63,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         dlq: DeadLetters::new(js.clone(), config.nats_dlq_stream.clone()),
         gate,
         max_deliver: config.nats_max_deliver as i64,
+        panic_event_id: config.test_panic_event_id.clone(),
         keys: Default::default(),
     });
-    let compactor = tokio::spawn(crate::compact::run(
-        pool.clone(),
-        Duration::from_millis(config.compact_interval_ms),
-        stop_rx.clone(),
-    ));
     let supervisor = tokio::spawn(supervise(
         config.clone(),
         js.clone(),
@@ -77,7 +75,6 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         stop_rx,
     ));
     let mut background = vec![
-        compactor,
         probe,
         service_kit::metrics::spawn_upkeep(metrics.clone()),
         service_kit::db::spawn_pool_gauge("worker", pool.clone()),
@@ -190,6 +187,16 @@ async fn supervise(
         return;
     };
     tracing::info!(version, "Schema current");
+    // After the migrations: the compactor reads tables they create.
+    let (pool, interval) = (
+        ctx.pool.clone(),
+        Duration::from_millis(config.compact_interval_ms),
+    );
+    let compactor_stop = stop.clone();
+    let compactor = tokio::spawn(compactor::supervise(
+        move || compactor::run(pool.clone(), interval, compactor_stop.clone()),
+        stop.clone(),
+    ));
 
     let streams = retry("Streams", &mut stop, || async {
         stream::ensure_stream(&js, &config.stream).await?;
@@ -198,10 +205,12 @@ async fn supervise(
             .await
     });
     if streams.await.is_none() {
+        let _ = compactor.await;
         return;
     }
     progress.consuming.store(true, Ordering::Relaxed);
     consumer::run(js, settings, ctx, stop).await;
+    let _ = compactor.await;
 }
 
 /// Retries `step` with backoff until it succeeds; `None` if stopped first.
@@ -229,7 +238,8 @@ where
     }
 }
 
-/// Publishes the consumer backlog, the DLQ depth and both streams' size and limits
+/// Publishes the consumer backlog (`worker_consumer_info_stale` is 1 while it cannot be
+/// read), the DLQ depth and both streams' size and limits
 /// (`worker_stream_{messages,bytes,max_messages,max_bytes}{stream}`) every few seconds.
 async fn consumer_gauges(js: async_nats::jetstream::Context, settings: Settings, dlq: String) {
     fn stream_gauges(info: &async_nats::jetstream::stream::Info) {
@@ -251,14 +261,19 @@ async fn consumer_gauges(js: async_nats::jetstream::Context, settings: Settings,
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
+        let mut read = false;
         if let Ok(stream) = js.get_stream(&settings.stream).await {
             stream_gauges(stream.cached_info());
             if let Ok(info) = stream.consumer_info(&settings.durable).await {
                 metrics::gauge!("worker_consumer_pending_messages").set(info.num_pending as f64);
                 metrics::gauge!("worker_consumer_ack_pending_messages")
                     .set(info.num_ack_pending as f64);
+                read = true;
             }
         }
+        // The backlog gauges keep their last value when the consumer cannot be read (NATS
+        // down): this says they are stale, rather than letting a frozen backlog look fine.
+        metrics::gauge!("worker_consumer_info_stale").set(if read { 0.0 } else { 1.0 });
         if let Ok(mut stream) = js.get_stream(&dlq).await
             && let Ok(info) = stream.info().await
         {
