@@ -211,6 +211,22 @@ impl Queue {
         }
     }
 
+    /// The next dead letter at or after `*from` with `reason` (any if `None`); moves
+    /// `*from` past it.
+    pub async fn next_with_reason(
+        &self,
+        from: &mut u64,
+        reason: Option<&str>,
+    ) -> Result<Option<DeadLetter>, DlqError> {
+        while let Some(dead) = self.next(*from).await? {
+            *from = dead.sequence + 1;
+            if reason.is_none_or(|r| dead.reason() == Some(r)) {
+                return Ok(Some(dead));
+            }
+        }
+        Ok(None)
+    }
+
     /// Deletes one dead letter; one already gone (a concurrent purge) is not an error.
     pub async fn delete(&self, sequence: u64) -> Result<(), DlqError> {
         match self.stream.delete_message(sequence).await {
