@@ -60,7 +60,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     };
     let ctx = Arc::new(Ctx {
         pool: pool.clone(),
-        dlq: DeadLetters::new(js.clone(), config.nats_dlq_stream.clone()),
+        dlq: DeadLetters::new(js.clone(), config.nats_dlq_stream.clone())
+            .with_max_age(config.nats_dlq_max_age),
         gate,
         max_deliver: config.nats_max_deliver as i64,
         panic_event_id: config.test_panic_event_id.clone(),

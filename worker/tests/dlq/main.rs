@@ -478,12 +478,10 @@ async fn an_existing_dlq_stream_gets_the_retention_applied() -> anyhow::Result<(
     );
     worker.stop().await?;
 
-    worker::dlq::DeadLetters::new(js.clone(), p.names.dlq.clone())
-        .with_max_age(Duration::from_secs(7 * 86_400))
-        .ensure_stream(&p.names.prefix)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let worker = p.start_worker(&["--nats-dlq-max-age", "7d"]).await?;
+    p.wait_ready(worker.port).await?;
     assert_eq!(max_age(&js).await?, Duration::from_secs(7 * 86_400));
+    worker.stop().await?;
     let info = js
         .get_stream(&p.names.dlq)
         .await?
