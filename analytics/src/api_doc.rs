@@ -128,6 +128,9 @@ pub enum ReportErrors {
     /// The database is unreachable or the query timed out (`unavailable`); retry later.
     #[response(status = 503, headers(("Retry-After" = u32, description = "Seconds to wait before retrying")))]
     Unavailable(ErrorBody),
+    /// A fault of the service, not of the request (`internal_error`); it logs the cause.
+    #[response(status = 500)]
+    Internal(ErrorBody),
 }
 
 /// A string from a closed list, with its default when absent.

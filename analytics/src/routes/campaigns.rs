@@ -48,6 +48,7 @@ fn sql(parts: &str, order: &str) -> String {
 /// Facebook campaigns by revenue or by events.
 #[utoipa::path(
     get,
+    operation_id = "topCampaigns",
     path = "/analytics/campaigns/top",
     tag = "reports",
     params(

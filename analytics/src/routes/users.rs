@@ -38,6 +38,7 @@ pub struct User {
 /// The most active or most valuable users.
 #[utoipa::path(
     get,
+    operation_id = "topUsers",
     path = "/analytics/users/top",
     tag = "reports",
     params(
