@@ -15,7 +15,6 @@
 //! its mark: readers take its level-0 block plus its listed events, never an ancestor.
 //! Nothing on the insert path waits for a build.
 
-use anyhow::Context as _;
 use rust_decimal::Decimal;
 use service_kit::user_sets::{
     Activity, Block, MAX_LEVEL, OwnedSetKey, Profile, RAW_SQL, SetValue, UserTotals, decode_totals,
@@ -118,7 +117,7 @@ pub async fn round(
     max_slots: i64,
     fold_after: Duration,
 ) -> anyhow::Result<Vec<i64>> {
-    let Some(round) = Round::begin(client, max_slots, fold_after).await? else {
+    let Some(mut round) = Round::begin(client, max_slots, fold_after).await? else {
         return Ok(Vec::new());
     };
     round.build().await?;
@@ -139,6 +138,16 @@ pub struct Marks {
 }
 
 impl Marks {
+    /// Leaves out the slots at these indices (ascending): they are not built.
+    fn remove(&mut self, indices: &[usize]) {
+        for &i in indices.iter().rev() {
+            self.slots.remove(i);
+            self.gens.remove(i);
+            self.full.remove(i);
+            self.ended.remove(i);
+        }
+    }
+
     fn get(&self, h: i64) -> Option<(i64, bool, bool)> {
         let i = self.slots.binary_search(&h).ok()?;
         Some((self.gens[i], self.full[i], self.ended[i]))
@@ -231,13 +240,35 @@ impl<'a> Round<'a> {
 
     /// Builds each slot's level-0 block, then the ancestors of those that have ended, all
     /// from the snapshot the marks were read in.
-    pub async fn build(&self) -> anyhow::Result<()> {
+    ///
+    /// A slot whose sets the database refuses (a stored value it cannot index, say:
+    /// SQLSTATE 22, 23 or 54) is a fact about that slot's events, not about the others:
+    /// it is built under a savepoint, rolled back, logged and counted, and left out of the
+    /// round. It stays dirty, so reports read it raw and stay exact, and it is tried again
+    /// at the next round; the other slots are compacted.
+    pub async fn build(&mut self) -> anyhow::Result<()> {
         let raw = self.tx.prepare(RAW_SQL).await?;
+        let mut refused = Vec::new();
         for (i, &h) in self.marks.slots.iter().enumerate() {
-            build_slot(&self.tx, &raw, h, self.marks.full[i])
-                .await
-                .with_context(|| format!("building slot {}", slot_start(h)))?;
+            let slot = self.tx.savepoint("slot").await?;
+            match build_slot(&slot, &raw, h, self.marks.full[i]).await {
+                Ok(()) => slot.commit().await?,
+                Err(error) if refused_by_database(&error) => {
+                    slot.rollback().await?;
+                    metrics::counter!(crate::compactor::ERRORS).increment(1);
+                    tracing::error!(
+                        slot = %slot_start(h),
+                        error = format!("{error:#}"),
+                        "The database refuses this slot's per-user sets; it stays dirty and is read raw"
+                    );
+                    refused.push(i);
+                }
+                Err(error) => {
+                    return Err(error.context(format!("building slot {}", slot_start(h))));
+                }
+            }
         }
+        self.marks.remove(&refused);
         for level in 1..=MAX_LEVEL {
             let parents: BTreeSet<Block> = self
                 .marks
@@ -259,6 +290,14 @@ impl<'a> Round<'a> {
         self.tx.commit().await?;
         Ok(self.marks)
     }
+}
+
+/// Whether a failed build is the database refusing the slot's data (not an outage).
+fn refused_by_database(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<tokio_postgres::Error>())
+        .is_some_and(|e| crate::store::fault_of(e) == crate::store::Fault::Rows)
 }
 
 /// What [`clear`] did.

@@ -127,6 +127,14 @@ pub enum Fault {
     Database,
 }
 
+/// Whose fault a failed statement is, by its SQLSTATE (see [`WriteError::fault`]).
+pub fn fault_of(e: &tokio_postgres::Error) -> Fault {
+    match e.code().map(|c| c.code().get(..2)) {
+        Some(Some("22" | "23" | "54")) => Fault::Rows,
+        _ => Fault::Database,
+    }
+}
+
 impl WriteError {
     /// By SQLSTATE class: 22 data exception (a NUL byte, a value out of range), 23
     /// integrity violation (a check; the dedup conflict never reaches here, `ON CONFLICT`
@@ -134,10 +142,7 @@ impl WriteError {
     pub fn fault(&self) -> Fault {
         match self {
             WriteError::Overflow => Fault::Rows,
-            WriteError::Database(e) => match e.code().map(|c| c.code().get(..2)) {
-                Some(Some("22" | "23" | "54")) => Fault::Rows,
-                _ => Fault::Database,
-            },
+            WriteError::Database(e) => fault_of(e),
         }
     }
 

@@ -712,7 +712,7 @@ async fn round_around(
     compactor: &mut tokio_postgres::Client,
     during: impl std::future::Future<Output = ()>,
 ) -> worker::compact::Cleared {
-    let round = worker::compact::Round::begin(compactor, 256, Duration::ZERO)
+    let mut round = worker::compact::Round::begin(compactor, 256, Duration::ZERO)
         .await
         .unwrap()
         .expect("the slot is dirty");

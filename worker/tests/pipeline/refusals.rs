@@ -371,3 +371,73 @@ async fn a_row_refused_by_any_statement_is_dead_lettered_with_its_sqlstate_while
     assert_eq!(incremental, rollups(&db).await);
     ingestion.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_slot_whose_sets_the_database_refuses_stays_dirty_while_the_others_are_compacted() {
+    let p = Pipeline::start().await.unwrap();
+    let ingestion = p.start_ingestion(&[]).await.unwrap();
+    let worker = p
+        .start_worker(&["--compact-interval-ms", "100"])
+        .await
+        .unwrap();
+    p.wait_ready(worker.port).await.unwrap();
+    // A stored value the per-user sets cannot hold, as a value stored before today's
+    // limits might be.
+    let db = p.db().await.unwrap();
+    db.batch_execute("ALTER TABLE user_sets ADD CONSTRAINT t_set CHECK (value <> 'Refusedland')")
+        .await
+        .unwrap();
+    let mut body = Vec::new();
+    for i in 0..6 {
+        let t = format!("2026-03-01T10:0{i}:00Z");
+        body.push(testkit::tiktok_top(&format!("a-{i}"), &t, "u", "Chile"));
+        let t = format!("2026-03-01T11:0{i}:00Z");
+        let country = if i == 3 { "Refusedland" } else { "Chile" };
+        body.push(testkit::tiktok_top(&format!("b-{i}"), &t, "u", country));
+    }
+    let (status, reply) = p.post(ingestion.port, &Value::Array(body)).await.unwrap();
+    assert_eq!(status, 202, "{reply}");
+    p.wait_rows(12).await.unwrap();
+
+    let dirty = || async {
+        db.query("SELECT slot::text FROM user_sets_dirty ORDER BY slot", &[])
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    eventually("only the refused slot left dirty", WAIT, || async {
+        (dirty().await == ["2026-03-01 11:00:00+00"]).then_some(())
+    })
+    .await
+    .unwrap();
+    let text = p
+        .http
+        .get(format!("http://127.0.0.1:{}/metrics", worker.port))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let errors = text
+        .lines()
+        .find_map(|l| l.strip_prefix("worker_compactor_errors_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(errors.is_some_and(|n| n >= 1.0), "{text}");
+
+    // Once the cause is gone, the slot is compacted like any other.
+    db.batch_execute("ALTER TABLE user_sets DROP CONSTRAINT t_set")
+        .await
+        .unwrap();
+    eventually("every slot compacted", WAIT, || async {
+        dirty().await.is_empty().then_some(())
+    })
+    .await
+    .unwrap();
+    worker.stop().await.unwrap();
+    ingestion.stop().await.unwrap();
+}
