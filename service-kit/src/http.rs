@@ -6,15 +6,27 @@ use tokio::net::TcpListener;
 
 mod connection;
 pub mod limits;
+mod panic;
 
 pub use limits::HttpArgs;
 
-/// Adds the request metrics middleware, labelled with the service name.
+/// Adds the request metrics middleware, labelled with the service name, and turns a
+/// handler's panic into a 500 `internal_error` counted in `http_panics_total{service}`.
+/// Call it after [`crate::metrics::install`], which the counter registers with.
 pub fn instrument(router: Router, service: &'static str) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(
-        service,
-        crate::metrics::track_http,
-    ))
+    // Outermost last: the request metrics see the 500 a panic became.
+    router
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic::respond,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            panic::Panics::register(service),
+            panic::report,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            service,
+            crate::metrics::track_http,
+        ))
 }
 
 /// Like [`serve`], but once `shutdown` resolved the requests in flight get at most `drain`
