@@ -6,6 +6,64 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use service_kit::error::ApiError;
 
+/// An enum of metric labels with `ALL` (in declaration order, so `value as usize` indexes
+/// it) and `as_str`, from one list: the labels registered at start and the labels counted
+/// cannot drift apart.
+macro_rules! labels {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $label:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            pub const ALL: [$name; [$($label),+].len()] = [$($name::$variant),+];
+
+            /// The `reason` label.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+    };
+}
+
+labels! {
+    /// Why a request was refused, its producer being at fault: the `reason` of
+    /// `ingestion_events_rejected_total`, and the request's `error.code`.
+    Rejection {
+        UnsupportedMediaType => "unsupported_media_type",
+        PayloadTooLarge => "payload_too_large",
+        Unauthorized => "unauthorized",
+        MalformedJson => "malformed_json",
+        BatchSize => "batch_size",
+        ValidationFailed => "validation_failed",
+        RateLimited => "rate_limited",
+    }
+}
+
+labels! {
+    /// Why events could not be stored, JetStream or we being at fault (503, the producer
+    /// retries): the `reason` of `ingestion_events_failed_total`.
+    Failure {
+        NatsDisconnected => "nats_disconnected",
+        StreamNotReady => "stream_not_ready",
+        StreamNotFound => "stream_not_found",
+        StreamFull => "stream_full",
+        PublishError => "publish_error",
+        PubackTimeout => "puback_timeout",
+    }
+}
+
+/// Which event counter a refused request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Rejected(Rejection),
+    Failed(Failure),
+}
+
 /// Why a webhook request was not accepted.
 #[derive(Debug)]
 pub enum WebhookError {
@@ -34,7 +92,7 @@ pub enum WebhookError {
     },
     /// JetStream did not confirm every event; the client retries the whole request.
     Unavailable {
-        reason: &'static str,
+        reason: Failure,
         detail: String,
     },
 }
@@ -43,25 +101,34 @@ pub enum WebhookError {
 const RETRY_AFTER_SECS: u32 = 1;
 
 impl WebhookError {
-    /// The metric label: the error code for rejections, the cause for failures.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            WebhookError::UnsupportedMediaType => "unsupported_media_type",
+    /// Whether the producer's input was at fault (rejected) or we were (failed), and why.
+    pub fn outcome(&self) -> Outcome {
+        Outcome::Rejected(match self {
+            WebhookError::UnsupportedMediaType => Rejection::UnsupportedMediaType,
             WebhookError::PayloadTooLarge { .. } | WebhookError::EventTooLarge { .. } => {
-                "payload_too_large"
+                Rejection::PayloadTooLarge
             }
-            WebhookError::Unauthorized(_) => "unauthorized",
-            WebhookError::MalformedJson(_) => "malformed_json",
-            WebhookError::BatchSize(_) => "batch_size",
-            WebhookError::Validation { .. } => "validation_failed",
-            WebhookError::RateLimited { .. } => "rate_limited",
-            WebhookError::Unavailable { reason, .. } => reason,
-        }
+            WebhookError::Unauthorized(_) => Rejection::Unauthorized,
+            WebhookError::MalformedJson(_) => Rejection::MalformedJson,
+            WebhookError::BatchSize(_) => Rejection::BatchSize,
+            WebhookError::Validation { .. } => Rejection::ValidationFailed,
+            WebhookError::RateLimited { .. } => Rejection::RateLimited,
+            WebhookError::Unavailable { reason, .. } => return Outcome::Failed(*reason),
+        })
     }
 
-    /// Whether the producer's input was at fault (rejected) or we were (failed).
-    pub fn is_rejection(&self) -> bool {
-        !matches!(self, WebhookError::Unavailable { .. })
+    /// Whether the request is refused whole, possibly before its body was read (413, 415,
+    /// 401, 429): the answer closes the connection, and the body is drained first so
+    /// that a client still sending it can read the answer.
+    pub fn refuses_request(&self) -> bool {
+        matches!(
+            self,
+            WebhookError::UnsupportedMediaType
+                | WebhookError::PayloadTooLarge { .. }
+                | WebhookError::EventTooLarge { .. }
+                | WebhookError::Unauthorized(_)
+                | WebhookError::RateLimited { .. }
+        )
     }
 
     /// How many events the error concerns, for the event counters (1 when unknown).

@@ -1,7 +1,7 @@
 //! Publishing a request's events to JetStream, pipelined: every publish is sent before
 //! any PubAck is awaited, so a batch costs about one round trip, not one per event.
 
-use crate::error::WebhookError;
+use crate::error::{Failure, WebhookError};
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use futures::future::join_all;
@@ -73,11 +73,14 @@ impl Publisher {
         span: &tracing::Span,
     ) -> Result<usize, WebhookError> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(unavailable("nats_disconnected", "not connected to NATS"));
+            return Err(unavailable(
+                Failure::NatsDisconnected,
+                "not connected to NATS",
+            ));
         }
         if !self.stream_ready.load(Ordering::Relaxed) {
             return Err(unavailable(
-                "stream_not_ready",
+                Failure::StreamNotReady,
                 "the events stream is not verified yet",
             ));
         }
@@ -108,12 +111,12 @@ impl Publisher {
                 .js
                 .send_publish(event.subject, message)
                 .await
-                .map_err(|e| unavailable("publish_error", e.to_string()))?;
+                .map_err(|e| unavailable(Failure::PublishError, e.to_string()))?;
             pending.push(ack.into_future());
         }
         let acks = tokio::time::timeout(self.timeout, join_all(pending))
             .await
-            .map_err(|_| unavailable("puback_timeout", "no PubAck in time"))?;
+            .map_err(|_| unavailable(Failure::PubackTimeout, "no PubAck in time"))?;
         let mut duplicates = 0;
         for ack in acks {
             match ack {
@@ -128,16 +131,16 @@ impl Publisher {
 fn classify(e: jetstream::context::PublishError) -> WebhookError {
     let text = e.to_string();
     let reason = match e.kind() {
-        PublishErrorKind::TimedOut => "puback_timeout",
-        PublishErrorKind::StreamNotFound => "stream_not_found",
-        _ if text.contains("maximum") => "stream_full",
-        _ => "publish_error",
+        PublishErrorKind::TimedOut => Failure::PubackTimeout,
+        PublishErrorKind::StreamNotFound => Failure::StreamNotFound,
+        _ if text.contains("maximum") => Failure::StreamFull,
+        _ => Failure::PublishError,
     };
     unavailable(reason, text)
 }
 
-fn unavailable(reason: &'static str, detail: impl Into<String>) -> WebhookError {
+fn unavailable(reason: Failure, detail: impl Into<String>) -> WebhookError {
     let detail = detail.into();
-    tracing::warn!(reason, detail = %detail, "Events not stored in JetStream");
+    tracing::warn!(reason = reason.as_str(), detail = %detail, "Events not stored in JetStream");
     WebhookError::Unavailable { reason, detail }
 }

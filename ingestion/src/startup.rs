@@ -4,7 +4,7 @@ use crate::api_doc;
 use crate::config::Config;
 use crate::correlation;
 use crate::publish::Publisher;
-use crate::routes::webhook::{WebhookState, receive};
+use crate::routes::webhook::{EventCounters, WebhookState, receive};
 use axum::Router;
 use axum::routing::post;
 use service_kit::health::{self, Check, Readiness};
@@ -59,9 +59,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             .map(|rate| crate::ratelimit::RateLimit::new(rate, config.rate_limit_burst)),
         // After `metrics::install()` above: a handle registered before the recorder
         // would count into nothing.
-        accepted: shared_events::Source::ALL.map(|source| {
-            metrics::counter!("ingestion_events_accepted_total", "source" => source.as_str())
-        }),
+        counters: EventCounters::register(),
     });
     let readiness = readiness(
         client.clone(),

@@ -5,25 +5,37 @@
 //! every event against the spec (422), then publish and await every PubAck (202/503).
 
 use crate::correlation::CorrelationId;
-use crate::error::WebhookError;
+use crate::error::{Failure, Outcome, Rejection, WebhookError};
 use crate::publish::{Outgoing, Publisher};
 use crate::signature;
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{MatchedPath, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use service_kit::telemetry::{TARGET, propagation};
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::Instrument;
 
 /// Largest number of events in one request.
 pub const MAX_BATCH: usize = 1000;
+
+/// Most bytes of a refused request's body read and thrown away before the answer. A
+/// client that sends its whole body before reading (Python's urllib, for one) would
+/// otherwise get a reset instead of the answer: a socket closed with unread data sends
+/// RST, and the client's system discards the answer it had not read yet. A body declared
+/// larger is not drained at all (its client would be reset anyway).
+pub const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest the answer to a refused request waits for its body to be drained.
+pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
 
 /// What the handler needs.
 #[derive(Debug)]
@@ -33,9 +45,51 @@ pub struct WebhookState {
     pub max_body_bytes: usize,
     pub secret: Option<Vec<u8>>,
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
-    /// `ingestion_events_accepted_total` per source (indexed by `Source as usize`),
-    /// registered once rather than looked up on every request.
-    pub accepted: [metrics::Counter; shared_events::Source::ALL.len()],
+    pub counters: EventCounters,
+}
+
+/// The event counters, every label registered at start (exported as 0 before the first
+/// event) rather than looked up on every request.
+#[derive(Debug)]
+pub struct EventCounters {
+    /// `ingestion_events_accepted_total{source}`, indexed by `Source as usize`.
+    accepted: [metrics::Counter; shared_events::Source::ALL.len()],
+    /// `ingestion_events_rejected_total{reason}`, indexed by `Rejection as usize`.
+    rejected: [metrics::Counter; Rejection::ALL.len()],
+    /// `ingestion_events_failed_total{reason}`, indexed by `Failure as usize`.
+    failed: [metrics::Counter; Failure::ALL.len()],
+}
+
+impl EventCounters {
+    /// Call after `service_kit::metrics::install()`: a counter registered before the
+    /// recorder counts into nothing.
+    pub fn register() -> Self {
+        let registered = |counter: metrics::Counter| {
+            counter.increment(0);
+            counter
+        };
+        EventCounters {
+            accepted: shared_events::Source::ALL.map(|source| {
+                registered(metrics::counter!(
+                    "ingestion_events_accepted_total", "source" => source.as_str()))
+            }),
+            rejected: Rejection::ALL.map(|reason| {
+                registered(metrics::counter!(
+                    "ingestion_events_rejected_total", "reason" => reason.as_str()))
+            }),
+            failed: Failure::ALL.map(|reason| {
+                registered(metrics::counter!(
+                    "ingestion_events_failed_total", "reason" => reason.as_str()))
+            }),
+        }
+    }
+
+    fn count(&self, outcome: Outcome, events: u64) {
+        match outcome {
+            Outcome::Rejected(reason) => self.rejected[reason as usize].increment(events),
+            Outcome::Failed(reason) => self.failed[reason as usize].increment(events),
+        }
+    }
 }
 
 /// Every event of the request is stored in JetStream.
@@ -85,22 +139,27 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let span = webhook_span(&correlation.0, route.as_ref(), &headers);
-    let response = match handle(&state, &correlation.0, &headers, body)
+    let mut body = Upload {
+        body,
+        started: false,
+    };
+    let response = match handle(&state, &correlation.0, &headers, &mut body)
         .instrument(span.clone())
         .await
     {
         Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
         Err(error) => {
-            let (counter, events) = (
-                if error.is_rejection() {
-                    "ingestion_events_rejected_total"
-                } else {
-                    "ingestion_events_failed_total"
-                },
-                error.events() as u64,
-            );
-            metrics::counter!(counter, "reason" => error.reason()).increment(events);
-            error.into_response()
+            state.counters.count(error.outcome(), error.events() as u64);
+            if error.refuses_request() {
+                drain(&mut body, &headers).await;
+                let mut response = error.into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            } else {
+                error.into_response()
+            }
         }
     };
     let status = response.status();
@@ -136,17 +195,13 @@ async fn handle(
     state: &WebhookState,
     correlation_id: &str,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Upload,
 ) -> Result<Accepted, WebhookError> {
     if !is_json(headers) {
         return Err(WebhookError::UnsupportedMediaType);
     }
     let limit = state.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if declared_length(headers).is_some_and(|len| len > limit) {
         return Err(WebhookError::PayloadTooLarge { limit });
     }
     if state.secret.is_some() {
@@ -214,7 +269,7 @@ async fn handle(
         .publisher
         .publish_all(outgoing, correlation_id)
         .await?;
-    for (counter, events) in state.accepted.iter().zip(per_source) {
+    for (counter, events) in state.counters.accepted.iter().zip(per_source) {
         counter.increment(events);
     }
     tracing::debug!(accepted, duplicates, "Events accepted");
@@ -233,18 +288,66 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, WebhookError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let inner = e.into_inner();
-        if inner
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            WebhookError::PayloadTooLarge { limit }
-        } else {
-            WebhookError::MalformedJson(format!("cannot read the body: {inner}"))
+/// The body's `Content-Length`, when declared.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// The request body: borrowed by the handler, so that what is left of it can still be
+/// drained when the request is refused.
+#[derive(Debug)]
+struct Upload {
+    body: Body,
+    /// Whether reading began: for a client that sent `Expect: 100-continue`, that is what
+    /// told it to send the body.
+    started: bool,
+}
+
+/// Reads the body, up to `limit` bytes.
+async fn read_body(upload: &mut Upload, limit: usize) -> Result<Bytes, WebhookError> {
+    upload.started = true;
+    match http_body_util::Limited::new(&mut upload.body, limit)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(WebhookError::PayloadTooLarge { limit })
         }
-    })
+        Err(e) => Err(WebhookError::MalformedJson(format!(
+            "cannot read the body: {e}"
+        ))),
+    }
+}
+
+/// Reads and discards what is left of a refused request's body, within [`DRAIN_MAX_BYTES`]
+/// and [`DRAIN_MAX_TIME`], so that its client can read the answer.
+async fn drain(upload: &mut Upload, headers: &HeaderMap) {
+    if declared_length(headers).is_some_and(|len| len > DRAIN_MAX_BYTES) {
+        return;
+    }
+    // A client waiting for `100 Continue` has sent nothing yet and reads the answer
+    // instead; reading now would ask it for the body.
+    let waits_for_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits_for_continue && !upload.started {
+        return;
+    }
+    let discard = async {
+        let mut read = 0;
+        while read <= DRAIN_MAX_BYTES {
+            match upload.body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                // The end, or a body that failed (its client went away, or it was late).
+                None | Some(Err(_)) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard).await;
 }
 
 /// Parses the body into events, each with its own bytes exactly as sent (published

@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod counters;
 mod health;
 mod helpers;
 mod lifecycle;
 mod openapi;
 mod outage;
+mod oversize;
 mod publish;
 mod ratelimit;
 mod requests;
