@@ -25,7 +25,7 @@ const RETRY_AFTER_SECS: u32 = 1;
 ///
 /// The bounds (at most a day) keep every deadline representable; a value outside them
 /// stops the program at start, naming the variable.
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct HttpArgs {
     /// Seconds a client has to send a request's line and headers, counted from the moment
     /// its connection opened or, on a kept-alive connection, from the request's first
@@ -300,6 +300,18 @@ mod tests {
         assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
         assert_eq!(retry_after, None);
         assert_eq!(code, "request_timeout");
+        Ok(())
+    }
+
+    #[test]
+    fn the_default_is_what_an_empty_environment_gives() -> TestResult {
+        #[derive(Debug, clap::Parser)]
+        struct Service {
+            #[command(flatten)]
+            http: HttpArgs,
+        }
+        let parsed = <Service as clap::Parser>::try_parse_from(["service"])?;
+        assert_eq!(parsed.http, HttpArgs::default());
         Ok(())
     }
 
