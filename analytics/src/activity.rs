@@ -246,7 +246,7 @@ async fn connection(
     })
 }
 
-fn corrupt(report: &'static str, detail: String) -> ApiError {
+pub(crate) fn corrupt(report: &'static str, detail: String) -> ApiError {
     tracing::error!(report, detail, "Unreadable per-user activity");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -324,7 +324,10 @@ pub async fn sets_of(
             for row in rows {
                 let value = SetValue::from_row(&row, 6).map_err(|e| corrupt(report, e))?;
                 let key = OwnedSetKey::from_row(&row).map_err(fail)?;
-                sets.entry(key).or_default().add(&value);
+                sets.entry(key)
+                    .or_default()
+                    .add(&value)
+                    .map_err(|e| corrupt(report, e.to_string()))?;
             }
         }
     }
@@ -333,6 +336,7 @@ pub async fn sets_of(
     let demographic = selectors
         .iter()
         .any(|s| s.dims.iter().any(|d| needs_demographics(d)));
+    let mut overflow = Ok(());
     plan.scan(&tx, report, demographic, |chunk| {
         let mut found: Vec<HashMap<SetKey<'_>, SetValue>> = vec![HashMap::new(); selectors.len()];
         for a in chunk {
@@ -340,18 +344,21 @@ pub async fn sets_of(
             memberships(a, |k| {
                 for (selector, found) in selectors.iter().zip(found.iter_mut()) {
                     if selector.matches(&k) {
-                        found.entry(k).or_default().add_event(id, a.revenue);
+                        let added = found.entry(k).or_default().add_event(id, a.revenue);
+                        overflow = overflow.and(added);
                     }
                 }
             });
         }
         for (found, sets) in found.into_iter().zip(sets.iter_mut()) {
             for (k, value) in found {
-                sets.entry(k.to_owned_key()).or_default().add(&value);
+                let added = sets.entry(k.to_owned_key()).or_default().add(&value);
+                overflow = overflow.and(added);
             }
         }
     })
     .await?;
+    overflow.map_err(|e| corrupt(report, e.to_string()))?;
     tx.commit().await.map_err(fail)?;
     metrics::histogram!("analytics_query_duration_seconds", "report" => report)
         .record(started.elapsed().as_secs_f64());
@@ -388,16 +395,20 @@ pub async fn top_users(
         }
     }
     let mut ids = Ids::default();
+    let mut overflow = Ok(());
     plan.scan(&tx, report, false, |chunk| {
         for a in chunk {
             if sources.contains(&a.source.as_str()) {
-                let t = totals.entry(ids.of(a)).or_default();
-                t.events += 1;
-                t.revenue += a.revenue.unwrap_or_default();
+                let event = UserTotals {
+                    events: 1,
+                    revenue: a.revenue.unwrap_or_default(),
+                };
+                overflow = overflow.and(totals.entry(ids.of(a)).or_default().add(event));
             }
         }
     })
     .await?;
+    overflow.map_err(|e| corrupt(report, e.to_string()))?;
 
     // Rank by the figure; names are needed only for the users that can make the list:
     // those at least as good as the `limit`-th (ties are broken by name).

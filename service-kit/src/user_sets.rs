@@ -612,11 +612,18 @@ pub struct UserTotals {
 }
 
 impl UserTotals {
-    pub fn add(&mut self, other: UserTotals) {
-        self.events += other.events;
-        self.revenue += other.revenue;
+    pub fn add(&mut self, other: UserTotals) -> Result<(), SumOverflow> {
+        self.events = self.events.checked_add(other.events).ok_or(SumOverflow)?;
+        self.revenue = self.revenue.checked_add(other.revenue).ok_or(SumOverflow)?;
+        Ok(())
     }
 }
+
+/// A count or revenue sum past what its type holds. Validation bounds every amount, so
+/// only impossible volumes get here; but the sum must fail, not panic or wrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a sum of events or revenue exceeds what its type holds")]
+pub struct SumOverflow;
 
 /// The `user_totals.totals` encoding: `n: u32`, n × (`key: u32`, `events: u64`), then
 /// `m: u32`, m × (`key: u32`, revenue as `rust_decimal`'s 16 bytes) for the users with
@@ -637,6 +644,8 @@ pub fn encode_totals(totals: &BTreeMap<u32, UserTotals>) -> Vec<u8> {
     out
 }
 
+const OVERFLOW: &str = "a user's totals overflow";
+
 /// Adds the totals encoded in `bytes` to `into`.
 pub fn decode_totals(bytes: &[u8], into: &mut BTreeMap<u32, UserTotals>) -> Result<(), String> {
     let mut r = Reader(bytes);
@@ -644,13 +653,15 @@ pub fn decode_totals(bytes: &[u8], into: &mut BTreeMap<u32, UserTotals>) -> Resu
     for _ in 0..n {
         let key = r.u32()?;
         let events = u64::from_le_bytes(r.take::<8>()?);
-        into.entry(key).or_default().events += events;
+        let total = into.entry(key).or_default();
+        total.events = total.events.checked_add(events).ok_or(OVERFLOW)?;
     }
     let m = r.u32()?;
     for _ in 0..m {
         let key = r.u32()?;
         let revenue = Decimal::deserialize(r.take::<16>()?);
-        into.entry(key).or_default().revenue += revenue;
+        let total = into.entry(key).or_default();
+        total.revenue = total.revenue.checked_add(revenue).ok_or(OVERFLOW)?;
     }
     if r.0.is_empty() {
         Ok(())
@@ -702,19 +713,21 @@ pub struct SetValue {
 
 impl SetValue {
     /// One event of user `user` with its revenue.
-    pub fn add_event(&mut self, user: u32, revenue: Option<Decimal>) {
+    pub fn add_event(&mut self, user: u32, revenue: Option<Decimal>) -> Result<(), SumOverflow> {
         self.users.insert(user);
-        self.events += 1;
+        self.events = self.events.checked_add(1).ok_or(SumOverflow)?;
         if let Some(r) = revenue {
-            self.revenue += r;
+            self.revenue = self.revenue.checked_add(r).ok_or(SumOverflow)?;
         }
+        Ok(())
     }
 
     /// Adds another block's or range's contents.
-    pub fn add(&mut self, other: &SetValue) {
+    pub fn add(&mut self, other: &SetValue) -> Result<(), SumOverflow> {
         self.users |= &other.users;
-        self.events += other.events;
-        self.revenue += other.revenue;
+        self.events = self.events.checked_add(other.events).ok_or(SumOverflow)?;
+        self.revenue = self.revenue.checked_add(other.revenue).ok_or(SumOverflow)?;
+        Ok(())
     }
 
     /// Reads `users, events, revenue` at columns `at`, `at + 1`, `at + 2`.

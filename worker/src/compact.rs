@@ -17,8 +17,8 @@
 
 use rust_decimal::Decimal;
 use service_kit::user_sets::{
-    Activity, Block, MAX_LEVEL, OwnedSetKey, Profile, RAW_SQL, SetValue, UserTotals, decode_totals,
-    encode_bitmap, encode_totals, scan_pending, scan_raw, slot_of, slot_start,
+    Activity, Block, MAX_LEVEL, OwnedSetKey, Profile, RAW_SQL, SetValue, SumOverflow, UserTotals,
+    decode_totals, encode_bitmap, encode_totals, scan_pending, scan_raw, slot_of, slot_start,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -398,6 +398,8 @@ struct Fold {
     scratch: Vec<u8>,
     /// The user of an event without a key, if any (the event is skipped).
     missing: Option<String>,
+    /// A sum that overflowed, reported by `finish`.
+    overflow: Option<SumOverflow>,
 }
 
 impl Fold {
@@ -412,8 +414,10 @@ impl Fold {
             let members = self.sets_of(Profile::of(a));
             for &i in &self.members[members] {
                 // `members` holds indexes of `sets` only.
-                if let Some((_, value)) = self.sets.get_mut(i) {
-                    value.add_event(key, a.revenue);
+                if let Some((_, value)) = self.sets.get_mut(i)
+                    && let Err(overflow) = value.add_event(key, a.revenue)
+                {
+                    self.overflow = Some(overflow);
                 }
             }
             let t = match totals.get_mut(a.source.as_str()) {
@@ -424,9 +428,12 @@ impl Fold {
                     .entry(key)
                     .or_default(),
             };
-            t.events += 1;
-            if let Some(r) = a.revenue {
-                t.revenue += r;
+            let event = UserTotals {
+                events: 1,
+                revenue: a.revenue.unwrap_or_default(),
+            };
+            if let Err(overflow) = t.add(event) {
+                self.overflow = Some(overflow);
             }
         }
     }
@@ -461,8 +468,11 @@ impl Fold {
         if let Some(missing) = self.missing {
             anyhow::bail!(missing);
         }
+        if let Some(overflow) = self.overflow {
+            return Err(overflow.into());
+        }
         for (k, value) in self.sets {
-            sets.entry(k).or_default().add(&value);
+            sets.entry(k).or_default().add(&value)?;
         }
         Ok(())
     }
@@ -479,7 +489,7 @@ async fn read_blocks(
         let value = SetValue::from_row(&row, 6).map_err(anyhow::Error::msg)?;
         sets.entry(OwnedSetKey::from_row(&row)?)
             .or_default()
-            .add(&value);
+            .add(&value)?;
     }
     let mut totals: Totals = BTreeMap::new();
     for row in tx.query(TOTALS_OF_SQL, &[&level, &indexes]).await? {
@@ -641,6 +651,7 @@ mod tests {
                     .entry(k.to_owned_key())
                     .or_default()
                     .add_event(user, a.revenue)
+                    .unwrap()
             });
             let t = expected_totals
                 .entry(a.source.clone())
@@ -657,7 +668,7 @@ mod tests {
             .step_by(3)
             .map(|k| {
                 let mut v = SetValue::default();
-                v.add_event(1_000, Some(Decimal::ONE));
+                v.add_event(1_000, Some(Decimal::ONE)).unwrap();
                 (k.clone(), v)
             })
             .collect();
@@ -673,7 +684,7 @@ mod tests {
         fold.finish(&mut sets).unwrap();
 
         for (k, v) in &stored {
-            expected.get_mut(k).unwrap().add(v);
+            expected.get_mut(k).unwrap().add(v).unwrap();
         }
         assert_eq!(sets, expected);
         assert_eq!(totals, expected_totals);

@@ -136,7 +136,11 @@ pub async fn geo(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Geo>,
         let found = activity::sets_of(&app.pool, "geo", from, to, &[countries, events]).await?;
         let mut found = found.into_iter();
         for (key, value) in found.next().unwrap_or_default() {
-            by_country.entry(key.value).or_default().add(&value);
+            by_country
+                .entry(key.value)
+                .or_default()
+                .add(&value)
+                .map_err(|e| activity::corrupt("geo", e.to_string()))?;
         }
         all = found
             .next()

@@ -115,8 +115,15 @@ pub async fn revenue(State(app): State<AppState>, pairs: Pairs) -> Result<Json<R
         .filter(|r| r.1 > 0)
         .collect();
     sort_desc(&mut by_source, |r| r.2, |r| r.0.clone());
-    let total: Decimal = by_source.iter().map(|r| r.2).sum();
-    let purchases: i64 = by_source.iter().map(|r| r.1).sum();
+    // Each figure fits (PostgreSQL summed it); their sum must fit too.
+    let total = by_source
+        .iter()
+        .try_fold(Decimal::ZERO, |sum, r| sum.checked_add(r.2))
+        .ok_or_else(overflow)?;
+    let purchases = by_source
+        .iter()
+        .try_fold(0i64, |sum, r| sum.checked_add(r.1))
+        .ok_or_else(overflow)?;
     Ok(Json(Revenue {
         total: money(Some(total)),
         purchases,
@@ -129,4 +136,10 @@ pub async fn revenue(State(app): State<AppState>, pairs: Pairs) -> Result<Json<R
             })
             .collect(),
     }))
+}
+
+/// A total past what an exact decimal holds: amounts are bounded, so only impossible
+/// volumes get here.
+fn overflow() -> ApiError {
+    crate::activity::corrupt("revenue", "the revenue total overflows".to_owned())
 }
