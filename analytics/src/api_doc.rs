@@ -94,7 +94,8 @@ pub struct ErrorBody {
 
 #[derive(ToSchema)]
 pub struct ErrorInfo {
-    /// `invalid_parameter`, `unauthorized`, `unavailable` or `internal_error`.
+    /// `invalid_parameter`, `unauthorized`, `request_timeout`, `unavailable` or
+    /// `internal_error`.
     #[schema(example = "invalid_parameter")]
     pub code: String,
     /// A human sentence.

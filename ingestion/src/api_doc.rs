@@ -93,8 +93,9 @@ pub struct ErrorBody {
 
 #[derive(ToSchema)]
 pub struct ErrorInfo {
-    /// `malformed_json`, `unauthorized`, `payload_too_large`, `unsupported_media_type`,
-    /// `batch_size`, `validation_failed`, `rate_limited` or `unavailable`.
+    /// `malformed_json`, `unauthorized`, `request_timeout`, `payload_too_large`,
+    /// `unsupported_media_type`, `batch_size`, `validation_failed`, `rate_limited`,
+    /// `internal_error` or `unavailable`.
     #[schema(example = "validation_failed")]
     pub code: String,
     /// A human sentence.
@@ -112,7 +113,7 @@ pub struct ErrorInfo {
 pub struct ValidationProblem {
     /// Position of the event in the request (0 for a single event).
     pub index: usize,
-    /// The event's `eventId` when it has a string one.
+    /// The event's `eventId` when it is a string of at most 128 characters; else null.
     pub event_id: Option<String>,
     /// JSON path of the field.
     #[schema(example = "data.user.age")]
@@ -143,19 +144,29 @@ pub enum WebhookErrors {
     /// `ValidationProblem`); nothing of the request is published.
     #[response(status = 422, headers(("X-Correlation-ID" = String, description = "The request's correlation id")))]
     Unprocessable(ErrorBody),
-    /// Too many requests (`rate_limited`); retry after `Retry-After` seconds.
+    /// More events than `RATE_LIMIT_EVENTS_PER_SEC` allows now (`rate_limited`); retry after
+    /// `Retry-After` seconds.
     #[response(status = 429, headers(
         ("Retry-After" = u32, description = "Seconds to wait before retrying"),
         ("X-Correlation-ID" = String, description = "The request's correlation id"),
     ))]
     RateLimited(ErrorBody),
-    /// JetStream is unavailable, a PubAck did not arrive in time, or the stream is full
-    /// (`unavailable`): retry the whole request (duplicates are dropped by `eventId`).
+    /// JetStream is unavailable, a PubAck did not arrive in time, or the stream is full; or
+    /// the request was not answered within `HTTP_REQUEST_TIMEOUT_SECS`, or the service is at
+    /// `HTTP_MAX_CONNECTIONS` (`unavailable`): retry the whole request (duplicates are
+    /// dropped by `eventId`).
     #[response(status = 503, headers(
         ("Retry-After" = u32, description = "Seconds to wait before retrying"),
         ("X-Correlation-ID" = String, description = "The request's correlation id"),
     ))]
     Unavailable(ErrorBody),
+    /// The body did not arrive within `HTTP_BODY_TIMEOUT_SECS` (`request_timeout`); the
+    /// connection is closed. Send the request again.
+    #[response(status = 408)]
+    RequestTimeout(ErrorBody),
+    /// A fault of the service, not of the request (`internal_error`); it logs the cause.
+    #[response(status = 500, headers(("X-Correlation-ID" = String, description = "The request's correlation id")))]
+    Internal(ErrorBody),
 }
 
 /// A string from a closed list.

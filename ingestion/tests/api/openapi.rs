@@ -76,7 +76,9 @@ fn the_webhook_and_its_alias_document_every_outcome() {
     let document = generated();
     for path in ["/webhook/event", "/webhook"] {
         let post = &document["paths"][path]["post"];
-        for status in ["202", "400", "401", "413", "415", "422", "429", "503"] {
+        for status in [
+            "202", "400", "401", "408", "413", "415", "422", "429", "500", "503",
+        ] {
             assert!(post["responses"][status].is_object(), "{path} {status}");
         }
         let headers: Vec<&str> = post["parameters"]
