@@ -10,12 +10,16 @@ mod panic;
 
 pub use limits::HttpArgs;
 
-/// Adds the request metrics middleware, labelled with the service name, and turns a
-/// handler's panic into a 500 `internal_error` counted in `http_panics_total{service}`.
+/// Adds the request metrics middleware, labelled with the service name; turns a
+/// handler's panic into a 500 `internal_error` counted in `http_panics_total{service}`;
+/// answers unknown paths (404 `not_found`) and methods (405 `method_not_allowed`) with the
+/// error body.
 /// Call it after [`crate::metrics::install`], which the counter registers with.
 pub fn instrument(router: Router, service: &'static str) -> Router {
     // Outermost last: the request metrics see the 500 a panic became.
     router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic::respond,
         ))
@@ -27,6 +31,24 @@ pub fn instrument(router: Router, service: &'static str) -> Router {
             service,
             crate::metrics::track_http,
         ))
+}
+
+/// An unknown path gets the error body too, not an empty 404.
+async fn not_found() -> crate::error::ApiError {
+    crate::error::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; GET /api lists them",
+    )
+}
+
+/// A known path with another method gets the error body too, not an empty 405.
+async fn method_not_allowed() -> crate::error::ApiError {
+    crate::error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this method",
+    )
 }
 
 /// Like [`serve`], but once `shutdown` resolved the requests in flight get at most `drain`

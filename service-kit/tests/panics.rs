@@ -120,3 +120,22 @@ async fn a_panicking_handler_answers_500_is_counted_and_the_server_keeps_serving
     assert_eq!(response.text().await?, "fine");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_unknown_path_or_method_gets_the_error_body() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let response = server.get("/no/such/thing").await?;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+
+    let response = server
+        .client
+        .post(format!("{}/fine", server.addr))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    Ok(())
+}
