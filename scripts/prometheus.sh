@@ -1,12 +1,12 @@
 # Prometheus (with promtool) from Debian's packages, for the observability test
-# (worker/tests/observability) and the rule checks. Sourced by .ci/run:
+# (worker/tests/observability) and the rule checks. Sourced by scripts/test.sh:
 #
 #     . scripts/prometheus.sh
 #     install_prometheus
 #     check_prometheus_rules
 #
-# The test finds the binaries through PATH or PROMETHEUS_BIN / PROMTOOL_BIN. Without them it
-# skips (with a message) on a developer machine, and fails when CI is set.
+# The test finds the binaries through PATH or PROMETHEUS_BIN / PROMTOOL_BIN, and fails
+# without them (a dashboard test that passed unchecked would hide broken panels).
 
 _prometheus_as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi

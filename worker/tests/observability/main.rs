@@ -249,9 +249,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
-    let Some(bins) = prometheus::binaries_or_skip() else {
-        return;
-    };
+    let bins = prometheus::binaries();
     let started = Instant::now();
     // Offline checks first: the config (with its rule files) and the alert unit tests.
     prometheus::promtool(&bins, &["check", "config", "prometheus/prometheus.yml"]);
