@@ -29,8 +29,9 @@ pub struct App {
 /// starts keeping the stream verified.
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let metrics = service_kit::metrics::install();
-    let nats = stream::connect(&config.stream, "ingestion").await?;
-    let client = nats.client.clone();
+    let client = stream::connect(&config.stream, "ingestion")
+        .await
+        .map_err(anyhow::Error::msg)?;
     let js = stream::jetstream(client.clone(), config.publish_timeout());
     let stream_ready = Arc::new(AtomicBool::new(false));
     let mut background = vec![
@@ -60,7 +61,12 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         // would count into nothing.
         counters: EventCounters::register(),
     });
-    let readiness = readiness(nats, js, config.stream.nats_stream.clone(), stream_ready);
+    let readiness = readiness(
+        client.clone(),
+        js,
+        config.stream.nats_stream.clone(),
+        stream_ready,
+    );
     background.push(health::spawn_readiness_gauges(
         "ingestion",
         readiness.clone(),
@@ -134,23 +140,23 @@ async fn keep_stream(js: async_nats::jetstream::Context, args: StreamArgs, ready
 }
 
 fn readiness(
-    nats: stream::Nats,
+    client: async_nats::Client,
     js: async_nats::jetstream::Context,
     stream_name: String,
     stream_ready: Arc<AtomicBool>,
 ) -> Readiness {
     Arc::new(move || {
-        let (nats, js, stream_name, stream_ready) = (
-            nats.clone(),
+        let (client, js, stream_name, stream_ready) = (
+            client.clone(),
             js.clone(),
             stream_name.clone(),
             stream_ready.clone(),
         );
         Box::pin(async move {
-            let connection = nats.check();
-            if !connection.ready {
+            let state = client.connection_state();
+            if state != async_nats::connection::State::Connected {
                 return vec![
-                    connection,
+                    Check::failed("nats", format!("NATS connection is {state}")),
                     Check::failed("stream", "unknown while NATS is disconnected"),
                 ];
             }

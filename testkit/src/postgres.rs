@@ -156,6 +156,17 @@ impl Postgres {
         self.launch().await
     }
 
+    /// Stops the server in immediate mode, as `pg_ctl stop -m immediate` does (SIGQUIT):
+    /// every backend exits at once, with no checkpoint, so the next start recovers from
+    /// the WAL as after a crash. The data directory stays; `start_again` restarts it.
+    pub async fn stop_immediate(&mut self) -> anyhow::Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.signal("QUIT")?;
+            p.wait_exit(Duration::from_secs(30)).await?;
+        }
+        Ok(())
+    }
+
     /// Starts a stopped server again.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.process.is_none(), "PostgreSQL is already running");

@@ -50,7 +50,8 @@ impl Running {
     }
 }
 
-fn spawn<F>(port: u16, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+/// Runs a service in this process; `run` gets the signal that asks it to stop.
+pub fn spawn<F>(port: u16, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
 where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
@@ -73,15 +74,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start() -> anyhow::Result<Pipeline> {
-        Self::start_with(NatsServer::start()).await
-    }
-
-    /// A pipeline on the nats-server `nats` starts (one requiring a login, say).
-    pub async fn start_with(
-        nats: impl std::future::Future<Output = anyhow::Result<NatsServer>>,
-    ) -> anyhow::Result<Pipeline> {
         service_kit::telemetry::init_for_tests();
-        let (nats, pg) = tokio::try_join!(nats, Postgres::start())?;
+        let (nats, pg) = tokio::try_join!(NatsServer::start(), Postgres::start())?;
         let database_url = pg.create_database("events").await?;
         Ok(Pipeline {
             nats,
@@ -290,8 +284,6 @@ impl Pipeline {
     pub async fn create_stream(&self) -> anyhow::Result<()> {
         let args = service_kit::stream::StreamArgs {
             nats_url: self.nats.url(),
-            nats_creds_file: None,
-            nats_nkey_seed_file: None,
             nats_stream: self.names.stream.clone(),
             nats_subject_prefix: self.names.prefix.clone(),
             nats_stream_replicas: 1,
@@ -345,6 +337,63 @@ impl Pipeline {
         let mut stream = js.get_stream(&self.names.stream).await?;
         Ok(stream.info().await?.state.messages)
     }
+}
+
+/// Every rollup row, in a stable order, as text (exact decimals).
+pub async fn rollups(db: &tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for table in ["rollup_events", "rollup_series", "rollup_campaigns"] {
+        let rows = db
+            .query(
+                &format!("SELECT t::text FROM {table} t ORDER BY t::text"),
+                &[],
+            )
+            .await?;
+        out.extend(
+            rows.iter()
+                .map(|r| format!("{table} {}", r.get::<_, String>(0))),
+        );
+    }
+    // Per-user sets and totals, decoded (equal content, whatever the byte layout).
+    let rows = db
+        .query(
+            "SELECT level, block, dim, source, funnel_stage, event_type, value, context, users,
+                    events, revenue::text
+             FROM user_sets ORDER BY 1, 2, 3, 4, 5, 6, 7, 8",
+            &[],
+        )
+        .await?;
+    for r in rows {
+        let users: Vec<u32> = service_kit::user_sets::decode_bitmap(r.get(8))
+            .map_err(anyhow::Error::msg)?
+            .iter()
+            .collect();
+        let key: Vec<String> = (2..8).map(|i| r.get::<_, String>(i)).collect();
+        out.push(format!(
+            "user_sets {} {} {key:?} {users:?} {} {}",
+            r.get::<_, i16>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, i64>(9),
+            r.get::<_, String>(10)
+        ));
+    }
+    let rows = db
+        .query(
+            "SELECT level, block, source, totals FROM user_totals ORDER BY 1, 2, 3",
+            &[],
+        )
+        .await?;
+    for r in rows {
+        let mut totals = std::collections::BTreeMap::new();
+        service_kit::user_sets::decode_totals(r.get(3), &mut totals).map_err(anyhow::Error::msg)?;
+        out.push(format!(
+            "user_totals {} {} {} {totals:?}",
+            r.get::<_, i16>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, String>(2)
+        ));
+    }
+    Ok(out)
 }
 
 /// `n` valid events with ids `<tag>-<i>`, a mix of every shape.

@@ -8,7 +8,7 @@ mod failures;
 mod helpers;
 mod refusals;
 
-use helpers::{Pipeline, WAIT, events};
+use helpers::{Pipeline, WAIT, events, rollups};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -611,66 +611,6 @@ async fn a_bad_setting_stops_the_worker_with_one_line_naming_it() {
     }
 }
 
-/// Every rollup row, in a stable order, as text (exact decimals).
-async fn rollups(db: &tokio_postgres::Client) -> Vec<String> {
-    let mut out = Vec::new();
-    for table in ["rollup_events", "rollup_series", "rollup_campaigns"] {
-        let rows = db
-            .query(
-                &format!("SELECT t::text FROM {table} t ORDER BY t::text"),
-                &[],
-            )
-            .await
-            .unwrap();
-        out.extend(
-            rows.iter()
-                .map(|r| format!("{table} {}", r.get::<_, String>(0))),
-        );
-    }
-    // Per-user sets and totals, decoded (equal content, whatever the byte layout).
-    let rows = db
-        .query(
-            "SELECT level, block, dim, source, funnel_stage, event_type, value, context, users,
-                    events, revenue::text
-             FROM user_sets ORDER BY 1, 2, 3, 4, 5, 6, 7, 8",
-            &[],
-        )
-        .await
-        .unwrap();
-    for r in rows {
-        let users: Vec<u32> = service_kit::user_sets::decode_bitmap(r.get(8))
-            .unwrap()
-            .iter()
-            .collect();
-        let key: Vec<String> = (2..8).map(|i| r.get::<_, String>(i)).collect();
-        out.push(format!(
-            "user_sets {} {} {key:?} {users:?} {} {}",
-            r.get::<_, i16>(0),
-            r.get::<_, i64>(1),
-            r.get::<_, i64>(9),
-            r.get::<_, String>(10)
-        ));
-    }
-    let rows = db
-        .query(
-            "SELECT level, block, source, totals FROM user_totals ORDER BY 1, 2, 3",
-            &[],
-        )
-        .await
-        .unwrap();
-    for r in rows {
-        let mut totals = std::collections::BTreeMap::new();
-        service_kit::user_sets::decode_totals(r.get(3), &mut totals).unwrap();
-        out.push(format!(
-            "user_totals {} {} {} {totals:?}",
-            r.get::<_, i16>(0),
-            r.get::<_, i64>(1),
-            r.get::<_, String>(2)
-        ));
-    }
-    out
-}
-
 /// Events listed in `user_sets_pending` (not yet in their slot's block).
 async fn listed(db: &tokio_postgres::Client) -> i64 {
     let mut events = Vec::new();
@@ -801,7 +741,7 @@ async fn late_events_are_stored_during_a_compaction_and_added_exactly_once() {
     assert_eq!(slot_sets(&db).await, (42, 42, 0));
 
     // Built from the lists or from the raw table, the block is the same.
-    let incremental = rollups(&db).await;
+    let incremental = rollups(&db).await.unwrap();
     db.execute(
         "INSERT INTO user_sets_dirty (slot) VALUES ('2026-03-01 00:00:00+00')",
         &[],
@@ -812,7 +752,7 @@ async fn late_events_are_stored_during_a_compaction_and_added_exactly_once() {
         worker::compact::until_clean(&mut compactor).await.unwrap(),
         1
     );
-    assert_eq!(rollups(&db).await, incremental);
+    assert_eq!(rollups(&db).await.unwrap(), incremental);
     worker.stop().await.unwrap();
     ingestion.stop().await.unwrap();
 }
@@ -915,7 +855,7 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     })
     .await
     .unwrap();
-    let incremental = rollups(&db).await;
+    let incremental = rollups(&db).await.unwrap();
     assert!(
         incremental
             .iter()
@@ -971,7 +911,7 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rebuilt = rollups(&db).await;
+    let rebuilt = rollups(&db).await.unwrap();
     assert!(!rebuilt.is_empty());
     assert_eq!(incremental, rebuilt);
     ingestion.stop().await.unwrap();

@@ -1,7 +1,7 @@
 //! Values real data carries, and rows the database refuses: none holds a good event back.
 
+use crate::helpers::rollups;
 use crate::helpers::{Pipeline, WAIT, events};
-use crate::rollups;
 use serde_json::{Value, json};
 use std::time::Duration;
 use testkit::eventually;
@@ -356,7 +356,7 @@ async fn a_row_refused_by_any_statement_is_dead_lettered_with_its_sqlstate_while
             .await
             .unwrap();
     }
-    let incremental = rollups(&db).await;
+    let incremental = rollups(&db).await.unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
         .args(["rebuild-rollups"])
         .env("DATABASE_URL", &p.database_url)
@@ -368,7 +368,7 @@ async fn a_row_refused_by_any_statement_is_dead_lettered_with_its_sqlstate_while
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(incremental, rollups(&db).await);
+    assert_eq!(incremental, rollups(&db).await.unwrap());
     ingestion.stop().await.unwrap();
 }
 
