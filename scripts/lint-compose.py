@@ -397,6 +397,56 @@ def lint_profiles(root: Path, rep: Report, compose_text: str) -> None:
                 rep.error(where, f"NATS_STREAM_REPLICAS={replicas} but compose runs {nats_count} NATS server(s)")
 
 
+# --- NATS authentication -----------------------------------------------------------------
+
+# What NATS reads back as configuration text from `$NATS_PASSWORD` and a URL carries
+# unescaped (deploy/nats.conf): a number or `true` would not even be a string.
+NATS_LOGIN_VALUE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+NATS_NOT_STRINGS = {"true", "false", "yes", "no", "on", "off"}
+
+
+def lint_nats_auth(root: Path, rep: Report, compose: dict) -> None:
+    """NATS requires a login in compose, and ingestion and the worker give one."""
+    services = (compose.get("services") or {}) if compose else {}
+    nats = services.get("nats")
+    where = "docker-compose.yml: services.nats"
+    if isinstance(nats, dict):
+        command = nats.get("command") or []
+        words = command.split() if isinstance(command, str) else [str(w) for w in command]
+        config = next((words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-c", "--config")), None)
+        mounted = None
+        for vol in nats.get("volumes") or []:
+            parts = str(vol).split(":")
+            if config and len(parts) >= 2 and parts[1] == config and parts[0].startswith("./"):
+                mounted = root / parts[0]
+        if config is None:
+            rep.error(where, "runs without a configuration file (-c): NATS would ask for no login")
+        elif mounted is None or not mounted.is_file():
+            rep.error(where, f"its configuration {config} is not a file mounted from this repository")
+        elif not re.search(r"^\s*(authorization|accounts)\b", mounted.read_text(encoding="utf-8"), re.M):
+            rep.error(where, f"{mounted.relative_to(root)} has no authorization or accounts block")
+    for name, svc in services.items():
+        if not isinstance(svc, dict):
+            continue
+        env = env_mapping(svc)
+        url = env.get("NATS_URL")
+        if url is None or name == "nats":
+            continue
+        other_login = any(env.get(v) is not None for v in ("NATS_CREDS_FILE", "NATS_NKEY_SEED_FILE"))
+        if "@" not in url and not other_login:
+            rep.error(f"docker-compose.yml: services.{name}",
+                      "NATS_URL carries no user:password@ (and no NATS_CREDS_FILE or NATS_NKEY_SEED_FILE)")
+    for path in sorted((root / "deploy").glob("*.env")):
+        values = parse_env_file(path, Report())
+        for var in ("NATS_USER", "NATS_PASSWORD"):
+            value = values.get(var)
+            if value is None:
+                continue
+            if not NATS_LOGIN_VALUE.fullmatch(value) or value.lower() in NATS_NOT_STRINGS:
+                rep.error(f"deploy/{path.name}", f"{var} must be letters, digits, - and _, "
+                                                 "starting with a letter (deploy/nats.conf)")
+
+
 # --- Dockerfile --------------------------------------------------------------------------
 
 @dataclass
@@ -713,6 +763,7 @@ def main() -> int:
     compose_text = (root / "docker-compose.yml").read_text(encoding="utf-8")
     lint_profiles(root, Report(), compose_text)
     compose = lint_compose(root, rep, reads, ports, stages)
+    lint_nats_auth(root, rep, compose)
     lint_prometheus(root, rep, compose)
     lint_grafana(root, rep, compose)
     if args.schema:

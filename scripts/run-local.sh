@@ -7,6 +7,10 @@
 #   scripts/run-local.sh --smoke    start, publish 1000 demo events, check they are
 #                                   stored and that the README's report examples
 #                                   answer with their fields, stop (used by CI)
+#   scripts/run-local.sh --nats-auth  (with or without --smoke) NATS asks for a login: a
+#                                   user and password made for this run, in
+#                                   $DATA_DIR/nats-auth.conf, which ingestion and the
+#                                   worker get in NATS_URL
 #
 # Ports (override with the variables): NATS_PORT=14222, PG_PORT=15432 (so a system
 # NATS or PostgreSQL keeps its own), INGESTION_PORT=3001, ANALYTICS_PORT=3002,
@@ -16,7 +20,14 @@ cd "$(dirname "$0")/.."
 . scripts/prerequisites.sh
 
 SMOKE=0
-[ "${1:-}" = "--smoke" ] && SMOKE=1
+NATS_AUTH=0
+for arg in "$@"; do
+    case "$arg" in
+        --smoke) SMOKE=1 ;;
+        --nats-auth) NATS_AUTH=1 ;;
+        *) echo "unknown option $arg (known: --smoke, --nats-auth)" >&2; exit 2 ;;
+    esac
+done
 NATS_PORT="${NATS_PORT:-14222}"
 PG_PORT="${PG_PORT:-15432}"
 INGESTION_PORT="${INGESTION_PORT:-3001}"
@@ -57,8 +68,21 @@ wait_http() { # url, name
     exit 1
 }
 
-echo "Starting NATS on 127.0.0.1:$NATS_PORT (data in $DATA_DIR/nats)..."
-"$NATS_SERVER_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$DATA_DIR/nats" >"$LOGS/nats.log" 2>&1 &
+NATS_ARGS=(-a 127.0.0.1 -p "$NATS_PORT" -js -sd "$DATA_DIR/nats")
+NATS_LOGIN="" NATS_SHOWN_LOGIN=""
+if [ "$NATS_AUTH" = 1 ]; then
+    # A new password each run, in hex: nothing to escape in the URL or the configuration.
+    NATS_PASSWORD="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+    (
+        umask 077
+        printf 'authorization {\n  users: [ {user: "events", password: "%s"} ]\n}\n' \
+            "$NATS_PASSWORD" >"$DATA_DIR/nats-auth.conf"
+    )
+    NATS_ARGS+=(-c "$DATA_DIR/nats-auth.conf")
+    NATS_LOGIN="events:$NATS_PASSWORD@" NATS_SHOWN_LOGIN="events:***@"
+fi
+echo "Starting NATS on 127.0.0.1:$NATS_PORT (data in $DATA_DIR/nats${NATS_LOGIN:+, login required})..."
+"$NATS_SERVER_BIN" "${NATS_ARGS[@]}" >"$LOGS/nats.log" 2>&1 &
 PIDS+=($!)
 
 if [ ! -f "$DATA_DIR/pg/PG_VERSION" ]; then
@@ -74,7 +98,7 @@ as_postgres "$PG_BIN_DIR/pg_ctl" -D "$DATA_DIR/pg" -l "$LOGS/postgres.log" -w \
     "SELECT 1 FROM pg_database WHERE datname = 'events'" | grep -q 1 ||
     "$PG_BIN_DIR/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres events
 
-export NATS_URL="nats://127.0.0.1:$NATS_PORT"
+export NATS_URL="nats://${NATS_LOGIN}127.0.0.1:$NATS_PORT"
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/events"
 export HOST=127.0.0.1 LOG_FORMAT="${LOG_FORMAT:-json}" RUST_LOG="${RUST_LOG:-info}"
 
@@ -94,7 +118,7 @@ The platform is up (logs in $LOGS):
   ingestion  http://127.0.0.1:$INGESTION_PORT/webhook/event   metrics: /metrics
   analytics  http://127.0.0.1:$ANALYTICS_PORT/health/readiness
   worker     http://127.0.0.1:$WORKER_PORT/metrics
-  NATS       $NATS_URL        PostgreSQL  $DATABASE_URL
+  NATS       nats://${NATS_SHOWN_LOGIN}127.0.0.1:$NATS_PORT        PostgreSQL  $DATABASE_URL
 
 INFO
 

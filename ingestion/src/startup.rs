@@ -29,9 +29,8 @@ pub struct App {
 /// starts keeping the stream verified.
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let metrics = service_kit::metrics::install();
-    let client = stream::connect(&config.stream, "ingestion")
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let nats = stream::connect(&config.stream, "ingestion").await?;
+    let client = nats.client.clone();
     let js = stream::jetstream(client.clone(), config.publish_timeout());
     let stream_ready = Arc::new(AtomicBool::new(false));
     let mut background = vec![
@@ -61,12 +60,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         // would count into nothing.
         counters: EventCounters::register(),
     });
-    let readiness = readiness(
-        client.clone(),
-        js,
-        config.stream.nats_stream.clone(),
-        stream_ready,
-    );
+    let readiness = readiness(nats, js, config.stream.nats_stream.clone(), stream_ready);
     background.push(health::spawn_readiness_gauges(
         "ingestion",
         readiness.clone(),
@@ -140,23 +134,23 @@ async fn keep_stream(js: async_nats::jetstream::Context, args: StreamArgs, ready
 }
 
 fn readiness(
-    client: async_nats::Client,
+    nats: stream::Nats,
     js: async_nats::jetstream::Context,
     stream_name: String,
     stream_ready: Arc<AtomicBool>,
 ) -> Readiness {
     Arc::new(move || {
-        let (client, js, stream_name, stream_ready) = (
-            client.clone(),
+        let (nats, js, stream_name, stream_ready) = (
+            nats.clone(),
             js.clone(),
             stream_name.clone(),
             stream_ready.clone(),
         );
         Box::pin(async move {
-            let state = client.connection_state();
-            if state != async_nats::connection::State::Connected {
+            let connection = nats.check();
+            if !connection.ready {
                 return vec![
-                    Check::failed("nats", format!("NATS connection is {state}")),
+                    connection,
                     Check::failed("stream", "unknown while NATS is disconnected"),
                 ];
             }

@@ -69,10 +69,12 @@ pub fn postgres_url(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Validates a comma-separated list of NATS URLs (`nats://host:port`).
+/// Validates a comma-separated list of NATS URLs (`nats://[user:password@]host:port`).
+/// A message names a URL with its password replaced by `***`.
 pub fn nats_urls(s: &str) -> Result<String, String> {
     for url in s.split(',') {
         let url = url.trim();
+        let shown = crate::stream::redacted(url);
         let rest = url
             .strip_prefix("nats://")
             .or_else(|| url.strip_prefix("tls://"))
@@ -80,9 +82,9 @@ pub fn nats_urls(s: &str) -> Result<String, String> {
         let host_port = rest.rsplit('@').next().unwrap_or(rest);
         let (host, port) = host_port
             .rsplit_once(':')
-            .ok_or_else(|| format!("{url:?} has no port (expected nats://host:port)"))?;
+            .ok_or_else(|| format!("{shown:?} has no port (expected nats://host:port)"))?;
         if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(format!("{url:?} is not nats://host:port"));
+            return Err(format!("{shown:?} is not nats://host:port"));
         }
     }
     Ok(s.to_owned())

@@ -10,7 +10,7 @@ mod postgres;
 mod process;
 
 pub use events::{facebook_bottom, facebook_top, tiktok_bottom, tiktok_top};
-pub use nats::NatsServer;
+pub use nats::{NatsLogin, NatsServer, NkeyUser};
 pub use postgres::Postgres;
 pub use process::ChildProcess;
 

@@ -1,4 +1,5 @@
-//! A private nats-server with JetStream, on a free loopback port, with its own store.
+//! A private nats-server with JetStream, on a free loopback port, with its own store;
+//! open to anyone, or requiring a login (user and password, or nkey).
 
 use crate::process::ChildProcess;
 use std::net::TcpStream;
@@ -13,6 +14,43 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     process: Option<ChildProcess>,
+    /// The user and password of `url()` and `client()`, when a login is required.
+    login: Option<(String, String)>,
+}
+
+/// Who may log in to a server started with [`NatsServer::start_with_logins`].
+#[derive(Debug, Clone)]
+pub enum NatsLogin {
+    Password {
+        user: String,
+        password: String,
+    },
+    /// An nkey user, known to the server by its public key (`U...`).
+    Nkey {
+        public_key: String,
+    },
+}
+
+/// A new nkey user: the seed a client logs in with, and the public key the server knows.
+#[derive(Debug, Clone)]
+pub struct NkeyUser {
+    pub seed: String,
+    pub public_key: String,
+}
+
+impl NkeyUser {
+    pub fn generate() -> anyhow::Result<NkeyUser> {
+        let pair = nkeys::KeyPair::new_user();
+        Ok(NkeyUser {
+            seed: pair.seed()?,
+            public_key: pair.public_key(),
+        })
+    }
+}
+
+/// A quoted string of the server's configuration format.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The binary: `NATS_SERVER_BIN` if set, else Debian's.
@@ -29,9 +67,52 @@ impl NatsServer {
             port: crate::free_port()?,
             store: tempfile::tempdir()?,
             process: None,
+            login: None,
         };
         server.launch().await?;
         Ok(server)
+    }
+
+    /// Starts a server that admits only `logins` (JetStream included). The first password
+    /// login is the one `url()` carries and `client()` uses, so there must be one.
+    pub async fn start_with_logins(logins: &[NatsLogin]) -> anyhow::Result<NatsServer> {
+        let login = logins.iter().find_map(|l| match l {
+            NatsLogin::Password { user, password } => Some((user.clone(), password.clone())),
+            NatsLogin::Nkey { .. } => None,
+        });
+        anyhow::ensure!(
+            login.is_some(),
+            "a password login is needed for url() and client()"
+        );
+        let users: Vec<String> = logins
+            .iter()
+            .map(|l| match l {
+                NatsLogin::Password { user, password } => {
+                    format!("{{user: {}, password: {}}}", quoted(user), quoted(password))
+                }
+                NatsLogin::Nkey { public_key } => format!("{{nkey: {}}}", quoted(public_key)),
+            })
+            .collect();
+        let mut server = NatsServer {
+            port: crate::free_port()?,
+            store: tempfile::tempdir()?,
+            process: None,
+            login,
+        };
+        std::fs::write(
+            server.config_path(),
+            format!(
+                "authorization {{\n  users: [\n    {}\n  ]\n}}\n",
+                users.join("\n    ")
+            ),
+        )?;
+        server.launch().await?;
+        Ok(server)
+    }
+
+    /// The configuration file, beside the store's `jetstream` folder.
+    fn config_path(&self) -> PathBuf {
+        self.store.path().join("nats-server.conf")
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
@@ -44,9 +125,12 @@ impl NatsServer {
             "-js",
             "-sd",
         ])
-        .arg(self.store.path())
-        .stdout(crate::child_output())
-        .stderr(crate::child_output());
+        .arg(self.store.path());
+        if self.login.is_some() {
+            cmd.arg("-c").arg(self.config_path());
+        }
+        cmd.stdout(crate::child_output())
+            .stderr(crate::child_output());
         self.process = Some(ChildProcess::spawn("nats-server", cmd)?);
         let addr = format!("127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -64,8 +148,17 @@ impl NatsServer {
         self.port
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://127.0.0.1:<port>`, with `user:password@` when the server requires a login:
+    /// the URL a service is given.
     pub fn url(&self) -> String {
+        match &self.login {
+            Some((user, password)) => format!("nats://{user}:{password}@127.0.0.1:{}", self.port),
+            None => self.address(),
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`, without credentials.
+    pub fn address(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
@@ -84,7 +177,13 @@ impl NatsServer {
 
     /// A client connected to this server.
     pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
-        Ok(async_nats::connect(self.url()).await?)
+        let options = match &self.login {
+            Some((user, password)) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            None => async_nats::ConnectOptions::new(),
+        };
+        Ok(options.connect(self.address()).await?)
     }
 
     /// A JetStream context on a new client.

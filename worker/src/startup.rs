@@ -41,9 +41,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     consumer::register_metrics();
     let pool = service_kit::db::pool(&config.database_url, config.db_pool_max, &[])
         .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
-    let client = stream::connect(&config.stream, "worker")
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let nats = stream::connect(&config.stream, "worker").await?;
+    let client = nats.client.clone();
     let js = stream::jetstream(client.clone(), Duration::from_secs(10));
     let (gate, probe) = DbGate::new(pool.clone());
     let progress = Arc::new(Progress::default());
@@ -86,13 +85,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         )),
     ];
 
-    let readiness = readiness(
-        client.clone(),
-        js,
-        config.stream.nats_stream.clone(),
-        pool,
-        progress,
-    );
+    let readiness = readiness(nats, js, config.stream.nats_stream.clone(), pool, progress);
     background.push(health::spawn_readiness_gauges("worker", readiness.clone()));
     let router = service_kit::http::instrument(health::routes(readiness, metrics), "worker");
     let listener = TcpListener::bind((config.host, config.port)).await?;
@@ -285,15 +278,15 @@ async fn consumer_gauges(js: async_nats::jetstream::Context, settings: Settings,
 }
 
 fn readiness(
-    client: async_nats::Client,
+    nats: stream::Nats,
     js: async_nats::jetstream::Context,
     stream_name: String,
     pool: Pool,
     progress: Arc<Progress>,
 ) -> Readiness {
     Arc::new(move || {
-        let (client, js, stream_name, pool, progress) = (
-            client.clone(),
+        let (nats, js, stream_name, pool, progress) = (
+            nats.clone(),
             js.clone(),
             stream_name.clone(),
             pool.clone(),
@@ -301,15 +294,14 @@ fn readiness(
         );
         Box::pin(async move {
             let mut checks = Vec::with_capacity(4);
-            let state = client.connection_state();
-            if state == async_nats::connection::State::Connected {
-                checks.push(Check::ok("nats"));
+            let connection = nats.check();
+            let connected = connection.ready;
+            checks.push(connection);
+            if connected {
                 checks.push(match js.get_stream(&stream_name).await {
                     Ok(_) => Check::ok("stream"),
                     Err(e) => Check::failed("stream", format!("stream {stream_name}: {e}")),
                 });
-            } else {
-                checks.push(Check::failed("nats", format!("NATS connection is {state}")));
             }
             checks.extend(health::database_checks(&pool).await);
             checks.push(if progress.consuming.load(Ordering::Relaxed) {

@@ -73,7 +73,7 @@ pub struct Selection {
 /// process exit code.
 pub async fn main(config: &Config, command: &DlqCommand) -> i32 {
     let mut out = std::io::stdout();
-    let result = match Queue::open(&config.stream.nats_url, &config.nats_dlq_stream).await {
+    let result = match Queue::open(&config.stream, &config.nats_dlq_stream).await {
         Ok(queue) => run(&queue, command, &mut out).await,
         Err(e) => Err(e),
     };

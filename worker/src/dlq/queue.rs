@@ -13,19 +13,17 @@ use async_nats::jetstream::{
     stream::{DeleteMessageErrorKind, RawMessageErrorKind},
 };
 use bytes::Bytes;
+use service_kit::stream::StreamArgs;
 use std::time::Duration;
 
 /// What can go wrong in a `worker dlq` command (one line each, the source kept).
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    #[error("NATS_URL {url:?} is not a server address")]
-    Url {
-        url: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Settings(#[from] service_kit::stream::NatsConfigError),
     #[error("cannot connect to NATS at {url}")]
     Connect {
+        /// Redacted.
         url: String,
         #[source]
         source: async_nats::ConnectError,
@@ -116,26 +114,17 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Connects (once, failing fast: an operator is waiting) and opens `name`.
-    pub async fn open(nats_url: &str, name: &str) -> Result<Queue, DlqError> {
-        let urls = nats_url
-            .split(',')
-            .map(|u| {
-                u.trim()
-                    .parse::<async_nats::ServerAddr>()
-                    .map_err(|source| DlqError::Url {
-                        url: u.to_owned(),
-                        source,
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let client = async_nats::ConnectOptions::new()
+    /// Connects (once, failing fast: an operator is waiting) with the worker's login and
+    /// opens `name`.
+    pub async fn open(nats: &StreamArgs, name: &str) -> Result<Queue, DlqError> {
+        let (servers, options) = service_kit::stream::login(nats).await?;
+        let client = options
             .name("worker dlq")
             .connection_timeout(Duration::from_secs(5))
-            .connect(urls)
+            .connect(servers)
             .await
             .map_err(|source| DlqError::Connect {
-                url: nats_url.to_owned(),
+                url: service_kit::stream::redacted(&nats.nats_url),
                 source,
             })?;
         let js = service_kit::stream::jetstream(client, Duration::from_secs(10));

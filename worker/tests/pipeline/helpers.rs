@@ -74,8 +74,15 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start() -> anyhow::Result<Pipeline> {
+        Self::start_with(NatsServer::start()).await
+    }
+
+    /// A pipeline on the nats-server `nats` starts (one requiring a login, say).
+    pub async fn start_with(
+        nats: impl std::future::Future<Output = anyhow::Result<NatsServer>>,
+    ) -> anyhow::Result<Pipeline> {
         service_kit::telemetry::init_for_tests();
-        let (nats, pg) = tokio::try_join!(NatsServer::start(), Postgres::start())?;
+        let (nats, pg) = tokio::try_join!(nats, Postgres::start())?;
         let database_url = pg.create_database("events").await?;
         Ok(Pipeline {
             nats,
@@ -284,6 +291,8 @@ impl Pipeline {
     pub async fn create_stream(&self) -> anyhow::Result<()> {
         let args = service_kit::stream::StreamArgs {
             nats_url: self.nats.url(),
+            nats_creds_file: None,
+            nats_nkey_seed_file: None,
             nats_stream: self.names.stream.clone(),
             nats_subject_prefix: self.names.prefix.clone(),
             nats_stream_replicas: 1,

@@ -1,0 +1,294 @@
+//! NATS with authentication, against a real nats-server requiring a login: a password in
+//! NATS_URL or an nkey seed file lets ingestion and the worker in and events are stored;
+//! a wrong password leaves both running and unready, with readiness saying why, and no
+//! log line ever shows the password.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../pipeline/helpers.rs"]
+mod helpers;
+
+use helpers::{Pipeline, WAIT, events};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use testkit::{ChildProcess, NatsLogin, NatsServer, NkeyUser, eventually};
+
+/// A password no other text of a test contains, so finding it in a log means a leak.
+fn distinctive_password(tag: &str) -> String {
+    format!("{tag}{}", testkit::unique_name())
+}
+
+fn password_login(user: &str, password: &str) -> NatsLogin {
+    NatsLogin::Password {
+        user: user.to_owned(),
+        password: password.to_owned(),
+    }
+}
+
+/// Ingestion running in this process; dropping it aborts it.
+struct Ingestion {
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Ingestion {
+    /// Asks it to stop and waits: it must not have ended by itself before.
+    async fn stop(self) {
+        assert!(!self.task.is_finished(), "ingestion ended by itself");
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Ingestion in this process on `nats_url` (plus `extra` flags), without waiting for it
+/// to be ready.
+async fn start_ingestion_at(p: &Pipeline, nats_url: &str, extra: &[&str]) -> Ingestion {
+    let mut args = vec![
+        "ingestion",
+        "--host=127.0.0.1",
+        "--port=0",
+        "--nats-url",
+        nats_url,
+        "--nats-stream",
+        &p.names.stream,
+        "--nats-subject-prefix",
+        &p.names.prefix,
+    ];
+    args.extend_from_slice(extra);
+    let config = <ingestion::Config as clap::Parser>::try_parse_from(args).unwrap();
+    let app = ingestion::build(config).await.unwrap();
+    let port = app.port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Ingestion { port, stop, task }
+}
+
+/// The real worker binary on `nats_url` (plus `env`), logging JSON at info level into
+/// `log`.
+fn start_worker_binary(
+    p: &Pipeline,
+    nats_url: &str,
+    env: &[(&str, &str)],
+    log: &Path,
+) -> (ChildProcess, u16) {
+    let port = testkit::free_port().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("NATS_URL", nats_url)
+        .env("NATS_STREAM", &p.names.stream)
+        .env("NATS_SUBJECT_PREFIX", &p.names.prefix)
+        .env("NATS_CONSUMER", &p.names.consumer)
+        .env("NATS_DLQ_STREAM", &p.names.dlq)
+        .env("DATABASE_URL", &p.database_url)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    (ChildProcess::spawn("worker", cmd).unwrap(), port)
+}
+
+/// The readiness answer: status code and body.
+async fn readiness(p: &Pipeline, port: u16) -> Option<(u16, Value)> {
+    let r = p
+        .http
+        .get(format!("http://127.0.0.1:{port}/health/readiness"))
+        .send()
+        .await
+        .ok()?;
+    Some((r.status().as_u16(), r.json().await.ok()?))
+}
+
+/// The reason of the failing `nats` check, once readiness shows one.
+async fn nats_failure(p: &Pipeline, port: u16) -> String {
+    eventually("a failing nats check with a reason", WAIT, || async {
+        let (status, body) = readiness(p, port).await?;
+        let nats = body["checks"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "nats")?;
+        let reason = nats["reason"].as_str()?;
+        (status == 503 && nats["ready"] == false && reason.contains("authorization"))
+            .then(|| reason.to_owned())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_password_in_nats_url_logs_ingestion_and_the_worker_in_and_events_are_stored() {
+    let password = distinctive_password("right");
+    let p = Pipeline::start_with(NatsServer::start_with_logins(&[password_login(
+        "app", &password,
+    )]))
+    .await
+    .unwrap();
+    assert!(
+        p.nats.url().contains(&password),
+        "the services get the login in NATS_URL"
+    );
+
+    let ingestion = p.start_ingestion(&[]).await.unwrap();
+    let worker = p.start_worker(&[]).await.unwrap();
+    p.wait_ready(worker.port).await.unwrap();
+    let (status, reply) = p
+        .post(ingestion.port, &Value::Array(events("auth", 0..50)))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{reply}");
+    p.wait_rows(50).await.unwrap();
+
+    // The operator's `worker dlq` logs in the same way.
+    let listed = dlq_list(&p, &p.nats.url()).await;
+    assert_eq!(listed.status.code(), Some(0), "{listed:?}");
+    let wrong = p.nats.url().replace(&password, "not-the-password");
+    let refused = dlq_list(&p, &wrong).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("authorization violation"), "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+
+    worker.stop().await.unwrap();
+    ingestion.stop().await.unwrap();
+}
+
+async fn dlq_list(p: &Pipeline, nats_url: &str) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env_clear()
+        .env("NATS_URL", nats_url)
+        .env("NATS_STREAM", &p.names.stream)
+        .env("NATS_SUBJECT_PREFIX", &p.names.prefix)
+        .env("NATS_DLQ_STREAM", &p.names.dlq)
+        .args(["dlq", "list"])
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_nkey_seed_file_logs_ingestion_and_the_worker_in_and_events_are_stored() {
+    let user = NkeyUser::generate().unwrap();
+    let p = Pipeline::start_with(NatsServer::start_with_logins(&[
+        password_login("testkit", &distinctive_password("admin")),
+        NatsLogin::Nkey {
+            public_key: user.public_key.clone(),
+        },
+    ]))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("worker.nk");
+    std::fs::write(&seed, format!("{}\n", user.seed)).unwrap();
+    let seed = seed.to_str().unwrap();
+
+    let ingestion =
+        start_ingestion_at(&p, &p.nats.address(), &["--nats-nkey-seed-file", seed]).await;
+    p.wait_ready(ingestion.port).await.unwrap();
+    let log = dir.path().join("worker.log");
+    let (_worker, port) = start_worker_binary(
+        &p,
+        &p.nats.address(),
+        &[("NATS_NKEY_SEED_FILE", seed)],
+        &log,
+    );
+    p.wait_ready(port).await.unwrap();
+    let (status, reply) = p
+        .post(ingestion.port, &Value::Array(events("nkey", 0..30)))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{reply}");
+    p.wait_rows(30).await.unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains(&user.seed),
+        "the seed leaked into a log:\n{logged}"
+    );
+    ingestion.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_with_a_wrong_password_keeps_running_unready_and_never_logs_a_password() {
+    let right = distinctive_password("right");
+    let wrong = distinctive_password("wrong");
+    let p = Pipeline::start_with(NatsServer::start_with_logins(&[password_login(
+        "app", &right,
+    )]))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = p.nats.port();
+
+    let refused_log = dir.path().join("refused.log");
+    let wrong_url = format!("nats://app:{wrong}@127.0.0.1:{port}");
+    let (mut refused, refused_port) = start_worker_binary(&p, &wrong_url, &[], &refused_log);
+    let reason = nats_failure(&p, refused_port).await;
+    assert!(reason.contains("authorization violation"), "{reason}");
+    // Still there after several retries: the client keeps trying, the process stays.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(refused.try_status().is_none(), "the worker exited");
+    let (status, _) = readiness(&p, refused_port).await.unwrap();
+    assert_eq!(status, 503);
+    refused.signal("TERM").unwrap();
+    let exit = refused.wait_exit(WAIT).await.unwrap();
+    assert!(exit.success(), "a stop asked for is a clean exit: {exit}");
+
+    let accepted_log = dir.path().join("accepted.log");
+    let (_accepted, accepted_port) = start_worker_binary(&p, &p.nats.url(), &[], &accepted_log);
+    p.wait_ready(accepted_port).await.unwrap();
+
+    let refused_lines = std::fs::read_to_string(&refused_log).unwrap();
+    let accepted_lines = std::fs::read_to_string(&accepted_log).unwrap();
+    assert!(
+        refused_lines.contains("authorization violation"),
+        "the refusal is logged:\n{refused_lines}"
+    );
+    for (name, lines) in [("refused", &refused_lines), ("accepted", &accepted_lines)] {
+        assert!(!lines.is_empty(), "the {name} worker logged nothing");
+        for password in [&right, &wrong] {
+            assert!(
+                !lines.contains(password.as_str()),
+                "the {name} worker logged a password:\n{lines}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn ingestion_with_a_wrong_password_stays_up_unready_and_answers_posts_503() {
+    let p = Pipeline::start_with(NatsServer::start_with_logins(&[password_login(
+        "app",
+        &distinctive_password("right"),
+    )]))
+    .await
+    .unwrap();
+    let wrong_url = format!("nats://app:wrong-password@127.0.0.1:{}", p.nats.port());
+    let ingestion = start_ingestion_at(&p, &wrong_url, &[]).await;
+
+    let reason = nats_failure(&p, ingestion.port).await;
+    assert!(reason.contains("authorization violation"), "{reason}");
+    let (status, reply) = p
+        .post(ingestion.port, &Value::Array(events("refused", 0..3)))
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        !reply.to_string().contains("wrong-password"),
+        "the password leaked into the answer: {reply}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = readiness(&p, ingestion.port).await.unwrap();
+    assert_eq!(status, 503, "still up, still unready");
+    ingestion.stop().await;
+}
