@@ -1,6 +1,7 @@
 //! Configuration of the analytics service (`runtime.md`); `analytics --help` lists it.
 
 use service_kit::config::{LogFormat, positive, postgres_url};
+use service_kit::secret::{self, Keys};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -37,9 +38,15 @@ pub struct Config {
     #[arg(long, env = "STATEMENT_TIMEOUT_MS", default_value = "10000",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub statement_timeout_ms: u64,
-    /// When set, requests need `Authorization: Bearer <key>`.
-    #[arg(long, env = "ANALYTICS_API_KEY", hide_env_values = true)]
-    pub analytics_api_key: Option<String>,
+    /// Bearer keys, comma-separated (at least 32 bytes each): when set, reports need
+    /// `Authorization: Bearer <one of them>`. Unset means open reports; empty, short or
+    /// `change-me` values stop the service at start.
+    #[arg(long, env = "ANALYTICS_API_KEY", hide_env_values = true,
+          value_parser = secret::keys, conflicts_with = "analytics_api_key_file")]
+    pub analytics_api_key: Option<Keys>,
+    /// A file holding `ANALYTICS_API_KEY` (a container secret, `/run/secrets/...`).
+    #[arg(long, env = "ANALYTICS_API_KEY_FILE", value_parser = secret::keys_from_file)]
+    pub analytics_api_key_file: Option<Keys>,
     /// Seconds a graceful shutdown may take before the process exits anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value = "30",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -58,6 +65,13 @@ impl Config {
         self.database_read_url
             .as_deref()
             .unwrap_or(&self.database_url)
+    }
+
+    /// The bearer keys, from `ANALYTICS_API_KEY` or `ANALYTICS_API_KEY_FILE` (never both).
+    pub fn api_keys(&self) -> Option<&Keys> {
+        self.analytics_api_key
+            .as_ref()
+            .or(self.analytics_api_key_file.as_ref())
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -61,7 +61,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         )
         .with_state(AppState { pool: pool.clone() })
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(config.analytics_api_key.clone()),
+            Arc::new(api_keys(&config)),
             auth::require_key,
         ));
     let router = service_kit::http::instrument(
@@ -98,6 +98,22 @@ impl App {
         }
         tracing::info!("Analytics stopped");
         Ok(())
+    }
+}
+
+/// The bearer keys. Without any the reports are open, and the start says so loudly.
+fn api_keys(config: &Config) -> Option<auth::ApiKeys> {
+    match config.api_keys() {
+        Some(keys) => {
+            tracing::info!(key_ids = %keys.ids(), "Reports require a bearer key");
+            Some(auth::ApiKeys::new(keys))
+        }
+        None => {
+            tracing::warn!(
+                "ANALYTICS_API_KEY is unset: no authentication, anyone can read the reports"
+            );
+            None
+        }
     }
 }
 

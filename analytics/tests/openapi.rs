@@ -108,7 +108,7 @@ async fn start() -> (String, tokio::task::JoinHandle<anyhow::Result<()>>) {
         "--database-url".into(),
         format!("postgres://postgres@127.0.0.1:{nothing_listens}/events"),
         "--analytics-api-key".into(),
-        "secret".into(),
+        "an-analytics-key-of-at-least-32-bytes".into(),
     ];
     let app = analytics::build(<analytics::Config as clap::Parser>::try_parse_from(args).unwrap())
         .await

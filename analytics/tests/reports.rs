@@ -530,29 +530,31 @@ async fn every_documented_bad_parameter_is_a_400_naming_the_field() {
 }
 
 #[tokio::test]
-async fn with_an_api_key_reports_need_the_bearer_token_and_health_stays_open() {
-    let s = setup(Some("k3y"), None).await;
+async fn with_api_keys_reports_need_one_of_them_and_health_stays_open() {
+    const OLD: &str = "old-analytics-key-0123456789abcdef";
+    const NEW: &str = "new-analytics-key-0123456789abcdef";
+    let s = setup(Some(&format!("{OLD},{NEW}")), None).await;
     let (status, body) = s.get("/analytics/stats").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))
     );
-    let r = s
-        .http
-        .get(format!("http://127.0.0.1:{}/analytics/stats", s.analytics))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = s
-        .http
-        .get(format!("http://127.0.0.1:{}/analytics/stats", s.analytics))
-        .bearer_auth("k3y")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    for (key, want) in [
+        ("wrong", 401),
+        ("", 401),
+        (&OLD[1..], 401),
+        (OLD, 200),
+        (NEW, 200),
+    ] {
+        let r = s
+            .http
+            .get(format!("http://127.0.0.1:{}/analytics/stats", s.analytics))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{key:?}");
+    }
     let (status, _) = s.get("/health/readiness").await;
     assert_eq!(status, 200);
     for t in s.tasks {

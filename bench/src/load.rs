@@ -83,6 +83,7 @@ pub fn start(load: Load) -> anyhow::Result<Running> {
             timeout: Duration::from_secs(30),
             concurrency: load.concurrency,
             secret: None,
+            signature_scheme: publisher::sender::SignatureScheme::Legacy,
         },
         Arc::clone(&stats),
     )?);

@@ -128,8 +128,8 @@ pub enum WebhookErrors {
     /// The body is not JSON, or not an object or array (`malformed_json`).
     #[response(status = 400, headers(("X-Correlation-ID" = String, description = "The request's correlation id")))]
     MalformedJson(ErrorBody),
-    /// `WEBHOOK_SECRET` is set and the signature is missing, wrong or more than 5 minutes
-    /// from now (`unauthorized`).
+    /// `WEBHOOK_SECRET` is set and the signature (either scheme) is missing, matches no
+    /// secret, or its timestamp is more than 5 minutes from now (`unauthorized`).
     #[response(status = 401, headers(("X-Correlation-ID" = String, description = "The request's correlation id")))]
     Unauthorized(ErrorBody),
     /// The body is over `MAX_BODY_BYTES` (default 2 MiB), or one event is over the broker's

@@ -1,6 +1,7 @@
 //! Configuration of the ingestion service (`runtime.md`); `ingestion --help` lists it.
 
 use service_kit::config::{LogFormat, positive};
+use service_kit::secret::{self, Keys};
 use service_kit::stream::StreamArgs;
 use service_kit::telemetry::TraceArgs;
 use std::net::IpAddr;
@@ -27,9 +28,15 @@ pub struct Config {
     /// Largest accepted request body, in bytes (413 beyond).
     #[arg(long, env = "MAX_BODY_BYTES", default_value = "2097152", value_parser = positive)]
     pub max_body_bytes: usize,
-    /// Shared secret for `X-Webhook-Signature`; unset means no signature check.
-    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
+    /// Secrets that sign requests (docs/api.md, "Signatures"), comma-separated: each plain
+    /// (at least 32 bytes) or a Standard Webhooks `whsec_<base64>` key. Unset means no
+    /// signature check; empty, short or `change-me` values stop the service at start.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true,
+          value_parser = secret::signing_keys, conflicts_with = "webhook_secret_file")]
+    pub webhook_secret: Option<Keys>,
+    /// A file holding `WEBHOOK_SECRET` (a container secret, `/run/secrets/...`).
+    #[arg(long, env = "WEBHOOK_SECRET_FILE", value_parser = secret::signing_keys_from_file)]
+    pub webhook_secret_file: Option<Keys>,
     /// Most events accepted per second (429 beyond); unset = no limit.
     #[arg(long, env = "RATE_LIMIT_EVENTS_PER_SEC",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -57,6 +64,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The signing keys, from `WEBHOOK_SECRET` or `WEBHOOK_SECRET_FILE` (never both).
+    pub fn webhook_keys(&self) -> Option<&Keys> {
+        self.webhook_secret
+            .as_ref()
+            .or(self.webhook_secret_file.as_ref())
+    }
+
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }

@@ -8,7 +8,8 @@ mod error;
 mod publish;
 mod ratelimit;
 mod routes;
-mod signature;
+/// Public for the signing helpers (producers, tests) and [`signature::SigningKeyId`].
+pub mod signature;
 mod startup;
 
 pub use api_doc::openapi;

@@ -52,7 +52,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         publisher,
         subject_prefix: config.stream.nats_subject_prefix.clone(),
         max_body_bytes: config.max_body_bytes,
-        secret: config.webhook_secret.clone().map(String::into_bytes),
+        signatures: signature_check(&config),
         rate_limit: config
             .rate_limit_events_per_sec
             .map(|rate| crate::ratelimit::RateLimit::new(rate, config.rate_limit_burst)),
@@ -108,6 +108,21 @@ impl App {
         }
         tracing::info!("Ingestion stopped");
         Ok(())
+    }
+}
+
+/// The signature check, after `metrics::install()` (it registers counters). Without keys
+/// there is none, and the start says so loudly: anyone who reaches the port can post.
+fn signature_check(config: &Config) -> Option<crate::signature::Verifier> {
+    match config.webhook_keys() {
+        Some(keys) => {
+            tracing::info!(key_ids = %keys.ids(), "Webhook signatures required");
+            Some(crate::signature::Verifier::new(keys.clone()))
+        }
+        None => {
+            tracing::warn!("WEBHOOK_SECRET is unset: no signature check, anyone can post events");
+            None
+        }
     }
 }
 

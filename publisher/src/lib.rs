@@ -129,10 +129,23 @@ pub struct Args {
     #[arg(long, env = "PUBLISHER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Sign requests with this secret (X-Webhook-Timestamp and X-Webhook-Signature), as the
-    /// ingestion service requires when it has one.
+    /// Sign requests with this secret, as the ingestion service requires when it has one: a
+    /// plain secret or a Standard Webhooks `whsec_<base64>` key. A comma-separated list
+    /// (ingestion's own format) signs with its first secret in the legacy scheme, with
+    /// every one in the standard scheme.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+
+    /// How requests are signed: `legacy` (X-Webhook-Timestamp, X-Webhook-Signature:
+    /// sha256=<hex>) or `standard` (Standard Webhooks: webhook-id, webhook-timestamp,
+    /// webhook-signature: v1,<base64>).
+    #[arg(
+        long,
+        env = "PUBLISHER_SIGNATURE_SCHEME",
+        value_enum,
+        default_value = "legacy"
+    )]
+    pub signature_scheme: sender::SignatureScheme,
 
     /// Generate (and --dump) events without sending them; --rate is ignored. Measures the
     /// generator, or makes fixture files.
@@ -263,6 +276,7 @@ where
             timeout: args.timeout,
             concurrency: usize::from(args.concurrency),
             secret: args.secret.clone(),
+            signature_scheme: args.signature_scheme,
         };
         Some(Arc::new(Sender::new(config, Arc::clone(&stats))?))
     };

@@ -2,6 +2,7 @@
 
 use crate::generator::GeneratedEvent;
 use crate::summary::Stats;
+use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use rand::Rng;
@@ -115,8 +116,27 @@ pub struct SenderConfig {
     pub timeout: Duration,
     /// Connections kept open; the number of requests in flight.
     pub concurrency: usize,
-    /// `WEBHOOK_SECRET`: sign each request (api.md) when set.
+    /// `WEBHOOK_SECRET`: sign each request (docs/api.md, "Signatures") when set.
     pub secret: Option<String>,
+    /// Which signature headers to send.
+    pub signature_scheme: SignatureScheme,
+}
+
+/// The two signature schemes ingestion accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignatureScheme {
+    /// `X-Webhook-Timestamp` and `X-Webhook-Signature: sha256=<hex>`.
+    Legacy,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`.
+    Standard,
+}
+
+/// HMACs keyed with the secrets (cloned for each request), and how to send them.
+#[derive(Debug)]
+struct Signer {
+    scheme: SignatureScheme,
+    /// At least one; the legacy scheme signs with the first only (one signature a header).
+    keys: Vec<Hmac<Sha256>>,
 }
 
 /// Posts batches over one pooled keep-alive HTTP/1.1 client and tallies the outcome.
@@ -124,8 +144,7 @@ pub struct SenderConfig {
 pub struct Sender {
     client: reqwest::Client,
     config: SenderConfig,
-    /// HMAC keyed with the secret, cloned for each request.
-    signer: Option<Hmac<Sha256>>,
+    signer: Option<Signer>,
     stats: Arc<Stats>,
 }
 
@@ -181,10 +200,16 @@ impl Sender {
             .user_agent(concat!("publisher/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let signer = match &config.secret {
-            Some(secret) => Some(
-                <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
-                    .map_err(|_| anyhow::anyhow!("the webhook secret is not a usable HMAC key"))?,
-            ),
+            Some(secret) => Some(Signer {
+                scheme: config.signature_scheme,
+                keys: signing_keys(secret)?
+                    .iter()
+                    .map(|key| {
+                        <Hmac<Sha256> as Mac>::new_from_slice(key)
+                            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+                    })
+                    .collect(),
+            }),
             None => None,
         };
         Ok(Sender {
@@ -233,10 +258,9 @@ impl Sender {
             .post(self.config.url.clone())
             .header(CONTENT_TYPE, "application/json");
         if let Some(signer) = &self.signer {
-            let (timestamp, signature) = sign(signer, batch.body());
-            request = request
-                .header("X-Webhook-Timestamp", timestamp)
-                .header("X-Webhook-Signature", signature);
+            for (name, value) in signer.headers(batch.body(), unix_now()) {
+                request = request.header(name, value);
+            }
         }
         let response = request.body(batch.body().clone()).send().await;
         let (status, retry_after, body) = match response {
@@ -328,20 +352,96 @@ pub fn backoff(retry: u32) -> Duration {
     Duration::from_millis(rand::rng().random_range(0..=ms))
 }
 
-/// The `X-Webhook-Timestamp` and `X-Webhook-Signature` headers of api.md for `body`;
-/// `key` is an HMAC already keyed with the secret.
-fn sign(key: &Hmac<Sha256>, body: &[u8]) -> (String, String) {
-    let timestamp = std::time::SystemTime::now()
+/// The HMAC keys of `WEBHOOK_SECRET`'s comma-separated secrets: a `whsec_<base64>` secret
+/// is a Standard Webhooks key (the decoded bytes), any other is its own bytes, as ingestion
+/// reads them. Errors never repeat the secret.
+fn signing_keys(secret: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    if secret.trim().is_empty() {
+        anyhow::bail!("WEBHOOK_SECRET (--secret) is set but empty: unset it to send unsigned");
+    }
+    secret
+        .split(',')
+        .map(str::trim)
+        .enumerate()
+        .map(|(i, text)| match text.strip_prefix("whsec_") {
+            _ if text.is_empty() => {
+                anyhow::bail!("WEBHOOK_SECRET (--secret): secret {} is empty", i + 1)
+            }
+            Some(encoded) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "WEBHOOK_SECRET (--secret): secret {} starts with whsec_ but is not \
+                         base64: {e}",
+                        i + 1
+                    )
+                }),
+            None => Ok(text.as_bytes().to_vec()),
+        })
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
-        .to_string();
+}
+
+impl Signer {
+    /// The signature headers (docs/api.md, "Signatures") of a request with this body.
+    fn headers(&self, body: &[u8], now: u64) -> Vec<(&'static str, String)> {
+        let timestamp = now.to_string();
+        match self.scheme {
+            SignatureScheme::Legacy => {
+                let signature = self
+                    .keys
+                    .first()
+                    .map(|key| legacy_signature(key, &timestamp, body));
+                vec![
+                    ("X-Webhook-Timestamp", timestamp),
+                    ("X-Webhook-Signature", signature.unwrap_or_default()),
+                ]
+            }
+            SignatureScheme::Standard => {
+                // Derived from the body, so a retry of the same body keeps its id, as
+                // Standard Webhooks asks of a message id.
+                let digest = <Sha256 as sha2::Digest>::digest(body);
+                let id = format!("msg_{}", hex::encode(&digest[..16]));
+                let signatures: Vec<String> = self
+                    .keys
+                    .iter()
+                    .map(|key| standard_signature(key, &id, &timestamp, body))
+                    .collect();
+                vec![
+                    ("webhook-id", id),
+                    ("webhook-timestamp", timestamp),
+                    ("webhook-signature", signatures.join(" ")),
+                ]
+            }
+        }
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
+fn legacy_signature(key: &Hmac<Sha256>, timestamp: &str, body: &[u8]) -> String {
     let mut mac = key.clone();
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    (timestamp, signature)
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// `v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`.
+fn standard_signature(key: &Hmac<Sha256>, id: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = key.clone();
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!("v1,{encoded}")
 }
 
 #[cfg(test)]
@@ -369,13 +469,72 @@ mod tests {
         assert_eq!(refused_events(other, 3), None);
     }
 
+    fn signer(secret: &str, scheme: SignatureScheme) -> Signer {
+        Signer {
+            scheme,
+            keys: signing_keys(secret)
+                .unwrap()
+                .iter()
+                .map(|k| <Hmac<Sha256> as Mac>::new_from_slice(k).unwrap())
+                .collect(),
+        }
+    }
+
     #[test]
-    fn signatures_follow_the_documented_scheme() {
-        let key = <Hmac<Sha256> as Mac>::new_from_slice(b"secret").unwrap();
-        let (timestamp, signature) = sign(&key, b"{}");
+    fn legacy_signatures_follow_the_documented_scheme() {
+        let headers = signer("secret", SignatureScheme::Legacy).headers(b"{}", 1000);
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"secret").unwrap();
-        mac.update(format!("{timestamp}.{{}}").as_bytes());
+        mac.update(b"1000.{}");
         let expected = hex::encode(mac.finalize().into_bytes());
-        assert_eq!(signature, format!("sha256={expected}"));
+        assert_eq!(
+            headers,
+            vec![
+                ("X-Webhook-Timestamp", "1000".to_owned()),
+                ("X-Webhook-Signature", format!("sha256={expected}")),
+            ]
+        );
+    }
+
+    #[test]
+    fn standard_signatures_reproduce_the_published_test_vector() {
+        let signer = signer(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            SignatureScheme::Standard,
+        );
+        let signature = standard_signature(
+            &signer.keys[0],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let headers = signer.headers(b"{}", 1000);
+        assert_eq!(headers[1], ("webhook-timestamp", "1000".to_owned()));
+        assert_eq!(
+            headers[2].1,
+            standard_signature(&signer.keys[0], &headers[0].1, "1000", b"{}")
+        );
+    }
+
+    #[test]
+    fn every_secret_of_a_list_signs_in_the_standard_scheme() {
+        let secrets = "first-secret, second-secret";
+        let standard = signer(secrets, SignatureScheme::Standard).headers(b"{}", 1000);
+        assert_eq!(standard[2].1.split(' ').count(), 2);
+        let legacy = signer(secrets, SignatureScheme::Legacy).headers(b"{}", 1000);
+        let first_only = signer("first-secret", SignatureScheme::Legacy).headers(b"{}", 1000);
+        assert_eq!(legacy, first_only);
+    }
+
+    #[test]
+    fn an_empty_or_undecodable_secret_is_refused_without_being_repeated() {
+        for secret in ["", " ", "a,,b", "whsec_!!not-base64!!"] {
+            let error = signing_keys(secret)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.starts_with("WEBHOOK_SECRET"), "{secret:?}: {error}");
+            assert!(!error.contains("not-base64"), "{error}");
+        }
     }
 }

@@ -17,27 +17,37 @@ pub fn parse_or_exit<T: Parser>(service: &str) -> T {
             std::process::exit(0)
         }
         Err(e) => {
-            eprintln!("{service}: {}", describe(&e));
+            eprintln!("{service}: {}", describe(&e, &T::command()));
             std::process::exit(2)
         }
     }
 }
 
-/// One line naming the variable and the value that was refused.
-pub fn describe(e: &clap::Error) -> String {
+/// One line naming the variable and the value that was refused. The value of an argument
+/// marked `hide_env_values` (a secret, a URL with a password) is left out: the line ends
+/// up in logs.
+pub fn describe(e: &clap::Error, command: &clap::Command) -> String {
     let context = |kind| match e.get(kind) {
         Some(ContextValue::String(s)) => Some(s.clone()),
         _ => None,
     };
-    let variable = context(ContextKind::InvalidArg).map(|arg| {
-        // clap renders the argument as `--nats-url <NATS_URL>`; the value name is the variable.
-        arg.split_once('<')
-            .and_then(|(_, rest)| rest.strip_suffix('>'))
-            .map(str::to_owned)
-            .unwrap_or(arg)
-    });
+    let variable = context(ContextKind::InvalidArg).map(|arg| variable_of(&arg));
     let cause = std::error::Error::source(e).map(|s| s.to_string());
+    let conflicting = match e.get(ContextKind::PriorArg) {
+        Some(ContextValue::String(s)) => Some(variable_of(s)),
+        Some(ContextValue::Strings(v)) => v.first().map(|s| variable_of(s)),
+        _ => None,
+    };
+    if let (ErrorKind::ArgumentConflict, Some(var), Some(other)) =
+        (e.kind(), variable.as_ref(), conflicting)
+    {
+        return format!("invalid configuration: {var} and {other} are both set: set only one");
+    }
     match (variable, context(ContextKind::InvalidValue)) {
+        (Some(var), Some(_)) if is_hidden(command, &var) => format!(
+            "invalid configuration: {var} is not valid{}",
+            cause.map(|c| format!(": {c}")).unwrap_or_default()
+        ),
         (Some(var), Some(value)) => format!(
             "invalid configuration: {var}={value:?} is not valid{}",
             cause.map(|c| format!(": {c}")).unwrap_or_default()
@@ -51,6 +61,26 @@ pub fn describe(e: &clap::Error) -> String {
                 .trim_start_matches("error: ")
         ),
     }
+}
+
+/// clap renders an argument as `--nats-url <NATS_URL>`; the value name is the variable.
+fn variable_of(arg: &str) -> String {
+    arg.split_once('<')
+        .and_then(|(_, rest)| rest.strip_suffix('>'))
+        .unwrap_or(arg)
+        .to_owned()
+}
+
+/// Whether the argument named `variable` (its environment variable, or its value name in
+/// `describe`'s rendering) keeps its value out of messages.
+fn is_hidden(command: &clap::Command, variable: &str) -> bool {
+    command.get_arguments().any(|arg| {
+        let named = arg.get_env().is_some_and(|env| env == variable)
+            || arg
+                .get_value_names()
+                .is_some_and(|names| names.iter().any(|n| n == variable));
+        named && arg.is_hide_env_values_set()
+    })
 }
 
 /// Log format chosen by `LOG_FORMAT`.
@@ -136,6 +166,11 @@ mod tests {
         nats_url: String,
         #[arg(long, env = "SAMPLE_SIZE_X", default_value = "1", value_parser = positive)]
         max_body_bytes: usize,
+        #[arg(long, env = "SAMPLE_SECRET_X", hide_env_values = true,
+              value_parser = crate::secret::keys, conflicts_with = "sample_secret_file")]
+        sample_secret: Option<crate::secret::Keys>,
+        #[arg(long, env = "SAMPLE_SECRET_FILE_X", value_parser = crate::secret::keys_from_file)]
+        sample_secret_file: Option<crate::secret::Keys>,
     }
 
     fn error_of(args: &[&str]) -> String {
@@ -143,8 +178,47 @@ mod tests {
         argv.extend_from_slice(args);
         match Sample::try_parse_from(argv) {
             Ok(s) => panic!("accepted {s:?}"),
-            Err(e) => describe(&e),
+            Err(e) => describe(&e, &<Sample as clap::CommandFactory>::command()),
         }
+    }
+
+    #[test]
+    fn a_refused_secret_is_named_without_its_value() {
+        let msg = error_of(&[
+            "--sample-secret",
+            "change-me-but-long-enough-to-pass-the-length",
+        ]);
+        assert_eq!(
+            msg,
+            "invalid configuration: SAMPLE_SECRET is not valid: the secret is a placeholder \
+             (it contains \"change-me\"): set a real secret"
+        );
+    }
+
+    #[test]
+    fn a_secret_and_its_file_together_are_one_line_naming_both() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let msg = error_of(&[
+            "--sample-secret",
+            secret,
+            "--sample-secret-file",
+            "/nonexistent",
+        ]);
+        assert!(msg.contains("cannot be read"), "{msg}");
+        let dir = std::env::temp_dir().join(format!("config-test-{}", std::process::id()));
+        let file = dir.join("secret");
+        let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, secret));
+        assert!(written.is_ok(), "{written:?}");
+        let file = file.to_string_lossy().into_owned();
+        let msg = error_of(&["--sample-secret", secret, "--sample-secret-file", &file]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            msg == "invalid configuration: SAMPLE_SECRET and SAMPLE_SECRET_FILE are both set: set only one"
+                || msg
+                    == "invalid configuration: SAMPLE_SECRET_FILE and SAMPLE_SECRET are both set: set only one",
+            "{msg}"
+        );
+        assert!(!msg.contains(secret));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Plumbing the three services share, written once: configuration errors, telemetry,
 //! metrics (recorder, HTTP middleware, pool gauges), health routes, graceful shutdown,
-//! the database pool, the schema's migration list and the API error body.
+//! secrets (fail-closed, `_FILE`, key ids), the database pool, the schema's migration
+//! list and the API error body.
 
 pub mod config;
 pub mod db;
@@ -9,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod schema;
+pub mod secret;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;

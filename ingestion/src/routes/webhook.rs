@@ -43,7 +43,8 @@ pub struct WebhookState {
     pub publisher: Publisher,
     pub subject_prefix: String,
     pub max_body_bytes: usize,
-    pub secret: Option<Vec<u8>>,
+    /// The signing keys; `None` when `WEBHOOK_SECRET` is unset (no signature check).
+    pub signatures: Option<signature::Verifier>,
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
     pub counters: EventCounters,
 }
@@ -108,9 +109,11 @@ pub struct Accepted {
 /// Checks run cheapest first and nothing is published unless every event is valid:
 /// content type (415), size (413), signature (401), JSON (400), batch size (422), every
 /// event against the spec (422), then publish and await every PubAck (202, or 503 for the
-/// whole request). Signed requests (when `WEBHOOK_SECRET` is set) carry
-/// `X-Webhook-Timestamp: <unix seconds>` and `X-Webhook-Signature: sha256=<hex
-/// HMAC-SHA256 of "<timestamp>.<raw body>">`.
+/// whole request). When `WEBHOOK_SECRET` is set, requests are signed with one of its
+/// secrets in either scheme: `X-Webhook-Timestamp: <unix seconds>` and
+/// `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">`, or
+/// Standard Webhooks' `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64
+/// HMAC-SHA256 of "<id>.<timestamp>.<raw body>">` (several, space-separated, allowed).
 #[utoipa::path(
     post,
     path = "/webhook/event",
@@ -122,8 +125,11 @@ pub struct Accepted {
     ),
     params(
         ("X-Correlation-ID" = Option<String>, Header, description = "Your id for the request (1 to 128 printable ASCII characters); generated when absent. Echoed in the response and carried to the worker's logs and the DLQ."),
-        ("X-Webhook-Timestamp" = Option<String>, Header, description = "Unix seconds; required when the service has `WEBHOOK_SECRET` set, and within 5 minutes of now."),
-        ("X-Webhook-Signature" = Option<String>, Header, description = "`sha256=<hex HMAC-SHA256 of \"<timestamp>.<raw body>\" with the secret>`; required when the service has `WEBHOOK_SECRET` set."),
+        ("X-Webhook-Timestamp" = Option<String>, Header, description = "Unix seconds, within 5 minutes of now; with `X-Webhook-Signature`, one of the two ways to sign a request when the service has `WEBHOOK_SECRET` set."),
+        ("X-Webhook-Signature" = Option<String>, Header, description = "`sha256=<hex HMAC-SHA256 of \"<timestamp>.<raw body>\" with a secret>`."),
+        ("webhook-id" = Option<String>, Header, description = "Standard Webhooks: the message id (no `.`); with `webhook-timestamp` and `webhook-signature`, the other way to sign a request."),
+        ("webhook-timestamp" = Option<String>, Header, description = "Standard Webhooks: unix seconds, within 5 minutes of now."),
+        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks: `v1,<base64 HMAC-SHA256 of \"<webhook-id>.<webhook-timestamp>.<raw body>\" with a secret>`, several separated by spaces; checked instead of `X-Webhook-Signature` when present."),
     ),
     responses(
         (status = 202, description = "Every event validated and durably stored in JetStream (PubAck received).", body = Accepted,
@@ -143,7 +149,8 @@ pub async fn receive(
         body,
         started: false,
     };
-    let response = match handle(&state, &correlation.0, &headers, &mut body)
+    let mut signed_by = None;
+    let mut response = match handle(&state, &correlation.0, &headers, &mut body, &mut signed_by)
         .instrument(span.clone())
         .await
     {
@@ -162,6 +169,9 @@ pub async fn receive(
             }
         }
     };
+    if let Some(key) = signed_by {
+        response.extensions_mut().insert(key);
+    }
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
@@ -196,6 +206,7 @@ async fn handle(
     correlation_id: &str,
     headers: &HeaderMap,
     body: &mut Upload,
+    signed_by: &mut Option<signature::SigningKeyId>,
 ) -> Result<Accepted, WebhookError> {
     if !is_json(headers) {
         return Err(WebhookError::UnsupportedMediaType);
@@ -204,26 +215,20 @@ async fn handle(
     if declared_length(headers).is_some_and(|len| len > limit) {
         return Err(WebhookError::PayloadTooLarge { limit });
     }
-    if state.secret.is_some() {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        if text("x-webhook-timestamp").is_none() || text("x-webhook-signature").is_none() {
-            return Err(WebhookError::Unauthorized(
-                signature::SignatureError::Missing,
-            ));
+    // The headers are checked before the body is read, the signature after.
+    let signed = match &state.signatures {
+        Some(_) => {
+            Some(signature::Signed::from_headers(headers).map_err(WebhookError::Unauthorized)?)
         }
-    }
+        None => None,
+    };
     let body = read_body(body, limit).await?;
-    if let Some(secret) = &state.secret {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let (Some(verifier), Some(signed)) = (&state.signatures, &signed) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        signature::verify(
-            secret,
-            text("x-webhook-timestamp"),
-            text("x-webhook-signature"),
-            &body,
-            now,
-        )
-        .map_err(WebhookError::Unauthorized)?;
+        let key = verifier
+            .verify(signed, &body, now)
+            .map_err(WebhookError::Unauthorized)?;
+        *signed_by = Some(key);
     }
 
     let events = parse(&body)?;
@@ -272,7 +277,12 @@ async fn handle(
     for (counter, events) in state.counters.accepted.iter().zip(per_source) {
         counter.increment(events);
     }
-    tracing::debug!(accepted, duplicates, "Events accepted");
+    tracing::debug!(
+        accepted,
+        duplicates,
+        signing_key = signed_by.map(|key| key.to_string()),
+        "Events accepted"
+    );
     Ok(Accepted {
         accepted,
         duplicates,

@@ -13,6 +13,7 @@ mod oversize;
 mod publish;
 mod ratelimit;
 mod requests;
+mod secrets;
 mod signature;
 mod slow_clients;
 mod validation;

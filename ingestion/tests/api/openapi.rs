@@ -93,7 +93,10 @@ fn the_webhook_and_its_alias_document_every_outcome() {
             [
                 "X-Correlation-ID",
                 "X-Webhook-Timestamp",
-                "X-Webhook-Signature"
+                "X-Webhook-Signature",
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature",
             ]
         );
         assert!(post["requestBody"]["content"]["application/json"].is_object());

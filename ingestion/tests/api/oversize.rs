@@ -165,7 +165,7 @@ async fn a_large_upload_of_the_wrong_type_reads_back_the_415() -> anyhow::Result
 #[tokio::test]
 async fn a_large_unsigned_upload_reads_back_the_401_when_a_secret_is_set() -> anyhow::Result<()> {
     let app = spawn_app(Options {
-        webhook_secret: Some("s3cret-for-tests".into()),
+        webhook_secret: Some("s3cret-for-tests-of-at-least-32-bytes".into()),
         ..Options::default()
     })
     .await;

@@ -1,10 +1,11 @@
-//! Optional webhook signatures: `X-Webhook-Signature: sha256=<HMAC of "<ts>.<body>">`.
+//! Optional webhook signatures: `X-Webhook-Signature: sha256=<HMAC of "<ts>.<body>">`
+//! (the Standard Webhooks scheme, several secrets and bad secrets: `secrets.rs`).
 
 use crate::helpers::{Options, assert_error, fb_top, spawn_app};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-const SECRET: &str = "s3cret-for-tests";
+const SECRET: &str = "s3cret-for-tests-of-at-least-32-bytes";
 
 fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
