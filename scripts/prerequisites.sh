@@ -61,6 +61,8 @@ install_prerequisites() {
     [ -x "$NATS_SERVER_BIN" ] || missing+=(nats-server)
     [ -x "$PG_BIN_DIR/initdb" ] || missing+=(postgresql-15)
     command -v curl >/dev/null || missing+=(curl)
+    # The TLS tests make a self-signed certificate for their PostgreSQL with openssl.
+    command -v openssl >/dev/null || missing+=(openssl)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "Installing ${missing[*]} from Debian's packages..."
         as_root apt-get update -qq

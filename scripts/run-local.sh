@@ -99,15 +99,30 @@ as_postgres "$PG_BIN_DIR/pg_ctl" -D "$DATA_DIR/pg" -l "$LOGS/postgres.log" -w \
     "$PG_BIN_DIR/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres events
 
 export NATS_URL="nats://${NATS_LOGIN}127.0.0.1:$NATS_PORT"
-export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/events"
 export HOST=127.0.0.1 LOG_FORMAT="${LOG_FORMAT:-json}" RUST_LOG="${RUST_LOG:-info}"
+
+# Least privilege (docs/operations.md, "PostgreSQL roles and TLS"): the migrations run as
+# the owner (here the cluster's superuser) and create the roles events_writer and
+# events_reader; the worker and analytics log in as users in them (no passwords: this
+# private cluster trusts local connections).
+OWNER_URL="postgres://postgres@127.0.0.1:$PG_PORT/events"
+WORKER_DATABASE_URL="postgres://events_worker@127.0.0.1:$PG_PORT/events"
+ANALYTICS_DATABASE_URL="postgres://events_analytics@127.0.0.1:$PG_PORT/events"
+echo "Applying the migrations as the owner; creating the services' login users..."
+MIGRATION_DATABASE_URL="$OWNER_URL" "$BIN/worker" migrate >"$LOGS/migrate.log" 2>&1 ||
+    { echo "worker migrate failed: see $LOGS/migrate.log" >&2; exit 1; }
+"$PG_BIN_DIR/psql" -X -w -q "$OWNER_URL" -f deploy/postgres/login-users.sql
 
 PORT="$INGESTION_PORT" "$BIN/ingestion" >"$LOGS/ingestion.log" 2>&1 &
 PIDS+=($!)
-PORT="$WORKER_PORT" "$BIN/worker" >"$LOGS/worker.log" 2>&1 &
+# MIGRATION_DATABASE_URL: a newer build started on this data migrates at start-up, as
+# the owner, while the pipeline runs as events_worker.
+PORT="$WORKER_PORT" DATABASE_URL="$WORKER_DATABASE_URL" MIGRATION_DATABASE_URL="$OWNER_URL" \
+    "$BIN/worker" >"$LOGS/worker.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$WORKER_PORT/health/readiness" worker
-PORT="$ANALYTICS_PORT" "$BIN/analytics" >"$LOGS/analytics.log" 2>&1 &
+PORT="$ANALYTICS_PORT" DATABASE_URL="$ANALYTICS_DATABASE_URL" \
+    "$BIN/analytics" >"$LOGS/analytics.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$INGESTION_PORT/health/readiness" ingestion
 wait_http "http://127.0.0.1:$ANALYTICS_PORT/health/readiness" analytics
@@ -118,7 +133,8 @@ The platform is up (logs in $LOGS):
   ingestion  http://127.0.0.1:$INGESTION_PORT/webhook/event   metrics: /metrics
   analytics  http://127.0.0.1:$ANALYTICS_PORT/health/readiness
   worker     http://127.0.0.1:$WORKER_PORT/metrics
-  NATS       nats://${NATS_SHOWN_LOGIN}127.0.0.1:$NATS_PORT        PostgreSQL  $DATABASE_URL
+  NATS       nats://${NATS_SHOWN_LOGIN}127.0.0.1:$NATS_PORT        PostgreSQL  $OWNER_URL
+             (the worker logs in as events_worker, analytics as events_analytics)
 
 INFO
 
@@ -128,12 +144,16 @@ if [ "$SMOKE" = 1 ]; then
         --duplicates 0.1 --dump "$DATA_DIR/smoke.ndjson"
     expected=$(grep -o '"eventId":"[^"]*"' "$DATA_DIR/smoke.ndjson" | sort -u | wc -l)
     for _ in $(seq 1 150); do
-        rows=$("$PG_BIN_DIR/psql" "$DATABASE_URL" -tAc "SELECT count(*) FROM events")
+        rows=$("$PG_BIN_DIR/psql" -X "$ANALYTICS_DATABASE_URL" -tAc "SELECT count(*) FROM events")
         [ "$rows" = "$expected" ] && break
         sleep 0.2
     done
     echo "Smoke: $rows rows stored, $expected distinct events published"
     [ "$rows" = "$expected" ] || { echo "Smoke test failed" >&2; exit 1; }
+    users=$("$PG_BIN_DIR/psql" -X "$OWNER_URL" -tAc "SELECT string_agg(DISTINCT usename::text, ',')
+        FROM pg_stat_activity WHERE usename IN ('events_worker', 'events_analytics')")
+    [ "$users" = "events_analytics,events_worker" ] ||
+        { echo "the services are not connected as their login users: $users" >&2; exit 1; }
     # The body is read whole first: `curl | grep -q` under pipefail fails when grep stops
     # reading early (curl gets SIGPIPE); the counter follows the commit, so it may lag the
     # rows by a moment.

@@ -39,7 +39,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             ("jit", "off".to_owned()),
         ],
     )
-    .map_err(|e| anyhow::anyhow!("DATABASE_READ_URL/DATABASE_URL: {e}"))?;
+    .map_err(|e| anyhow::Error::new(e).context("DATABASE_READ_URL/DATABASE_URL"))?;
     service_kit::db::warm(&pool, config.db_pool_min).await;
     let readiness = readiness(pool.clone());
     let background = vec![

@@ -93,10 +93,13 @@ pub enum LogFormat {
 }
 
 /// Validates a PostgreSQL URL early, so a typo stops the program at start.
+/// Its `sslmode` and `sslrootcert` too (`crate::db::Target`): a root certificate that
+/// cannot be read stops the program here.
 pub fn postgres_url(s: &str) -> Result<String, String> {
-    s.parse::<tokio_postgres::Config>()
+    // The causes too: "not a valid URL" alone would not say what is wrong.
+    crate::db::Target::parse(s)
         .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::db::error_text(&e))
 }
 
 /// Validates a comma-separated list of NATS URLs (`nats://[user:password@]host:port`).

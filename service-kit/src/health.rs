@@ -174,10 +174,11 @@ fn gauge_values(
 /// applied are the ones this binary knows (`schema::latest_version`).
 pub async fn database_checks(pool: &deadpool_postgres::Pool) -> Vec<Check> {
     let applied = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
+        // With the causes: a refused TLS handshake says why only there.
+        let client = pool.get().await.map_err(|e| crate::db::error_text(&e))?;
         crate::schema::applied_version(&client)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::db::error_text(&e))
     })
     .await
     .unwrap_or_else(|_| Err("no answer within 2 s".into()));
@@ -188,7 +189,10 @@ pub async fn database_checks(pool: &deadpool_postgres::Pool) -> Vec<Check> {
             Check::ok("database"),
             Check::failed(
                 "schema",
-                format!("version {version}, expected {latest} (the worker applies migrations)"),
+                format!(
+                    "version {version}, expected {latest}: migrations pending \
+                     (`worker migrate` applies them)"
+                ),
             ),
         ],
         Err(e) => vec![

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "pending_batches",
         sql: include_str!("../../sql/0010_pending_batches.sql"),
     },
+    Migration {
+        version: 11,
+        name: "roles",
+        sql: include_str!("../../sql/0011_roles.sql"),
+    },
 ];
 
 /// The version a current database has.

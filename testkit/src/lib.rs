@@ -8,11 +8,13 @@ mod events;
 mod nats;
 mod postgres;
 mod process;
+mod tls;
 
 pub use events::{facebook_bottom, facebook_top, tiktok_bottom, tiktok_top};
 pub use nats::{NatsLogin, NatsServer, NkeyUser};
 pub use postgres::Postgres;
 pub use process::ChildProcess;
+pub use tls::SelfSigned;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -40,6 +40,53 @@ fn as_postgres(program: &Path) -> Command {
 impl Postgres {
     /// Creates a cluster and starts it.
     pub async fn start() -> anyhow::Result<Postgres> {
+        let mut pg = Postgres::initdb()?;
+        pg.launch().await?;
+        Ok(pg)
+    }
+
+    /// Creates a cluster serving TLS with this certificate and key (PEM files, copied
+    /// into the data directory), and starts it. Over TCP only the `postgres` superuser
+    /// may connect without TLS (the helpers of this crate, which use no TLS); every other
+    /// role must use TLS (`hostssl`), so a service connecting in plain text as one is
+    /// refused.
+    pub async fn start_with_tls(cert: &Path, key: &Path) -> anyhow::Result<Postgres> {
+        let mut pg = Postgres::initdb()?;
+        let data = pg.dir.path().join("data");
+        std::fs::copy(cert, data.join("server.crt"))?;
+        std::fs::copy(key, data.join("server.key"))?;
+        // The server refuses a key that others may read.
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        if crate::is_root() {
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .status()?;
+            anyhow::ensure!(status.success(), "chown of the TLS files failed");
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?;
+        std::io::Write::write_all(
+            &mut conf,
+            b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostnossl all postgres 127.0.0.1/32 trust\n\
+             hostssl all all 127.0.0.1/32 trust\n",
+        )?;
+        pg.launch().await?;
+        Ok(pg)
+    }
+
+    /// A new cluster in a temporary directory, not started.
+    fn initdb() -> anyhow::Result<Postgres> {
         let dir = tempfile::Builder::new().prefix("testkit-pg").tempdir()?;
         if crate::is_root() {
             let status = Command::new("chown")
@@ -70,13 +117,11 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let mut pg = Postgres {
+        Ok(Postgres {
             port: crate::free_port()?,
             dir,
             process: None,
-        };
-        pg.launch().await?;
-        Ok(pg)
+        })
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {

@@ -26,10 +26,21 @@ pub struct Config {
     pub http: service_kit::http::HttpArgs,
     #[command(flatten)]
     pub stream: StreamArgs,
-    /// PostgreSQL the events are stored in; the worker applies `sql/` migrations to it.
+    /// PostgreSQL the events are stored in, as the role the pipeline runs as (in
+    /// production a member of `events_writer`). `sslmode` and `sslrootcert` are honoured.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/events",
           value_parser = postgres_url, hide_env_values = true)]
     pub database_url: String,
+    /// The same database as the schema's owner, used only to apply migrations (`worker
+    /// migrate`, the start-up migration) and by `worker rebuild-rollups`. Unset:
+    /// DATABASE_URL does that too (a local run as the owner).
+    #[arg(long, env = "MIGRATION_DATABASE_URL", value_parser = postgres_url, hide_env_values = true)]
+    pub migration_database_url: Option<String>,
+    /// Apply pending migrations at start-up. `false`: never change the schema; wait, not
+    /// ready (`schema` check), until `worker migrate` has applied them.
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub migrate_on_start: bool,
     /// Durable consumer name, shared by every worker replica.
     #[arg(long, env = "NATS_CONSUMER", default_value = "events-worker")]
     pub nats_consumer: String,
@@ -96,8 +107,12 @@ pub struct Config {
 /// One-off maintenance commands (without one, the worker consumes).
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
+    /// Apply pending migrations as MIGRATION_DATABASE_URL (else DATABASE_URL), then exit:
+    /// the deploy step before the workers start. Nothing to apply is a success.
+    Migrate,
     /// Apply migrations, recompute every rollup and per-user set from the raw `events`
-    /// table, then exit. Writers wait while the counts are recomputed.
+    /// table, then exit. Writers wait while the counts are recomputed. Connects as
+    /// MIGRATION_DATABASE_URL (else DATABASE_URL): truncating is the owner's right.
     RebuildRollups,
     /// Inspect, replay and purge dead letters (`NATS_DLQ_STREAM`), then exit.
     #[command(subcommand)]
@@ -127,6 +142,13 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// The connection that may change the schema.
+    pub fn migration_url(&self) -> &str {
+        self.migration_database_url
+            .as_deref()
+            .unwrap_or(&self.database_url)
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }

@@ -14,4 +14,4 @@ mod startup;
 pub mod store;
 
 pub use config::{Command, Config};
-pub use startup::{App, build, rebuild_rollups};
+pub use startup::{App, build, migrate_schema, rebuild_rollups};

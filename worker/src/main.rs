@@ -1,5 +1,5 @@
 use service_kit::{config, shutdown, telemetry};
-use worker::{Command, Config, build, rebuild_rollups};
+use worker::{Command, Config, build, migrate_schema, rebuild_rollups};
 
 /// mimalloc instead of glibc's malloc: the worker's CPU per stored event fell by ~20 % in
 /// alternating bench runs, for ~40 MiB more peak RSS (README, Benchmarks). Ingestion uses
@@ -21,7 +21,8 @@ async fn main() -> anyhow::Result<()> {
         "worker",
     )?;
     let result = match config.command {
-        Some(Command::RebuildRollups) => rebuild_rollups(&config.database_url).await,
+        Some(Command::Migrate) => migrate_schema(config.migration_url()).await,
+        Some(Command::RebuildRollups) => rebuild_rollups(config.migration_url()).await,
         Some(Command::Dlq(_)) => Ok(()),
         None => {
             let drain = config.shutdown_timeout();

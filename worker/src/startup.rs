@@ -7,10 +7,12 @@ use crate::consumer::{self, Ctx, Settings};
 use crate::dlq::DeadLetters;
 use crate::gate::DbGate;
 use crate::migrate;
+use anyhow::Context;
 use axum::Router;
 use deadpool_postgres::Pool;
+use service_kit::db::{Target, error_text};
 use service_kit::health::{self, Check, Readiness};
-use service_kit::stream;
+use service_kit::{schema, stream};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +41,15 @@ struct Progress {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let metrics = service_kit::metrics::install();
     consumer::register_metrics();
-    let pool = service_kit::db::pool(&config.database_url, config.db_pool_max, &[])
-        .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    let pool = Target::parse(&config.database_url)
+        .and_then(|target| target.pool(config.db_pool_max, &[]))
+        .context("DATABASE_URL")?;
+    let migration = config
+        .migration_database_url
+        .as_deref()
+        .map(Target::parse)
+        .transpose()
+        .context("MIGRATION_DATABASE_URL")?;
     let nats = stream::connect(&config.stream, "worker").await?;
     let client = nats.client.clone();
     let js = stream::jetstream(client.clone(), Duration::from_secs(10));
@@ -68,6 +77,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     });
     let supervisor = tokio::spawn(supervise(
         config.clone(),
+        migration,
         js.clone(),
         settings.clone(),
         ctx,
@@ -143,12 +153,30 @@ impl App {
     }
 }
 
+/// `worker migrate`: applies the pending migrations as `url` (the schema's owner), then
+/// returns; nothing pending is a success. The deploy step before the workers start.
+pub async fn migrate_schema(url: &str) -> anyhow::Result<()> {
+    let target = Target::parse(url).context("MIGRATION_DATABASE_URL/DATABASE_URL")?;
+    let mut client = target
+        .connect()
+        .await
+        .context("cannot connect to the database")?;
+    let version = migrate::run(&mut client)
+        .await
+        .context("the migrations failed")?;
+    tracing::info!(version, "Schema current");
+    Ok(())
+}
+
 /// Applies migrations, then recomputes every rollup from the raw table (one transaction;
-/// writers wait). The operator's repair for rollups suspected wrong.
-pub async fn rebuild_rollups(database_url: &str) -> anyhow::Result<()> {
-    let (mut client, connection) =
-        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
+/// writers wait). The operator's repair for rollups suspected wrong. `url` is the
+/// schema's owner: truncating the rollups is not the writer's right.
+pub async fn rebuild_rollups(url: &str) -> anyhow::Result<()> {
+    let target = Target::parse(url).context("MIGRATION_DATABASE_URL/DATABASE_URL")?;
+    let mut client = target
+        .connect()
+        .await
+        .context("cannot connect to the database")?;
     migrate::run(&mut client).await?;
     let started = std::time::Instant::now();
     client.execute("SELECT rebuild_rollups()", &[]).await?;
@@ -158,8 +186,6 @@ pub async fn rebuild_rollups(database_url: &str) -> anyhow::Result<()> {
         .await?
         .get(0);
     tracing::info!(events, hours, elapsed = ?started.elapsed(), "Rollups and per-user sets rebuilt from the raw events");
-    drop(client);
-    let _ = connection.await;
     Ok(())
 }
 
@@ -167,15 +193,16 @@ pub async fn rebuild_rollups(database_url: &str) -> anyhow::Result<()> {
 /// crash-looping), then consumes until told to stop.
 async fn supervise(
     config: Config,
+    migration: Option<Target>,
     js: async_nats::jetstream::Context,
     settings: Settings,
     ctx: Arc<Ctx>,
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let migrated = retry("Database migrations", &mut stop, || async {
-        let mut client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-        migrate::run(&mut client).await.map_err(|e| e.to_string())
+    let may_migrate = AtomicBool::new(config.migrate_on_start);
+    let migrated = retry("Database migrations", &mut stop, || {
+        current_schema(&ctx.pool, migration.as_ref(), &may_migrate)
     });
     let Some(version) = migrated.await else {
         return;
@@ -205,6 +232,48 @@ async fn supervise(
     progress.consuming.store(true, Ordering::Relaxed);
     consumer::run(js, settings, ctx, stop).await;
     let _ = compactor.await;
+}
+
+/// The schema's version once it is current. Pending migrations are applied when this
+/// worker may (`MIGRATE_ON_START`), as MIGRATION_DATABASE_URL when given, else through
+/// the pool. Otherwise, or once the database has refused them to this role, it waits for
+/// `worker migrate` without trying DDL again: each call is then one read of the
+/// version, the error is the supervisor's retry, and readiness's `schema` check is failing.
+async fn current_schema(
+    pool: &Pool,
+    migration: Option<&Target>,
+    may_migrate: &AtomicBool,
+) -> Result<i32, String> {
+    let mut client = pool.get().await.map_err(|e| error_text(&e))?;
+    let applied = schema::applied_version(&client)
+        .await
+        .map_err(|e| error_text(&e))?;
+    let latest = schema::latest_version();
+    if applied >= latest {
+        return Ok(applied);
+    }
+    if !may_migrate.load(Ordering::Relaxed) {
+        return Err(format!(
+            "schema version {applied}, this worker needs {latest}: waiting for `worker migrate`"
+        ));
+    }
+    let result = match migration {
+        Some(target) => match target.connect().await {
+            Ok(mut owner) => migrate::run(&mut owner).await,
+            Err(e) => return Err(format!("MIGRATION_DATABASE_URL: {}", error_text(&e))),
+        },
+        None => migrate::run(&mut client).await,
+    };
+    match result {
+        Ok(version) => Ok(version),
+        Err(e) if migrate::is_not_allowed(&e) => {
+            may_migrate.store(false, Ordering::Relaxed);
+            let e = error_text(&e);
+            tracing::warn!(error = %e, "This role may not change the schema: waiting for `worker migrate` (or give MIGRATION_DATABASE_URL)");
+            Err(format!("migrations refused to this role: {e}"))
+        }
+        Err(e) => Err(error_text(&e)),
+    }
 }
 
 /// Retries `step` with backoff until it succeeds; `None` if stopped first.
