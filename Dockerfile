@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 #
-# One Dockerfile for the whole workspace (runtime.md, "Programs").
+# One Dockerfile for the whole workspace (docs/operations.md, "Programs").
 #
 #   build       compiles every binary of the workspace once (release, --locked)
 #   runtime     debian:bookworm-slim + ca-certificates + curl (HEALTHCHECK), user 10001

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Opens GET /api of ingestion and analytics in headless Chromium (Debian package
 # `chromium`) and checks that Swagger UI renders every endpoint: the dumped DOM must hold
-# an operation block (`opblock`) for each operation of api.md and of the service's own
+# an operation block (`opblock`) for each operation of docs/api.md and of the service's own
 # /api/openapi.json. Fails naming every missing operation.
 #
 #   scripts/check-swagger-ui.sh        (CI runs it from .ci/run)
@@ -19,7 +19,7 @@ if [ -z "$CHROMIUM" ]; then
     exit 1
 fi
 
-# The operations api.md names for each service; the document's own are added to them.
+# The operations docs/api.md names for each service; the document's own are added to them.
 ANALYTICS_OPS=(
     "GET /analytics/stats" "GET /analytics/timeseries" "GET /analytics/funnel"
     "GET /analytics/geo" "GET /analytics/revenue" "GET /analytics/campaigns/top"

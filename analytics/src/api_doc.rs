@@ -26,7 +26,7 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
 #[openapi(
     info(
         title = "Analytics API",
-        description = "Read-only reports over the stored marketing events (`api.md`). \
+        description = "Read-only reports over the stored marketing events (`docs/api.md`). \
             Every report takes `from` and `to` (RFC 3339; the range `[from, to)` over the events' \
             own time; default the last 7 days). Unknown or repeated parameters are a 400. \
             Counts are integers, money is a decimal string with two places, ratios are numbers \
@@ -180,7 +180,7 @@ fn source(description: &str, required: bool) -> Parameter {
     query("source", description, required, choice(&names, None))
 }
 
-/// Every event type of either source (`events.md`).
+/// Every event type of either source (`docs/events.md`).
 fn event_types_schema() -> Object {
     let mut names: Vec<&str> = Source::ALL
         .into_iter()
@@ -256,7 +256,7 @@ query_params!(
             query("funnelStage", "Only events of this funnel stage.", false, choice(&stages, None)),
             query(
                 "eventType",
-                "Only events of this type (any event type of `events.md`).",
+                "Only events of this type (any event type of `docs/events.md`).",
                 false,
                 event_types_schema(),
             ),

@@ -1,4 +1,4 @@
-//! Configuration of the analytics service (`runtime.md`); `analytics --help` lists it.
+//! Configuration of the analytics service (`docs/operations.md`); `analytics --help` lists it.
 
 use service_kit::config::{LogFormat, positive, postgres_url};
 use service_kit::secret::{self, Keys};

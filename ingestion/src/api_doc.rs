@@ -1,7 +1,7 @@
 //! The OpenAPI 3 document of the service, generated from the handler's `#[utoipa::path]`
 //! annotation and the types below, served at `/api/openapi.json` with Swagger UI at `/api`.
 //!
-//! The event types here only describe `events.md` for readers of the document; the one
+//! The event types here only describe `docs/events.md` for readers of the document; the one
 //! implementation of the spec stays `shared_events::validate`.
 
 // Documentation-only types: described, never constructed.
@@ -24,7 +24,7 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
 #[openapi(
     info(
         title = "Ingestion API",
-        description = "Webhook receiving Facebook and TikTok marketing events (`events.md`). \
+        description = "Webhook receiving Facebook and TikTok marketing events (`docs/events.md`). \
             A 202 means every event of the request is durably stored in JetStream and will be \
             stored in the database exactly once; any 503 means nothing can be relied on and the \
             whole request should be retried (re-sent events are deduplicated by `eventId`).",
@@ -222,7 +222,7 @@ fn tiktok_device_schema() -> Object {
     choice(&["Android", "iOS", "Desktop"])
 }
 
-/// One marketing event (`events.md`). Unknown extra fields are allowed and kept.
+/// One marketing event (`docs/events.md`). Unknown extra fields are allowed and kept.
 ///
 /// Facebook event types: top = `ad.view`, `page.like`, `comment`, `video.view`; bottom =
 /// `ad.click`, `form.submission`, `checkout.complete`. TikTok: top = `video.view`, `like`,

@@ -1,4 +1,4 @@
-//! Configuration of the ingestion service (`runtime.md`); `ingestion --help` lists it.
+//! Configuration of the ingestion service (`docs/operations.md`); `ingestion --help` lists it.
 
 use service_kit::config::{LogFormat, positive};
 use service_kit::secret::{self, Keys};

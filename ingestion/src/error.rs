@@ -1,4 +1,4 @@
-//! Every way a webhook request can fail, mapped to the status codes of `api.md`.
+//! Every way a webhook request can fail, mapped to the status codes of `docs/api.md`.
 
 use crate::signature::SignatureError;
 use axum::http::StatusCode;

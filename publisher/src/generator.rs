@@ -1,4 +1,4 @@
-//! Realistic, reproducible Facebook and TikTok events, in the four shapes of events.md.
+//! Realistic, reproducible Facebook and TikTok events, in the four shapes of docs/events.md.
 //!
 //! Every random choice comes from one RNG seeded with `--seed`, and event time comes from
 //! an [`EventClock`]; with a virtual clock the same seed gives byte-identical events.
@@ -80,7 +80,7 @@ impl GeneratedEvent {
     }
 }
 
-/// A valid event of any of the four shapes; serialises to the JSON of events.md.
+/// A valid event of any of the four shapes; serialises to the JSON of docs/events.md.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {

@@ -1,5 +1,5 @@
 //! `publisher`: posts realistic Facebook and TikTok events to the ingestion webhook, for
-//! demos and load tests (runtime.md, "Publisher").
+//! demos and load tests (docs/operations.md, "Programs").
 //!
 //! * [`generator`] makes the events (reproducible from a seed), including deliberate
 //!   duplicates, invalid and out-of-order events.

@@ -1,4 +1,4 @@
-//! The error body every public endpoint uses (`api.md`):
+//! The error body every public endpoint uses (`docs/api.md`):
 //! `{"error": {"code": "snake_case", "message": "...", "details": [...]}}`.
 
 use axum::Json;
@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
-/// An HTTP error in the shape of `api.md`.
+/// An HTTP error in the shape of `docs/api.md`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,

@@ -53,7 +53,7 @@ async fn method_not_allowed() -> crate::error::ApiError {
 
 /// Like [`serve`], but once `shutdown` resolved the requests in flight get at most `drain`
 /// to finish, so a stuck client cannot hold the process past the bounded shutdown of
-/// `runtime.md`.
+/// `docs/operations.md`.
 pub async fn serve_with_drain(
     listener: TcpListener,
     router: Router,
@@ -83,7 +83,7 @@ pub async fn serve_with_drain(
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and finishes the requests
-/// already received (the lifecycle of `runtime.md`), each client held to `limits`.
+/// already received (the lifecycle of `docs/operations.md`), each client held to `limits`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,

@@ -17,7 +17,7 @@ pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("X-Correlatio
 /// worker's ingest-to-commit latency.
 pub const INGESTED_AT_HEADER: HeaderName = HeaderName::from_static("Ingested-At");
 
-/// NATS and stream settings, from the environment (`runtime.md`).
+/// NATS and stream settings, from the environment (`docs/operations.md`).
 #[derive(Clone, clap::Args)]
 pub struct StreamArgs {
     /// NATS server URL(s), comma-separated for a cluster. `nats://user:password@host:4222`

@@ -442,9 +442,9 @@ impl OwnedSetKey {
     }
 }
 
-/// `api.md`'s age buckets, in order.
+/// `docs/api.md`'s age buckets, in order.
 pub const AGE_BUCKETS: &[&str] = &["<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"];
-/// `api.md`'s follower buckets (lower bound inclusive), in order.
+/// `docs/api.md`'s follower buckets (lower bound inclusive), in order.
 pub const FOLLOWER_BUCKETS: &[&str] = &["<1k", "1k-10k", "10k-100k", "100k-1M", "1M+"];
 
 /// The age bucket of `data.user.age` (an integer by validation).

@@ -1,4 +1,4 @@
-//! Valid sample events of each shape (events.md), for tests.
+//! Valid sample events of each shape (docs/events.md), for tests.
 
 use serde_json::{Value, json};
 

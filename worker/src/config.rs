@@ -1,4 +1,4 @@
-//! Configuration of the worker (`runtime.md`); `worker --help` lists it.
+//! Configuration of the worker (`docs/operations.md`); `worker --help` lists it.
 
 use service_kit::config::{LogFormat, positive, postgres_url};
 use service_kit::stream::StreamArgs;

@@ -1,4 +1,4 @@
-//! The reports of `api.md`, one file each, and what they share.
+//! The reports of `docs/api.md`, one file each, and what they share.
 
 pub mod campaigns;
 pub mod demographics;

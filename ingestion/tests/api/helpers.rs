@@ -265,7 +265,7 @@ pub async fn body_json(response: Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
 }
 
-/// Asserts the `api.md` error shape `{"error":{"code","message","details"}}` with this code,
+/// Asserts the `docs/api.md` error shape `{"error":{"code","message","details"}}` with this code,
 /// and returns the details.
 pub fn assert_error_body(body: &Value, code: &str) -> Vec<Value> {
     let top = body.as_object().expect("the error body is an object");

@@ -1,4 +1,4 @@
-//! Every rule of events.md, broken one at a time, and batches with bad events.
+//! Every rule of docs/events.md, broken one at a time, and batches with bad events.
 
 use crate::helpers::{Options, TS, assert_error, events, fb_top, spawn_app};
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! A handler that panics answers 500 `internal_error` in the error body of `api.md`
+//! A handler that panics answers 500 `internal_error` in the error body of `docs/api.md`
 //! instead of dropping the connection, and is counted in `http_panics_total{service}` and
 //! logged with its route. The panic message goes to the log only: it may hold internals
 //! a client has no business seeing.

@@ -49,7 +49,7 @@ pub struct Row {
     pub extra: Option<String>,
     /// When ingestion accepted the event.
     pub ingested_at: Option<OffsetDateTime>,
-    /// Derived facts (events.md), computed once here.
+    /// Derived facts (docs/events.md), computed once here.
     pub country: Option<String>,
     pub campaign_id: Option<String>,
     /// The amount of a revenue event with a non-null `purchaseAmount` (a purchase).

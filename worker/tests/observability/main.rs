@@ -4,7 +4,7 @@
 //! - every PromQL expression of every Grafana dashboard panel and every recording and
 //!   alerting rule returns data once the services have seen traffic (accepted, rejected,
 //!   failed, duplicate, dead-lettered events), every metric they name is exported by some
-//!   service, and every runtime.md metric is exported with its labels;
+//!   service, and every docs/operations.md metric is exported with its labels;
 //! - a request's `X-Correlation-ID` can be followed into the worker's logs and the DLQ.
 //!
 //! Ingestion and analytics run in this process (they share one metrics registry); the
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use testkit::{ChildProcess, eventually};
 use tokio::sync::oneshot;
 
-/// runtime.md "Metrics every dashboard relies on": name and label names.
+/// docs/operations.md "Metrics every dashboard relies on": name and label names.
 const RUNTIME_METRICS: &[(&str, &[&str])] = &[
     (
         "http_requests_total",
@@ -412,7 +412,7 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
     }
     let allowed = allow_list();
 
-    // runtime.md names, with their labels.
+    // docs/operations.md names, with their labels.
     let mut problems = Vec::new();
     for (name, labels) in RUNTIME_METRICS {
         let series = exported
@@ -422,7 +422,7 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
             None if allowed.contains(*name) => {
                 eprintln!("note: {name} not exported (allow-listed)")
             }
-            None => problems.push(format!("runtime.md metric {name} is not exported")),
+            None => problems.push(format!("docs/operations.md metric {name} is not exported")),
             Some(have) => {
                 let have: BTreeSet<&str> = have
                     .iter()
@@ -431,7 +431,7 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
                     .collect();
                 let want: BTreeSet<&str> = labels.iter().copied().collect();
                 if have != want {
-                    problems.push(format!("{name}: labels {have:?}, runtime.md says {want:?}"));
+                    problems.push(format!("{name}: labels {have:?}, docs/operations.md says {want:?}"));
                 }
             }
         }
