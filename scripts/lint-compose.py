@@ -57,6 +57,22 @@ ANALYTICS_FALLBACK_ENV = {
 # Services that must stay scalable (`docker compose up --scale worker=3`).
 SCALABLE = {"worker"}
 
+# What a one-shot job built from one of our binaries must set instead of REQUIRED_ENV
+# (binary -> {var: compose service its URL must name}): `worker migrate` needs only the
+# owner's connection.
+ONE_SHOT_REQUIRED_ENV = {
+    "worker": {"MIGRATION_DATABASE_URL": "postgres"},
+}
+
+
+def is_one_shot(service: dict) -> bool:
+    """A job that runs once and exits (`restart: "no"`, healthcheck disabled), such as
+    the `migrate` deploy step: it has nothing to be healthy about, and whoever waits for
+    it waits for `service_completed_successfully`."""
+    hc = service.get("healthcheck")
+    return (str(service.get("restart")) == "no" and isinstance(hc, dict)
+            and bool(hc.get("disable")))
+
 # Ports that are not Prometheus text format (NATS monitoring is JSON).
 NOT_PROMETHEUS = {("nats", 8222), ("nats", 4222)}
 
@@ -212,7 +228,11 @@ def lint_compose(root: Path, rep: Report, reads: dict[str, set[str]],
 
         # Healthcheck in compose (explicit, so `depends_on: service_healthy` is visible here).
         hc = svc.get("healthcheck")
-        if not isinstance(hc, dict) or hc.get("disable") or not hc.get("test"):
+        one_shot = is_one_shot(svc)
+        if one_shot:
+            if name in SCALABLE:
+                rep.error(w, "is a one-shot job but must stay scalable")
+        elif not isinstance(hc, dict) or hc.get("disable") or not hc.get("test"):
             rep.error(w, "has no healthcheck (`healthcheck.test`)")
         elif isinstance(hc.get("test"), list) and hc["test"][0] not in ("CMD", "CMD-SHELL", "NONE"):
             rep.error(w, "healthcheck.test list must start with CMD or CMD-SHELL")
@@ -230,8 +250,10 @@ def lint_compose(root: Path, rep: Report, reads: dict[str, set[str]],
                 rep.error(w, f"depends_on names unknown service {dep!r}")
                 continue
             cond = (spec or {}).get("condition") if isinstance(spec, dict) else None
-            if cond != "service_healthy":
-                rep.error(w, f"depends_on.{dep} has condition {cond!r}, want service_healthy")
+            want = ("service_completed_successfully" if isinstance(services[dep], dict)
+                    and is_one_shot(services[dep]) else "service_healthy")
+            if cond != want:
+                rep.error(w, f"depends_on.{dep} has condition {cond!r}, want {want}")
             if dep in profiled and name not in profiled:
                 rep.error(w, f"depends on {dep!r}, which only runs under a profile")
 
@@ -273,7 +295,7 @@ def lint_compose(root: Path, rep: Report, reads: dict[str, set[str]],
             base = svc["image"].split("/")[-1].split(":")[0]
             binary = base if base in BINARIES else None
         if binary:
-            lint_binary_service(rep, w, name, svc, binary, services, reads, ports)
+            lint_binary_service(rep, w, name, svc, binary, services, reads, ports, one_shot)
 
     # Interpolation variables vs env profiles.
     lint_profiles(root, rep, text)
@@ -281,11 +303,13 @@ def lint_compose(root: Path, rep: Report, reads: dict[str, set[str]],
 
 
 def lint_binary_service(rep: Report, w: str, name: str, svc: dict, binary: str,
-                        services: dict, reads: dict[str, set[str]], ports: dict[str, int]) -> None:
+                        services: dict, reads: dict[str, set[str]], ports: dict[str, int],
+                        one_shot: bool = False) -> None:
     env = env_mapping(svc)
     read = reads.get(binary, set())
     dev = {k: v for k, v in os_defaults().items()}
-    for var, host_service in REQUIRED_ENV[binary].items():
+    required = ONE_SHOT_REQUIRED_ENV.get(binary, {}) if one_shot else REQUIRED_ENV[binary]
+    for var, host_service in required.items():
         if read and var not in read:
             rep.warn(w, f"{var} is required by the lint but {binary} does not read it (renamed?)")
         value = env.get(var)
@@ -300,6 +324,11 @@ def lint_binary_service(rep: Report, w: str, name: str, svc: dict, binary: str,
             want = BINARIES.get(host_service)
             if want and port is not None and port != want:
                 rep.error(w, f"{var}={value!r} uses port {port}, {host_service} listens on {want}")
+    for var in ("DATABASE_URL", "DATABASE_READ_URL"):
+        user = urlsplit(interpolate(env.get(var) or "", dev)).username
+        if not one_shot and user == "postgres":
+            rep.error(w, f"{var} logs in as the superuser: use the service's least-privileged "
+                         "login (docs/operations.md, PostgreSQL roles and TLS)")
     for var, value in env.items():
         if read and var not in read:
             rep.warn(w, f"sets {var}, which {binary} does not read (typo?)")
@@ -309,7 +338,7 @@ def lint_binary_service(rep: Report, w: str, name: str, svc: dict, binary: str,
             rep.error(w, f"HOST={value!r}: must listen on all interfaces in a container")
 
     port = BINARIES[binary]
-    if port is None:
+    if port is None or one_shot:
         return
     if ports.get(binary) not in (None, port):
         rep.error(w, f"{binary}'s built-in PORT default is {ports[binary]}, runtime.md says {port}")

@@ -500,6 +500,11 @@ mod tests {
         assert!(matches!(refused, SettingsError::SslMode(_)), "{refused:?}");
         let weak = Target::parse("postgres://u@db/e?sslmode=require&sslrootcert=system");
         assert!(matches!(weak, Err(SettingsError::WeakSystemRoots(_))));
+        // Client certificates are not implemented: refused, not ignored.
+        for unsupported in ["sslcert=/c.pem", "sslkey=/k.pem", "sslcrl=/r.pem"] {
+            let url = format!("postgres://u@db/e?sslmode=verify-full&{unsupported}");
+            assert!(Target::parse(&url).is_err(), "{url}");
+        }
     }
 
     #[test]
