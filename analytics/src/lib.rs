@@ -13,5 +13,5 @@ mod routes;
 mod startup;
 
 pub use api_doc::openapi;
-pub use config::Config;
+pub use config::{Command, Config};
 pub use startup::{App, build};

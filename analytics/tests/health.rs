@@ -119,3 +119,64 @@ async fn readiness_reports_an_unreachable_database() {
     assert_eq!(body["checks"][0]["name"], "database");
     assert_eq!(body["checks"][0]["ready"], false, "{body}");
 }
+
+/// `analytics healthcheck` run with only these variables: exit code, stdout, stderr.
+async fn healthcheck(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_analytics"))
+        .arg("healthcheck")
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_exits_1_naming_the_schema_then_0_once_migrated() {
+    let pg = Postgres::start().await.unwrap();
+    pg.create_database("events").await.unwrap();
+    let (_analytics, port) = start(&pg);
+    let port = port.to_string();
+    // HOST as in the container: every interface, so the check asks 127.0.0.1.
+    let env = [("HOST", "0.0.0.0"), ("PORT", port.as_str())];
+
+    let stderr = eventually(
+        "the healthcheck failing",
+        Duration::from_secs(30),
+        || async {
+            let (code, _, stderr) = healthcheck(&env).await;
+            (code == Some(1) && stderr.contains("503")).then_some(stderr)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("schema"), "{stderr}");
+
+    let mut client = pg.connect("events").await.unwrap();
+    worker::migrate::run(&mut client).await.unwrap();
+    let stdout = eventually(
+        "the healthcheck passing",
+        Duration::from_secs(30),
+        || async {
+            let (code, stdout, _) = healthcheck(&env).await;
+            (code == Some(0)).then_some(stdout)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    assert!(stdout.contains("/health/readiness"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_exits_1_with_one_line_when_nothing_listens() {
+    let port = testkit::free_port().unwrap().to_string();
+    let (code, stdout, stderr) = healthcheck(&[("PORT", &port)]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}

@@ -15,6 +15,8 @@ use std::time::Duration;
     about = "HTTP webhook: validate events, publish them to JetStream"
 )]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
@@ -61,6 +63,16 @@ pub struct Config {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub traces: TraceArgs,
+}
+
+/// What the binary does instead of serving (without one, it serves).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Exit 0 when the service running here is ready, else 1 (the container's health check).
+    ///
+    /// Asks /health/readiness at this environment's HOST and PORT (127.0.0.1 when HOST
+    /// is 0.0.0.0) and prints one line; the runtime image has no curl.
+    Healthcheck(service_kit::health::HealthcheckArgs),
 }
 
 impl Config {

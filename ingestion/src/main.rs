@@ -1,5 +1,5 @@
-use ingestion::{Config, build};
-use service_kit::{config, shutdown, telemetry};
+use ingestion::{Command, Config, build};
+use service_kit::{config, health, shutdown, telemetry};
 use std::ffi::{c_int, c_long};
 
 /// mimalloc instead of glibc's malloc: perf put glibc's malloc and free at a quarter of
@@ -39,6 +39,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let config: Config = config::parse_or_exit("ingestion");
+    // The container's health check: one line, no logging set up.
+    if let Some(Command::Healthcheck(args)) = &config.command {
+        std::process::exit(health::healthcheck("ingestion", config.host, config.port, args).await);
+    }
     let telemetry = telemetry::init_with_traces(
         config.log_format,
         &config.rust_log,

@@ -12,6 +12,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod probe;
+pub use probe::{HealthcheckArgs, PROBE_TIMEOUT, ProbeError, healthcheck, local_address, probe};
+
 /// One dependency's readiness.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {

@@ -117,6 +117,11 @@ pub enum Command {
     /// Inspect, replay and purge dead letters (`NATS_DLQ_STREAM`), then exit.
     #[command(subcommand)]
     Dlq(crate::dlq::admin::DlqCommand),
+    /// Exit 0 when the worker running here is ready, else 1 (the container's health check).
+    ///
+    /// Asks /health/readiness at this environment's HOST and PORT (127.0.0.1 when HOST
+    /// is 0.0.0.0) and prints one line; the runtime image has no curl.
+    Healthcheck(service_kit::health::HealthcheckArgs),
 }
 
 /// A duration as a whole number with a unit: `s`, `m`, `h` or `d` (`0` alone is zero).

@@ -1,4 +1,4 @@
-use service_kit::{config, shutdown, telemetry};
+use service_kit::{config, health, shutdown, telemetry};
 use worker::{Command, Config, build, migrate_schema, rebuild_rollups};
 
 /// mimalloc instead of glibc's malloc: the worker's CPU per stored event fell by ~20 % in
@@ -14,6 +14,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Dlq(command)) = &config.command {
         std::process::exit(worker::dlq::admin::main(&config, command).await);
     }
+    // The container's health check: one line, no logging set up.
+    if let Some(Command::Healthcheck(args)) = &config.command {
+        std::process::exit(health::healthcheck("worker", config.host, config.port, args).await);
+    }
     let telemetry = telemetry::init_with_traces(
         config.log_format,
         &config.rust_log,
@@ -23,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let result = match config.command {
         Some(Command::Migrate) => migrate_schema(config.migration_url()).await,
         Some(Command::RebuildRollups) => rebuild_rollups(config.migration_url()).await,
-        Some(Command::Dlq(_)) => Ok(()),
+        Some(Command::Dlq(_) | Command::Healthcheck(_)) => Ok(()),
         None => {
             let drain = config.shutdown_timeout();
             let app = build(config).await?;

@@ -134,3 +134,52 @@ async fn readiness_gauges_go_to_0_while_nats_is_down_and_back_to_1() {
     app.nats.restart().await.expect("nats-server restarts");
     wait_gauges(&app, 1.0, "readiness gauges at 1 after the restart").await;
 }
+
+/// `ingestion healthcheck` run with only these variables: exit code, stdout, stderr.
+async fn healthcheck(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingestion"))
+        .arg("healthcheck")
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the binary runs");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_exits_0_while_ready_and_1_naming_nats_once_it_is_down() {
+    let mut app = spawn_app(Options::default()).await;
+    let port = app.addr.rsplit(':').next().expect("a port").to_owned();
+    // HOST as in the container: every interface, so the check asks 127.0.0.1.
+    let env = [("HOST", "0.0.0.0"), ("PORT", port.as_str())];
+
+    let (code, stdout, stderr) = healthcheck(&env).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    assert!(stdout.contains("/health/readiness"), "{stdout}");
+
+    app.nats.kill();
+    let stderr = testkit::eventually("the healthcheck failing", PATIENCE, || async {
+        let (code, _, stderr) = healthcheck(&env).await;
+        (code == Some(1)).then_some(stderr)
+    })
+    .await
+    .unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("503") && stderr.contains("nats"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_exits_1_with_one_line_when_nothing_listens() {
+    let port = testkit::free_port().unwrap().to_string();
+    let (code, stdout, stderr) = healthcheck(&[("PORT", &port)]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod failures;
+mod healthcheck;
 mod helpers;
 mod refusals;
 
