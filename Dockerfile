@@ -3,7 +3,8 @@
 # One Dockerfile for the whole workspace (docs/operations.md, "Programs").
 #
 #   build       compiles every binary of the workspace once (release, --locked)
-#   runtime     debian:bookworm-slim + ca-certificates + curl (HEALTHCHECK), user 10001
+#   runtime     distroless cc (glibc, libgcc, CA certificates; no shell, no package
+#               manager, no curl), user 10001
 #   ingestion | worker | analytics | publisher
 #               one small image per binary, picked with --target:
 #
@@ -11,9 +12,17 @@
 #
 # docker-compose.yml builds all four targets from this file; BuildKit shares the `build`
 # stage between them, so the workspace is compiled once.
+#
+# Base images: tags, not yet digests (no registry was reachable where this was written).
+# Pin both before a production build, `image:tag@sha256:<digest>`, the digest from
+#   docker buildx imagetools inspect <image:tag>
+# (scripts/lint-compose.py warns until they are pinned; docs/operations.md, "Deployment
+# hardening"). Both are Debian 12 (glibc 2.36): the binaries link glibc and libgcc_s.
 
+# pin: docker buildx imagetools inspect rust:1.95-bookworm
 ARG RUST_IMAGE=rust:1.95-bookworm
-ARG RUNTIME_IMAGE=debian:bookworm-slim
+# pin: docker buildx imagetools inspect gcr.io/distroless/cc-debian12:nonroot
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 # ---------------------------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS build
@@ -35,13 +44,10 @@ RUN --mount=type=cache,id=cargo-registry,target=/usr/local/cargo/registry,sharin
 
 # ---------------------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
-# curl is only for HEALTHCHECK; ca-certificates for TLS to managed NATS/PostgreSQL.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
- && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 10001 app \
- && useradd --system --uid 10001 --gid 10001 --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin app
+# Nothing but the binary's own libraries and the CA certificates (TLS to a managed NATS or
+# PostgreSQL): no shell, package manager or curl for an intruder to use. Health checks
+# are the binaries' own `healthcheck` subcommand. The user is numeric (no /etc/passwd
+# entry needed): the same uid as before distroless, so mounted secrets keep working.
 ENV RUST_LOG=info \
     LOG_FORMAT=json
 USER 10001:10001
@@ -52,9 +58,9 @@ FROM runtime AS ingestion
 COPY --from=build /out/ingestion /usr/local/bin/ingestion
 USER 10001:10001
 EXPOSE 3001
-# PORT may be overridden; the check follows it (shell form on purpose).
+# The binary asks its own /health/readiness on HOST and PORT (3001 unless overridden).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD curl -fsS -o /dev/null "http://127.0.0.1:${PORT:-3001}/health/liveness" || exit 1
+    CMD ["/usr/local/bin/ingestion", "healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/ingestion"]
 
@@ -65,7 +71,7 @@ USER 10001:10001
 # Health and metrics only; the worker takes no traffic.
 EXPOSE 3003
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD curl -fsS -o /dev/null "http://127.0.0.1:${PORT:-3003}/health/liveness" || exit 1
+    CMD ["/usr/local/bin/worker", "healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/worker"]
 
@@ -75,13 +81,13 @@ COPY --from=build /out/analytics /usr/local/bin/analytics
 USER 10001:10001
 EXPOSE 3002
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD curl -fsS -o /dev/null "http://127.0.0.1:${PORT:-3002}/health/liveness" || exit 1
+    CMD ["/usr/local/bin/analytics", "healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/analytics"]
 
 # ---------------------------------------------------------------------------------------
 # The publisher is a client with no HTTP port of its own: the image's check only proves the
-# binary runs; docker-compose.yml replaces it with "is my target (ingestion) ready".
+# binary runs (compose starts it once ingestion is healthy).
 FROM runtime AS publisher
 COPY --from=build /out/publisher /usr/local/bin/publisher
 USER 10001:10001

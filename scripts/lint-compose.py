@@ -3,7 +3,13 @@
 
 Checks docker-compose.yml, Dockerfile, .dockerignore, deploy/*.env,
 prometheus/prometheus.yml and grafana/provisioning against each other and against the
-Rust sources (the environment variables each binary reads, its default port).
+Rust sources (the environment variables each binary reads, its default port), and that
+the deployment stays safe by default (docs/operations.md, "Deployment hardening"): every
+container read-only, without capabilities (documented exceptions only), without privilege
+gain, with memory and process limits; admin ports on 127.0.0.1; no Prometheus lifecycle
+or admin API; Grafana anonymous only in the dev profile; no curl in our images, whose
+health checks are the binaries' own `healthcheck`. Images not pinned by digest are
+warnings (pinning needs a registry: `docker buildx imagetools inspect <image>`).
 
     python3 scripts/lint-compose.py            # from anywhere; exit 1 on any error
     python3 scripts/lint-compose.py --offline  # skip `docker compose config` / promtool
@@ -337,6 +343,14 @@ def lint_binary_service(rep: Report, w: str, name: str, svc: dict, binary: str,
         if var == "HOST" and value not in (None, "0.0.0.0", "::"):
             rep.error(w, f"HOST={value!r}: must listen on all interfaces in a container")
 
+    # Our images have no curl, wget or shell: a health check runs one of their binaries.
+    hc = svc.get("healthcheck")
+    test = hc.get("test") if isinstance(hc, dict) else None
+    if test and not (isinstance(test, list) and len(test) >= 2 and test[0] == "CMD"
+                     and str(test[1]).startswith("/usr/local/bin/")):
+        rep.error(w, f"healthcheck {healthcheck_test(hc)!r} must run a binary of the image "
+                     '(["CMD", "/usr/local/bin/..."]): the image has no curl, wget or shell')
+
     port = BINARIES[binary]
     if port is None or one_shot:
         return
@@ -344,11 +358,10 @@ def lint_binary_service(rep: Report, w: str, name: str, svc: dict, binary: str,
         rep.error(w, f"{binary}'s built-in PORT default is {ports[binary]}, runtime.md says {port}")
     if "PORT" in env and interpolate(str(env["PORT"]), {}) != str(port):
         rep.error(w, f"PORT={env['PORT']!r}, runtime.md says {port}")
-    test = healthcheck_test(svc.get("healthcheck"))
-    if test and "/health/" not in test:
-        rep.error(w, "healthcheck does not call /health/liveness or /health/readiness")
-    if test and f":{port}/" not in test and "${PORT" not in test:
-        rep.error(w, f"healthcheck does not target port {port}")
+    want = ["CMD", f"/usr/local/bin/{binary}", "healthcheck"]
+    if test and (not isinstance(test, list) or [str(t) for t in test[:3]] != want):
+        rep.error(w, f"healthcheck should be {want} (the binary asks its own "
+                     "/health/readiness on HOST and PORT)")
     for _, target_port in published_ports(svc):
         if target_port != port:
             rep.error(w, f"publishes container port {target_port}, {binary} listens on {port}")
@@ -424,6 +437,135 @@ def lint_profiles(root: Path, rep: Report, compose_text: str) -> None:
             nats_count = compose_text.count("image: nats:")
             if nats_count < int(replicas or 1):
                 rep.error(where, f"NATS_STREAM_REPLICAS={replicas} but compose runs {nats_count} NATS server(s)")
+
+
+# --- Hardening ---------------------------------------------------------------------------
+
+# Capabilities a service may add back after `cap_drop: [ALL]` (docker-compose.yml says why
+# next to each): PostgreSQL's entrypoint starts as root to chown its directories, then
+# switches to the `postgres` user.
+CAP_EXCEPTIONS = {
+    "postgres": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"},
+}
+
+# Services whose port may face outside, and the secrets that must then be set in the
+# profile (the variable or its _FILE twin). `dev_exempt`: deploy/dev.env (and running
+# without a profile) may leave it open, as documented in docs/operations.md, "Secrets".
+PUBLIC_SERVICES = {
+    "ingestion": {"secrets": ("WEBHOOK_SECRET", "WEBHOOK_SECRET_FILE"), "dev_exempt": True},
+    "analytics": {"secrets": ("ANALYTICS_API_KEY", "ANALYTICS_API_KEY_FILE"), "dev_exempt": False},
+}
+
+# The one profile where convenience wins (anonymous Grafana, open ingestion).
+DEV_PROFILE = "dev.env"
+
+PROMETHEUS_ADMIN_FLAGS = ("--web.enable-lifecycle", "--web.enable-admin-api")
+
+LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|\[::1\])$")
+
+_PINNED_WARNED: set[str] = set()
+
+
+def check_pinned(rep: Report, where: str, image: str) -> None:
+    """Warns (once per image) about an image that is a tag, not a digest."""
+    if "@sha256:" in image or image in _PINNED_WARNED:
+        return
+    _PINNED_WARNED.add(image)
+    rep.warn(where, f"image {image} is not pinned by digest: run `docker buildx imagetools "
+                    f"inspect {image}` and write {image}@sha256:<digest>")
+
+
+def bind_addresses(service: dict, env: dict[str, str]) -> list[tuple[str | None, str]]:
+    """(host address or None for every interface, the entry) of each `ports:` entry, with
+    ${VAR} resolved from `env`."""
+    out: list[tuple[str | None, str]] = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            ip = entry.get("host_ip")
+            out.append((interpolate(str(ip), env) if ip else None, str(entry)))
+            continue
+        spec = interpolate(str(entry), env).split("/")[0]
+        if spec.startswith("["):  # [::1]:9090:9090
+            ip, _, _ = spec[1:].partition("]")
+            out.append((ip, str(entry)))
+            continue
+        pieces = spec.split(":")
+        out.append((pieces[0] if len(pieces) == 3 else None, str(entry)))
+    return out
+
+
+def truthy(value: str | None) -> bool:
+    return str(value or "").strip().lower() in ("true", "1", "yes", "on")
+
+
+def lint_hardening(root: Path, rep: Report, compose: dict) -> None:
+    services = (compose.get("services") or {}) if compose else {}
+    profiles = {p.name: parse_env_file(p, Report()) for p in sorted((root / "deploy").glob("*.env"))}
+    # Running without --env-file uses the ${VAR:-default} defaults: judged like dev.
+    resolutions = [("(no profile)", {}), *profiles.items()]
+    for name, svc in services.items():
+        if not isinstance(svc, dict):
+            continue
+        w = f"docker-compose.yml: services.{name}"
+        if svc.get("read_only") is not True:
+            rep.error(w, "has no `read_only: true` (a tmpfs where it must write)")
+        drops = {str(c).upper().removeprefix("CAP_") for c in svc.get("cap_drop") or []}
+        if "ALL" not in drops:
+            rep.error(w, "does not drop every capability (`cap_drop: [ALL]`)")
+        added = {str(c).upper().removeprefix("CAP_") for c in svc.get("cap_add") or []}
+        extra = added - CAP_EXCEPTIONS.get(name, set())
+        if extra:
+            rep.error(w, f"adds capabilities {sorted(extra)} beyond its documented exceptions "
+                         "(CAP_EXCEPTIONS in scripts/lint-compose.py)")
+        opts = [str(o).replace("=", ":").replace(" ", "") for o in svc.get("security_opt") or []]
+        if not any(o in ("no-new-privileges", "no-new-privileges:true") for o in opts):
+            rep.error(w, 'lacks `security_opt: ["no-new-privileges:true"]`')
+        if svc.get("privileged"):
+            rep.error(w, "is privileged")
+        if str(svc.get("network_mode") or "") == "host":
+            rep.error(w, "uses the host's network")
+        limits = ((svc.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+        if not (svc.get("mem_limit") or limits.get("memory")):
+            rep.error(w, "has no memory limit (`mem_limit`)")
+        if not (svc.get("pids_limit") or limits.get("pids")):
+            rep.error(w, "has no process limit (`pids_limit`)")
+        if isinstance(svc.get("image"), str) and "build" not in svc:
+            check_pinned(rep, w, svc["image"])
+
+        # Published ports: 127.0.0.1 unless the service faces outside with its secrets set.
+        public = PUBLIC_SERVICES.get(name)
+        exposed: dict[str, list[str]] = {}  # entry -> profiles where it is refused
+        for profile, env in resolutions:
+            dev = profile in ("(no profile)", DEV_PROFILE)
+            for ip, entry in bind_addresses(svc, env):
+                if ip is not None and LOOPBACK.match(ip):
+                    continue
+                if public is None or (not (dev and public["dev_exempt"])
+                                      and not any(env.get(v) for v in public["secrets"])):
+                    exposed.setdefault(entry, []).append(f"{profile} ({ip or 'every interface'})")
+        for entry, where_open in exposed.items():
+            if public is None:
+                rep.error(w, f"publishes {entry!r} beyond 127.0.0.1 with {', '.join(where_open)}: "
+                             'admin and observability ports go on "127.0.0.1:HOST:CONTAINER"')
+            else:
+                rep.error(w, f"publishes {entry!r} beyond 127.0.0.1 with {', '.join(where_open)}, "
+                             f"without {' or '.join(public['secrets'])} in that profile: keep it "
+                             "on 127.0.0.1 or set them")
+
+        # Prometheus: no HTTP endpoint that stops it or deletes data.
+        command = svc.get("command") or []
+        words = command.split() if isinstance(command, str) else [str(c) for c in command]
+        for flag in PROMETHEUS_ADMIN_FLAGS:
+            if any(word.split("=")[0] == flag for word in words):
+                rep.error(w, f"runs with {flag}: anyone reaching the port could stop it or delete data")
+
+        # Grafana: anonymous viewers only in the dev profile.
+        anonymous = env_mapping(svc).get("GF_AUTH_ANONYMOUS_ENABLED")
+        if anonymous is not None:
+            for profile, env in resolutions:
+                if profile != DEV_PROFILE and truthy(interpolate(anonymous, env)):
+                    rep.error(w, f"GF_AUTH_ANONYMOUS_ENABLED is true with {profile}: anonymous "
+                                 f"viewers are for {DEV_PROFILE} only")
 
 
 # --- NATS authentication -----------------------------------------------------------------
@@ -520,6 +662,43 @@ def parse_dockerfile(path: Path) -> list[Stage]:
     return stages
 
 
+def stage_chain(stages: list[Stage], stage: Stage) -> list[Stage]:
+    """A stage and the stages it is built `FROM`, nearest first."""
+    by_name = {s.name: s for s in stages}
+    chain: list[Stage] = []
+    while stage and stage not in chain:
+        chain.append(stage)
+        stage = by_name.get(stage.base)
+    return chain
+
+
+def healthcheck_exec_form(args: str) -> list[str] | None:
+    """The command of `HEALTHCHECK [options] CMD ["a", "b"]`, or None for the shell form."""
+    m = re.search(r"\bCMD\s+(\[.*\])\s*$", args)
+    if not m:
+        return None
+    try:
+        command = json.loads(m.group(1))
+    except json.JSONDecodeError:
+        return None
+    return [str(c) for c in command] if isinstance(command, list) and command else None
+
+
+def global_args(path: Path) -> dict[str, str]:
+    """Defaults of the `ARG NAME=value` lines before the first FROM (base image choices)."""
+    out: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        words = line.strip().split(None, 1)
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].upper() == "FROM":
+            break
+        if words[0].upper() == "ARG" and len(words) == 2 and "=" in words[1]:
+            name, _, value = words[1].partition("=")
+            out[name.strip()] = value.strip().strip("\"'")
+    return out
+
+
 def stage_lookup(stages: list[Stage], stage: Stage, instr: str) -> tuple[str, int] | None:
     """The last `instr` of a stage, following `FROM <other stage>` parents."""
     by_name = {s.name: s for s in stages}
@@ -574,6 +753,14 @@ def lint_dockerfile(root: Path, rep: Report) -> dict[str, Stage]:
     stages = parse_dockerfile(path)
     by_name = {s.name: s for s in stages}
 
+    # Base images pinned by digest (a tag can be moved to other content under us).
+    args = global_args(path)
+    for s in stages:
+        base = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m.group(1), m.group(0)), s.base)
+        if base in by_name or base == "scratch":
+            continue
+        check_pinned(rep, f"{where}: stage {s.name}", base)
+
     builds = [s for s in stages
               if any(i == "RUN" and "cargo build" in a for i, a, _ in s.instructions)]
     if not builds:
@@ -601,6 +788,7 @@ def lint_dockerfile(root: Path, rep: Report) -> dict[str, Stage]:
         elif not dockerignore_excludes(root, "target"):
             rep.warn(".dockerignore", "does not exclude target/")
 
+    curl_lines: set[int] = set()
     for binary, port in BINARIES.items():
         stage = by_name.get(binary)
         w = f"{where}: stage {binary}"
@@ -617,8 +805,22 @@ def lint_dockerfile(root: Path, rep: Report) -> dict[str, Stage]:
         hc = stage_lookup(stages, stage, "HEALTHCHECK")
         if hc is None or hc[0].upper().startswith("NONE"):
             rep.error(w, "has no HEALTHCHECK")
-        elif port is not None and ("/health/" not in hc[0] or str(port) not in hc[0]):
-            rep.error(w, f"HEALTHCHECK should call /health/... on port {port}")
+        else:
+            command = healthcheck_exec_form(hc[0])
+            if command is None:
+                rep.error(w, "HEALTHCHECK must use the exec form CMD [\"/usr/local/bin/...\", ...]: "
+                             "the runtime image has no shell")
+            elif port is not None and command[:2] != [f"/usr/local/bin/{binary}", "healthcheck"]:
+                rep.error(w, f'HEALTHCHECK should be CMD ["/usr/local/bin/{binary}", "healthcheck"]')
+            elif command and not command[0].startswith("/usr/local/bin/"):
+                rep.error(w, f"HEALTHCHECK runs {command[0]}, not a binary of the image")
+        for parent in stage_chain(stages, stage):
+            for instr, args, n in parent.instructions:
+                if (instr in ("RUN", "HEALTHCHECK") and re.search(r"\b(curl|wget)\b", args)
+                        and n not in curl_lines):
+                    curl_lines.add(n)
+                    rep.error(f"{where}:{n}", f"stage {parent.name} uses curl or wget: the "
+                                              "runtime images must not contain them")
         entry = stage_lookup(stages, stage, "ENTRYPOINT")
         if entry is None or f"/usr/local/bin/{binary}" not in entry[0]:
             rep.error(w, f'ENTRYPOINT should be ["/usr/local/bin/{binary}"]')
@@ -793,6 +995,7 @@ def main() -> int:
     lint_profiles(root, Report(), compose_text)
     compose = lint_compose(root, rep, reads, ports, stages)
     lint_nats_auth(root, rep, compose)
+    lint_hardening(root, rep, compose)
     lint_prometheus(root, rep, compose)
     lint_grafana(root, rep, compose)
     if args.schema:
