@@ -158,6 +158,25 @@ impl Postgres {
         }
     }
 
+    /// From now on (restarts included), every role but `postgres` must give its password
+    /// over TCP (SCRAM-SHA-256), as in a deployment; the helpers of this crate, which
+    /// connect as `postgres`, still need none.
+    pub async fn require_passwords(&self) -> anyhow::Result<()> {
+        std::fs::write(
+            self.dir.path().join("data").join("pg_hba.conf"),
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )?;
+        let client = self.connect("postgres").await?;
+        let reloaded: bool = client
+            .query_one("SELECT pg_reload_conf()", &[])
+            .await?
+            .get(0);
+        anyhow::ensure!(reloaded, "PostgreSQL did not reload pg_hba.conf");
+        Ok(())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
