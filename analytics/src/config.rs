@@ -1,6 +1,6 @@
 //! Configuration of the analytics service (`docs/operations.md`); `analytics --help` lists it.
 
-use service_kit::config::{LogFormat, positive, postgres_url};
+use service_kit::config::{LogFormat, PostgresUrl, positive, postgres_url};
 use service_kit::secret::{self, Keys};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -26,10 +26,10 @@ pub struct Config {
     /// The primary database (used when no read replica is given).
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/events",
           value_parser = postgres_url, hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: PostgresUrl,
     /// A read replica to query instead of the primary.
     #[arg(long, env = "DATABASE_READ_URL", value_parser = postgres_url, hide_env_values = true)]
-    pub database_read_url: Option<String>,
+    pub database_read_url: Option<PostgresUrl>,
     /// Most database connections.
     #[arg(long, env = "DB_POOL_MAX", default_value = "8", value_parser = positive)]
     pub db_pool_max: usize,
@@ -76,7 +76,7 @@ impl Config {
     pub fn read_url(&self) -> &str {
         self.database_read_url
             .as_deref()
-            .unwrap_or(&self.database_url)
+            .unwrap_or(self.database_url.as_str())
     }
 
     /// The bearer keys, from `ANALYTICS_API_KEY` or `ANALYTICS_API_KEY_FILE` (never both).
@@ -88,5 +88,26 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_printed_for_debugging_shows_no_password_or_key() {
+        let key = "an-analytics-api-key-of-at-least-32-bytes";
+        let config = <Config as clap::Parser>::try_parse_from([
+            "analytics",
+            "--database-url=postgres://events_analytics:reader-pw-1@db/events",
+            "--database-read-url=postgres://events_analytics:replica-pw-2@replica/events",
+            &format!("--analytics-api-key={key}"),
+        ]);
+        let shown = format!("{config:?}");
+        assert!(shown.contains("events_analytics:***@db"), "{shown}");
+        for secret in ["reader-pw-1", "replica-pw-2", key] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 }

@@ -91,3 +91,29 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_printed_for_debugging_shows_no_password_or_secret() {
+        let plain = "a-plain-webhook-secret-of-at-least-32-bytes";
+        let standard = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let config = <Config as clap::Parser>::try_parse_from([
+            "ingestion",
+            "--nats-url=nats://app:nats-pw-1@nats:4222",
+            &format!("--webhook-secret={plain},{standard}"),
+        ]);
+        let shown = format!("{config:?}");
+        assert!(shown.contains("app:***@nats"), "{shown}");
+        for secret in [
+            "nats-pw-1",
+            plain,
+            standard,
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+}

@@ -95,11 +95,73 @@ pub enum LogFormat {
 /// Validates a PostgreSQL URL early, so a typo stops the program at start.
 /// Its `sslmode` and `sslrootcert` too (`crate::db::Target`): a root certificate that
 /// cannot be read stops the program here.
-pub fn postgres_url(s: &str) -> Result<String, String> {
+pub fn postgres_url(s: &str) -> Result<PostgresUrl, String> {
     // The causes too: "not a valid URL" alone would not say what is wrong.
     crate::db::Target::parse(s)
-        .map(|_| s.to_owned())
+        .map(|_| PostgresUrl(s.to_owned()))
         .map_err(|e| crate::db::error_text(&e))
+}
+
+/// A PostgreSQL connection string as configured (`DATABASE_URL`, ...). It may hold a
+/// password, so `Debug` shows it redacted ([`redacted_postgres_url`]): a configuration
+/// printed with `{:?}` cannot leak it. The text itself is `as_str()` (or `Deref`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PostgresUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redacted_postgres_url(&self.0))
+    }
+}
+
+/// A PostgreSQL connection string with its password replaced by `***`: the user
+/// information of a URL (`postgres://user:***@host/db`) and its `password` parameter. A
+/// `key=value` string naming a password is not shown at all (its quoting rules make a
+/// partial redaction easy to get wrong).
+pub fn redacted_postgres_url(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return if s.contains("password") {
+            "<key=value connection string with a password>".to_owned()
+        } else {
+            s.to_owned()
+        };
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{hosts}"),
+            None => format!("{userinfo}@{hosts}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("password", _)) => "password=***".to_owned(),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// Validates a comma-separated list of NATS URLs (`nats://[user:password@]host:port`).
@@ -164,7 +226,7 @@ mod tests {
         #[arg(long, env = "SAMPLE_PORT_X", default_value_t = 1)]
         port: u16,
         #[arg(long, env = "SAMPLE_DB_X", default_value = "postgres://x@h/db", value_parser = postgres_url)]
-        database_url: String,
+        database_url: PostgresUrl,
         #[arg(long, env = "SAMPLE_NATS_X", default_value = "nats://127.0.0.1:4222", value_parser = nats_urls)]
         nats_url: String,
         #[arg(long, env = "SAMPLE_SIZE_X", default_value = "1", value_parser = positive)]
@@ -244,6 +306,39 @@ mod tests {
         );
         let msg = error_of(&["--database-url", "postgres://u@h:notaport/db"]);
         assert!(msg.contains("DATABASE_URL="), "{msg}");
+    }
+
+    #[test]
+    fn a_postgres_url_shows_no_password_in_debug() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/events?sslmode=require",
+                "postgres://app:***@db:5432/events?sslmode=require",
+            ),
+            (
+                "postgresql://app:p@ss@db/events",
+                "postgresql://app:***@db/events",
+            ),
+            (
+                "postgres://app@db/events?password=s3cret&sslmode=disable",
+                "postgres://app@db/events?password=***&sslmode=disable",
+            ),
+            ("postgres://app@db/events", "postgres://app@db/events"),
+            (
+                "host=db user=app password='s3 cret'",
+                "<key=value connection string with a password>",
+            ),
+            ("host=db user=app", "host=db user=app"),
+        ] {
+            assert_eq!(redacted_postgres_url(url), shown);
+        }
+        let parsed = postgres_url("postgres://app:s3cret@db/events");
+        let debug = format!("{parsed:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert_eq!(
+            parsed.as_ref().map(|url| url.as_str()),
+            Ok("postgres://app:s3cret@db/events")
+        );
     }
 
     #[test]

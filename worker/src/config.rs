@@ -1,6 +1,6 @@
 //! Configuration of the worker (`docs/operations.md`); `worker --help` lists it.
 
-use service_kit::config::{LogFormat, positive, postgres_url};
+use service_kit::config::{LogFormat, PostgresUrl, positive, postgres_url};
 use service_kit::stream::StreamArgs;
 use service_kit::telemetry::TraceArgs;
 use std::net::IpAddr;
@@ -30,12 +30,12 @@ pub struct Config {
     /// production a member of `events_writer`). `sslmode` and `sslrootcert` are honoured.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/events",
           value_parser = postgres_url, hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: PostgresUrl,
     /// The same database as the schema's owner, used only to apply migrations (`worker
     /// migrate`, the start-up migration) and by `worker rebuild-rollups`. Unset:
     /// DATABASE_URL does that too (a local run as the owner).
     #[arg(long, env = "MIGRATION_DATABASE_URL", value_parser = postgres_url, hide_env_values = true)]
-    pub migration_database_url: Option<String>,
+    pub migration_database_url: Option<PostgresUrl>,
     /// Apply pending migrations at start-up. `false`: never change the schema; wait, not
     /// ready (`schema` check), until `worker migrate` has applied them.
     #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set,
@@ -151,7 +151,7 @@ impl Config {
     pub fn migration_url(&self) -> &str {
         self.migration_database_url
             .as_deref()
-            .unwrap_or(&self.database_url)
+            .unwrap_or(self.database_url.as_str())
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -162,6 +162,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configuration_printed_for_debugging_shows_no_password() {
+        let config = <Config as clap::Parser>::try_parse_from([
+            "worker",
+            "--database-url=postgres://events_worker:writer-pw-1@db/events",
+            "--migration-database-url=postgres://owner:owner-pw-2@db/events",
+            "--nats-url=nats://app:nats-pw-3@nats:4222",
+        ]);
+        let shown = format!("{config:?}");
+        assert!(shown.contains("events_worker:***@db"), "{shown}");
+        for password in ["writer-pw-1", "owner-pw-2", "nats-pw-3"] {
+            assert!(!shown.contains(password), "{password} in {shown}");
+        }
+    }
 
     #[test]
     fn durations_take_a_whole_number_and_a_unit() {
