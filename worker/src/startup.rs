@@ -36,6 +36,21 @@ pub struct App {
 #[derive(Debug, Default)]
 struct Progress {
     consuming: AtomicBool,
+    /// Why this worker waits for someone else to migrate, while it does: readiness adds
+    /// it to the failing `schema` check.
+    schema_wait: std::sync::Mutex<Option<String>>,
+}
+
+impl Progress {
+    fn set_schema_wait(&self, why: Option<String>) {
+        if let Ok(mut wait) = self.schema_wait.lock() {
+            *wait = why;
+        }
+    }
+
+    fn schema_wait(&self) -> Option<String> {
+        self.schema_wait.lock().ok().and_then(|wait| wait.clone())
+    }
 }
 
 pub async fn build(config: Config) -> anyhow::Result<App> {
@@ -202,7 +217,7 @@ async fn supervise(
 ) {
     let may_migrate = AtomicBool::new(config.migrate_on_start);
     let migrated = retry("Database migrations", &mut stop, || {
-        current_schema(&ctx.pool, migration.as_ref(), &may_migrate)
+        current_schema(&ctx.pool, migration.as_ref(), &may_migrate, &progress)
     });
     let Some(version) = migrated.await else {
         return;
@@ -243,6 +258,7 @@ async fn current_schema(
     pool: &Pool,
     migration: Option<&Target>,
     may_migrate: &AtomicBool,
+    progress: &Progress,
 ) -> Result<i32, String> {
     let mut client = pool.get().await.map_err(|e| error_text(&e))?;
     let applied = schema::applied_version(&client)
@@ -250,9 +266,15 @@ async fn current_schema(
         .map_err(|e| error_text(&e))?;
     let latest = schema::latest_version();
     if applied >= latest {
+        progress.set_schema_wait(None);
         return Ok(applied);
     }
     if !may_migrate.load(Ordering::Relaxed) {
+        if progress.schema_wait().is_none() {
+            progress.set_schema_wait(Some(
+                "MIGRATE_ON_START=false: this worker never changes the schema".into(),
+            ));
+        }
         return Err(format!(
             "schema version {applied}, this worker needs {latest}: waiting for `worker migrate`"
         ));
@@ -269,6 +291,7 @@ async fn current_schema(
         Err(e) if migrate::is_not_allowed(&e) => {
             may_migrate.store(false, Ordering::Relaxed);
             let e = error_text(&e);
+            progress.set_schema_wait(Some(format!("this worker's role may not apply them ({e})")));
             tracing::warn!(error = %e, "This role may not change the schema: waiting for `worker migrate` (or give MIGRATION_DATABASE_URL)");
             Err(format!("migrations refused to this role: {e}"))
         }
@@ -372,7 +395,19 @@ fn readiness(
                     Err(e) => Check::failed("stream", format!("stream {stream_name}: {e}")),
                 });
             }
-            checks.extend(health::database_checks(&pool).await);
+            let mut database = health::database_checks(&pool).await;
+            if let Some(why) = progress.schema_wait() {
+                for check in database
+                    .iter_mut()
+                    .filter(|c| c.name == "schema" && !c.ready)
+                {
+                    if let Some(reason) = check.reason.as_mut() {
+                        reason.push_str("; ");
+                        reason.push_str(&why);
+                    }
+                }
+            }
+            checks.extend(database);
             checks.push(if progress.consuming.load(Ordering::Relaxed) {
                 Check::ok("consumer")
             } else {

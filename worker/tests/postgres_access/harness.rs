@@ -4,7 +4,7 @@
 //! PostgreSQL's admin user), and the real services started in this process.
 
 use serde_json::Value;
-use std::process::{Command, Output};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 use testkit::{NatsServer, Postgres, SelfSigned, eventually};
 use tokio::sync::oneshot;
@@ -125,8 +125,14 @@ impl Platform {
     }
 
     /// The real `worker` binary with these arguments and variables (and no others).
-    pub fn worker_binary(&self, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Output> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+    /// Awaited, not blocking: a worker of the test may run on this thread and must go on
+    /// (it may hold the migration lock the binary waits for).
+    pub async fn worker_binary(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Output> {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("LOG_FORMAT", "text")
@@ -135,12 +141,14 @@ impl Platform {
         for (name, value) in env {
             cmd.env(name, value);
         }
-        Ok(cmd.output()?)
+        Ok(cmd.stdin(Stdio::null()).output().await?)
     }
 
     /// `worker migrate` as the owner; fails the test unless it exits 0.
-    pub fn migrate(&self, owner_url: &str) -> anyhow::Result<()> {
-        let out = self.worker_binary(&["migrate"], &[("MIGRATION_DATABASE_URL", owner_url)])?;
+    pub async fn migrate(&self, owner_url: &str) -> anyhow::Result<()> {
+        let out = self
+            .worker_binary(&["migrate"], &[("MIGRATION_DATABASE_URL", owner_url)])
+            .await?;
         anyhow::ensure!(
             out.status.success(),
             "worker migrate failed: {}",
@@ -150,13 +158,13 @@ impl Platform {
     }
 
     /// The login users, by the deployment's own script (`deploy/postgres/login-users.sql`).
-    pub fn create_login_users(&self) -> anyhow::Result<()> {
+    pub async fn create_login_users(&self) -> anyhow::Result<()> {
         let bin = std::env::var_os("PG_BIN_DIR").unwrap_or("/usr/lib/postgresql/15/bin".into());
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../deploy/postgres/login-users.sql"
         );
-        let out = Command::new(std::path::Path::new(&bin).join("psql"))
+        let out = tokio::process::Command::new(std::path::Path::new(&bin).join("psql"))
             // -w: never prompt for a password (a test must not wait on a terminal).
             .args([
                 "-X",
@@ -172,8 +180,9 @@ impl Platform {
             .arg(script)
             .arg("-p")
             .arg(self.pg.port().to_string())
-            .stdin(std::process::Stdio::null())
-            .output()?;
+            .stdin(Stdio::null())
+            .output()
+            .await?;
         anyhow::ensure!(
             out.status.success() && out.stderr.is_empty(),
             "login-users.sql: {}",

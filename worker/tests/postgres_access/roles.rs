@@ -28,13 +28,13 @@ async fn applied_migrations(db: &tokio_postgres::Client) -> Vec<(i32, String)> {
 async fn worker_migrate_applies_every_migration_as_the_owner_and_a_second_run_changes_nothing() {
     let p = Platform::start().await.unwrap();
     let owner = p.url(OWNER, "");
-    p.migrate(&owner).unwrap();
+    p.migrate(&owner).await.unwrap();
     let db = p.admin().await.unwrap();
     let first = applied_migrations(&db).await;
     assert_eq!(first.len() as i32, latest_version());
     assert_eq!(first.last().map(|m| m.0), Some(latest_version()));
 
-    p.migrate(&owner).unwrap();
+    p.migrate(&owner).await.unwrap();
     assert_eq!(
         applied_migrations(&db).await,
         first,
@@ -58,7 +58,7 @@ async fn worker_migrate_applies_every_migration_as_the_owner_and_a_second_run_ch
 #[tokio::test]
 async fn every_table_is_readable_by_both_roles_and_writable_by_the_writer_alone() {
     let p = Platform::start().await.unwrap();
-    p.migrate(&p.url(OWNER, "")).unwrap();
+    p.migrate(&p.url(OWNER, "")).await.unwrap();
     let db = p.admin().await.unwrap();
     // A table a later migration adds without its grants fails here.
     let rows = db
@@ -99,8 +99,8 @@ async fn every_table_is_readable_by_both_roles_and_writable_by_the_writer_alone(
 #[tokio::test]
 async fn analytics_connection_can_select_but_not_insert_drop_or_create() {
     let p = Platform::start().await.unwrap();
-    p.migrate(&p.url(OWNER, "")).unwrap();
-    p.create_login_users().unwrap();
+    p.migrate(&p.url(OWNER, "")).await.unwrap();
+    p.create_login_users().await.unwrap();
     let reader = p.connect_as(ANALYTICS_USER).await.unwrap();
 
     let count: i64 = reader
@@ -137,8 +137,8 @@ async fn analytics_connection_can_select_but_not_insert_drop_or_create() {
 #[tokio::test]
 async fn the_worker_stores_and_compacts_events_as_the_writer_which_cannot_drop_or_alter() {
     let p = Platform::start().await.unwrap();
-    p.migrate(&p.url(OWNER, "")).unwrap();
-    p.create_login_users().unwrap();
+    p.migrate(&p.url(OWNER, "")).await.unwrap();
+    p.create_login_users().await.unwrap();
     let ingestion = p.start_ingestion().await.unwrap();
     // MIGRATE_ON_START is left on: with the schema current the worker changes nothing.
     let worker = p.start_worker(&p.url(WORKER_USER, ""), &[]).await.unwrap();
@@ -200,6 +200,7 @@ async fn a_worker_whose_role_may_not_migrate_waits_for_worker_migrate_and_says_s
     // `worker migrate` as the writer: refused by the database, a failure exit.
     let out = p
         .worker_binary(&["migrate"], &[("DATABASE_URL", &writer_url)])
+        .await
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -208,12 +209,13 @@ async fn a_worker_whose_role_may_not_migrate_waits_for_worker_migrate_and_says_s
     // The worker itself tries once (MIGRATE_ON_START), is refused, and waits.
     let worker = p.start_worker(&writer_url, &[]).await.unwrap();
     let reason = p
-        .wait_not_ready(worker.port, "schema", "migrations pending")
+        .wait_not_ready(worker.port, "schema", "may not apply them")
         .await
         .unwrap();
-    assert!(reason.contains("`worker migrate`"), "{reason}");
+    assert!(reason.contains("migrations pending"), "{reason}");
+    assert!(reason.contains("permission denied"), "{reason}");
 
-    p.migrate(&p.url(OWNER, "")).unwrap();
+    p.migrate(&p.url(OWNER, "")).await.unwrap();
     p.wait_ready(worker.port).await.unwrap();
     let roles_created_beforehand_kept: i64 = p
         .admin()
@@ -238,9 +240,11 @@ async fn a_worker_told_not_to_migrate_waits_even_as_the_owner() {
         .start_worker(&owner, &["--migrate-on-start", "false"])
         .await
         .unwrap();
-    p.wait_not_ready(worker.port, "schema", "version 0")
+    let reason = p
+        .wait_not_ready(worker.port, "schema", "MIGRATE_ON_START=false")
         .await
         .unwrap();
+    assert!(reason.contains("version 0"), "{reason}");
     let tables: i64 = p
         .admin()
         .await
@@ -254,7 +258,7 @@ async fn a_worker_told_not_to_migrate_waits_even_as_the_owner() {
         .get(0);
     assert_eq!(tables, 0, "the worker changed nothing");
 
-    p.migrate(&owner).unwrap();
+    p.migrate(&owner).await.unwrap();
     p.wait_ready(worker.port).await.unwrap();
     worker.stop().await.unwrap();
 }

@@ -7,8 +7,8 @@ use crate::harness::{ANALYTICS_USER, OWNER, Platform, WORKER_USER, events};
 async fn with_verify_full_and_the_root_certificate_the_platform_runs_over_tls() {
     let p = Platform::start_with_tls().await.unwrap();
     let verify = p.verify_full();
-    p.migrate(&p.url(OWNER, &verify)).unwrap();
-    p.create_login_users().unwrap();
+    p.migrate(&p.url(OWNER, &verify)).await.unwrap();
+    p.create_login_users().await.unwrap();
     let ingestion = p.start_ingestion().await.unwrap();
     let worker = p
         .start_worker(&p.url(WORKER_USER, &verify), &[])
@@ -47,8 +47,8 @@ async fn with_verify_full_and_the_root_certificate_the_platform_runs_over_tls() 
 #[tokio::test]
 async fn each_sslmode_connects_or_is_refused_as_libpq_would_and_readiness_says_why() {
     let p = Platform::start_with_tls().await.unwrap();
-    p.migrate(&p.url(OWNER, &p.verify_full())).unwrap();
-    p.create_login_users().unwrap();
+    p.migrate(&p.url(OWNER, &p.verify_full())).await.unwrap();
+    p.create_login_users().await.unwrap();
     let another = testkit::SelfSigned::generate().unwrap();
     let root = p.cert.as_ref().unwrap().cert();
 
@@ -121,6 +121,7 @@ async fn each_sslmode_connects_or_is_refused_as_libpq_would_and_readiness_says_w
     );
     let out = p
         .worker_binary(&["migrate"], &[("MIGRATION_DATABASE_URL", &with_password)])
+        .await
         .unwrap();
     assert!(!out.status.success());
     let output = format!(
