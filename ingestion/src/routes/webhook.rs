@@ -254,7 +254,12 @@ async fn handle(
                 });
             }
             Err(errors) => {
-                let event_id = value.get("eventId").and_then(Value::as_str);
+                // The id helps the producer find the event, unless it is itself too long
+                // to be one: a 10,000-character id is not echoed back a dozen times.
+                let event_id = value
+                    .get("eventId")
+                    .and_then(Value::as_str)
+                    .filter(|id| id.chars().count() <= shared_events::MAX_EVENT_ID_CHARS);
                 details.extend(errors.into_iter().map(|e| {
                     serde_json::json!({"index": index, "eventId": event_id,
                                        "field": e.field, "reason": e.reason})
