@@ -431,7 +431,9 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
                     .collect();
                 let want: BTreeSet<&str> = labels.iter().copied().collect();
                 if have != want {
-                    problems.push(format!("{name}: labels {have:?}, docs/operations.md says {want:?}"));
+                    problems.push(format!(
+                        "{name}: labels {have:?}, docs/operations.md says {want:?}"
+                    ));
                 }
             }
         }
