@@ -248,7 +248,12 @@ async fn webhook_returns_422_naming_the_field_for_every_broken_rule() {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let expected_id = event.get("eventId").cloned().unwrap_or(Value::Null);
+        // The id is echoed when it is a string short enough to be one (docs/api.md).
+        let expected_id = event
+            .get("eventId")
+            .filter(|id| id.as_str().is_some_and(|id| id.chars().count() <= 128))
+            .cloned()
+            .unwrap_or(Value::Null);
         let problem = if status != 422 {
             Some(format!("status {status}"))
         } else if body["error"]["code"] != "validation_failed" {
