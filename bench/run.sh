@@ -16,4 +16,4 @@ cd "$(dirname "$0")/.."
 install_prerequisites
 echo "Building release binaries..." >&2
 cargo build --release --quiet --bins
-exec target/release/e2e "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/e2e" "$@"

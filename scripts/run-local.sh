@@ -40,7 +40,7 @@ PIDS=()
 install_prerequisites
 echo "Building release binaries..."
 cargo build --release --quiet --bins
-BIN="$PWD/target/release"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
 
 mkdir -p "$DATA_DIR/nats" "$LOGS"
 # PostgreSQL runs as `postgres`: it must reach its data directory and write its log.
