@@ -1,7 +1,7 @@
 //! Plumbing the three services share, written once: configuration errors, telemetry,
 //! metrics (recorder, HTTP middleware, pool gauges), health routes, graceful shutdown,
 //! secrets (fail-closed, `_FILE`, key ids), the database pool, the schema's migration
-//! list and the API error body.
+//! list, the API error body and per-client rate limits.
 
 pub mod config;
 pub mod db;
@@ -9,6 +9,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod ratelimit;
 pub mod schema;
 pub mod secret;
 pub mod shutdown;

@@ -9,6 +9,9 @@
 
 use super::limits::{HttpArgs, over_capacity};
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper::rt::{Sleep, Timer};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -17,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,9 +52,9 @@ pub(crate) async fn serve(
     let mut at_capacity = false;
     let mut shutdown = pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             // axum's `Listener` retries failed accepts (and waits a second on EMFILE).
-            (stream, _peer) = axum::serve::Listener::accept(&mut listener) => stream,
+            (stream, peer) = axum::serve::Listener::accept(&mut listener) => (stream, peer),
             () = &mut shutdown => break,
         };
         match open.clone().try_acquire_owned() {
@@ -59,7 +63,7 @@ pub(crate) async fn serve(
                     at_capacity = false;
                     tracing::info!("Below the connection limit again");
                 }
-                let service = TowerToHyperService::new(router.clone());
+                let service = TowerToHyperService::new(with_peer(router.clone(), peer));
                 let connection = graceful.watch(connection(stream, service, args, true));
                 let open_gauge = open_gauge.clone();
                 open_gauge.increment(1.0);
@@ -100,6 +104,19 @@ pub(crate) async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The router, with the connection's peer address in every request's extensions as
+/// axum's `ConnectInfo<SocketAddr>` (what `into_make_service_with_connect_info` would give
+/// under `axum::serve`): per-address rate limits key on it.
+fn with_peer(
+    router: Router,
+    peer: SocketAddr,
+) -> tower::util::MapRequest<Router, impl FnMut(Request<Incoming>) -> Request<Incoming> + Clone> {
+    tower::ServiceExt::map_request(router, move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    })
 }
 
 /// One HTTP/1 connection, its header wait timed by [`HeaderTimer`].
