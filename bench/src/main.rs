@@ -574,7 +574,18 @@ async fn start(cli: Cli) -> anyhow::Result<Bench> {
     let nats = Nats::start(&log_dir).await?;
     let db_url = pg.url("events");
     // Tuning variables of the services pass through from our environment; these do not.
-    let env = vec![("NATS_URL", nats.url()), ("DATABASE_URL", db_url.clone())];
+    let mut env = vec![("NATS_URL", nats.url()), ("DATABASE_URL", db_url.clone())];
+    // The load comes from one unsigned client, far above the per-producer default quotas
+    // (and analytics' per-client one): off unless the environment sets them.
+    for name in [
+        "RATE_LIMIT_EVENTS_PER_SEC",
+        "RATE_LIMIT_BYTES_PER_SEC",
+        "ANALYTICS_RATE_LIMIT_PER_SEC",
+    ] {
+        if std::env::var_os(name).is_none() {
+            env.push((name, "0".to_owned()));
+        }
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;

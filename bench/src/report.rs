@@ -246,6 +246,9 @@ pub fn passthrough_env() -> Vec<(String, String)> {
         "NATS_STREAM_MAX_MSGS",
         "NATS_DUPLICATE_WINDOW_SECS",
         "NATS_ACK_WAIT_SECS",
+        "RATE_LIMIT_EVENTS_PER_SEC",
+        "RATE_LIMIT_BYTES_PER_SEC",
+        "ANALYTICS_RATE_LIMIT_PER_SEC",
     ];
     NAMES
         .iter()

@@ -144,8 +144,10 @@ pub enum WebhookErrors {
     /// `ValidationProblem`); nothing of the request is published.
     #[response(status = 422, headers(("X-Correlation-ID" = String, description = "The request's correlation id")))]
     Unprocessable(ErrorBody),
-    /// More events than `RATE_LIMIT_EVENTS_PER_SEC` allows now (`rate_limited`); retry after
-    /// `Retry-After` seconds.
+    /// The producer (its signing key, or its address when requests are not signed) is over
+    /// its quota of events or body bytes per second (`RATE_LIMIT_EVENTS_PER_SEC`,
+    /// `RATE_LIMIT_BYTES_PER_SEC`; `rate_limited`): retry after `Retry-After` seconds. Other
+    /// producers are not affected.
     #[response(status = 429, headers(
         ("Retry-After" = u32, description = "Seconds to wait before retrying"),
         ("X-Correlation-ID" = String, description = "The request's correlation id"),

@@ -39,14 +39,29 @@ pub struct Config {
     /// A file holding `WEBHOOK_SECRET` (a container secret, `/run/secrets/...`).
     #[arg(long, env = "WEBHOOK_SECRET_FILE", value_parser = secret::signing_keys_from_file)]
     pub webhook_secret_file: Option<Keys>,
-    /// Most events accepted per second (429 beyond); unset = no limit.
-    #[arg(long, env = "RATE_LIMIT_EVENTS_PER_SEC",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_limit_events_per_sec: Option<u32>,
-    /// Events that may arrive at once above the rate (at least 1000, one full batch);
-    /// default: one second's worth.
+    /// Events accepted per second from one producer (its signing key, or its address
+    /// when requests are not signed), 429 beyond; 0 = no limit.
+    #[arg(long, env = "RATE_LIMIT_EVENTS_PER_SEC", default_value_t = 5000)]
+    pub rate_limit_events_per_sec: u32,
+    /// Events one producer may send at once above its rate; default: one second's worth.
+    /// Never less than 1000 (one full batch), so that any valid request can pass.
     #[arg(long, env = "RATE_LIMIT_BURST", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: Option<u32>,
+    /// Request body bytes accepted per second from one producer, 429 beyond; 0 = no
+    /// limit.
+    #[arg(long, env = "RATE_LIMIT_BYTES_PER_SEC", default_value_t = 10 * 1024 * 1024)]
+    pub rate_limit_bytes_per_sec: u32,
+    /// Body bytes one producer may send at once above its rate; default: one second's
+    /// worth. Never less than MAX_BODY_BYTES, so that any valid request can pass.
+    #[arg(long, env = "RATE_LIMIT_BYTES_BURST",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_bytes_burst: Option<u32>,
+    /// Proxies of your own in front of ingestion that append the client's address to
+    /// `X-Forwarded-For`: unsigned requests are then limited by that address instead of
+    /// the proxy's. 0 (default) trusts no header. Set it only when every request comes
+    /// through those proxies, or clients can name any address.
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
     /// Milliseconds to wait for the PubAcks of one request before answering 503.
     #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value = "5000",
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -1,5 +1,6 @@
 //! Every way a webhook request can fail, mapped to the status codes of `docs/api.md`.
 
+use crate::ratelimit::Exceeded;
 use crate::signature::SignatureError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -85,9 +86,12 @@ pub enum WebhookError {
         events: usize,
         details: Vec<Value>,
     },
-    /// More events than `RATE_LIMIT_EVENTS_PER_SEC` allows; retry after `retry_after` s.
+    /// The producer is over its quota of events or bytes per second
+    /// (`RATE_LIMIT_EVENTS_PER_SEC`, `RATE_LIMIT_BYTES_PER_SEC`); retry after
+    /// `retry_after` s.
     RateLimited {
         events: usize,
+        quota: Exceeded,
         retry_after: u32,
     },
     /// JetStream did not confirm every event; the client retries the whole request.
@@ -184,10 +188,16 @@ impl IntoResponse for WebhookError {
                 ),
             )
             .with_details(details),
-            WebhookError::RateLimited { retry_after, .. } => ApiError::new(
+            WebhookError::RateLimited {
+                quota, retry_after, ..
+            } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                "more events per second than this endpoint accepts; retry after Retry-After seconds",
+                format!(
+                    "this producer sent more {} per second than its quota; retry after \
+                     Retry-After seconds",
+                    quota.as_str()
+                ),
             )
             .with_retry_after(retry_after),
             WebhookError::Unavailable { detail, .. } => ApiError::new(

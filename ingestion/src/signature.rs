@@ -46,8 +46,8 @@ impl Scheme {
 }
 
 /// The key that verified a request, safe to log (never the key itself). Put in the
-/// response's extensions, so that layers around the handler, and later a per-producer
-/// rate limit, can tell producers apart.
+/// response's extensions, so that layers around the handler can tell producers apart; the
+/// per-producer rate limit (`crate::ratelimit`) keys on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SigningKeyId(pub KeyId);
 

@@ -53,13 +53,15 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         subject_prefix: config.stream.nats_subject_prefix.clone(),
         max_body_bytes: config.max_body_bytes,
         signatures: signature_check(&config),
-        rate_limit: config
-            .rate_limit_events_per_sec
-            .map(|rate| crate::ratelimit::RateLimit::new(rate, config.rate_limit_burst)),
+        limits: producer_limits(&config),
         // After `metrics::install()` above: a handle registered before the recorder
         // would count into nothing.
         counters: EventCounters::register(),
     });
+    background.push(service_kit::ratelimit::spawn_upkeep({
+        let state = state.clone();
+        move || state.limits.forget_idle()
+    }));
     let readiness = readiness(nats, js, config.stream.nats_stream.clone(), stream_ready);
     background.push(health::spawn_readiness_gauges(
         "ingestion",
@@ -124,6 +126,36 @@ fn signature_check(config: &Config) -> Option<crate::signature::Verifier> {
             None
         }
     }
+}
+
+/// The rate limits per producer, after `metrics::install()` (they register a counter),
+/// keyed by signing key when requests are signed, else by address. Logged at start, as
+/// their absence is.
+fn producer_limits(config: &Config) -> crate::ratelimit::ProducerLimits {
+    let limits = crate::ratelimit::ProducerLimits::new(config, config.webhook_keys());
+    let (events, bytes) = limits.quotas();
+    let per_producer = if config.webhook_keys().is_some() {
+        "signing key"
+    } else {
+        "client address"
+    };
+    if events.is_none() && bytes.is_none() {
+        tracing::warn!(
+            "RATE_LIMIT_EVENTS_PER_SEC and RATE_LIMIT_BYTES_PER_SEC are 0: no rate limit, \
+             one producer can take the whole pipeline"
+        );
+    } else {
+        tracing::info!(
+            per = per_producer,
+            events_per_sec = events.map(|q| q.per_sec.get()),
+            events_burst = events.map(|q| q.burst.get()),
+            bytes_per_sec = bytes.map(|q| q.per_sec.get()),
+            bytes_burst = bytes.map(|q| q.burst.get()),
+            trusted_proxy_hops = config.trusted_proxy_hops,
+            "Rate limits per producer"
+        );
+    }
+    limits
 }
 
 /// Creates or verifies the stream now and whenever it is found missing, backing off

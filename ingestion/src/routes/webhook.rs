@@ -19,7 +19,9 @@ use http_body_util::BodyExt as _;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use service_kit::ratelimit::{Client, PeerIp};
 use service_kit::telemetry::{TARGET, propagation};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -45,7 +47,8 @@ pub struct WebhookState {
     pub max_body_bytes: usize,
     /// The signing keys; `None` when `WEBHOOK_SECRET` is unset (no signature check).
     pub signatures: Option<signature::Verifier>,
-    pub rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// The per-producer rate limits.
+    pub limits: crate::ratelimit::ProducerLimits,
     pub counters: EventCounters,
 }
 
@@ -141,6 +144,7 @@ pub async fn receive(
     State(state): State<Arc<WebhookState>>,
     Extension(correlation): Extension<CorrelationId>,
     route: Option<MatchedPath>,
+    PeerIp(peer): PeerIp,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -150,7 +154,12 @@ pub async fn receive(
         started: false,
     };
     let mut signed_by = None;
-    let mut response = match handle(&state, &correlation.0, &headers, &mut body, &mut signed_by)
+    let request = Request {
+        correlation_id: &correlation.0,
+        peer,
+        headers: &headers,
+    };
+    let mut response = match handle(&state, &request, &mut body, &mut signed_by)
         .instrument(span.clone())
         .await
     {
@@ -201,13 +210,23 @@ fn webhook_span(
     span
 }
 
+/// What the handler knows of a request besides its body.
+#[derive(Debug)]
+struct Request<'a> {
+    correlation_id: &'a str,
+    /// The connection's peer: the producer of an unsigned request, unless proxies of our
+    /// own stand in front (`TRUSTED_PROXY_HOPS`).
+    peer: IpAddr,
+    headers: &'a HeaderMap,
+}
+
 async fn handle(
     state: &WebhookState,
-    correlation_id: &str,
-    headers: &HeaderMap,
+    request: &Request<'_>,
     body: &mut Upload,
     signed_by: &mut Option<signature::SigningKeyId>,
 ) -> Result<Accepted, WebhookError> {
+    let headers = request.headers;
     if !is_json(headers) {
         return Err(WebhookError::UnsupportedMediaType);
     }
@@ -232,12 +251,20 @@ async fn handle(
     }
 
     let events = parse(&body)?;
-    if let Some(limit) = &state.rate_limit
-        && let Err(wait) = limit.take(events.len(), std::time::Instant::now())
-    {
+    let producer = state.limits.producer(*signed_by, request.peer, headers);
+    if let Err(refused) = state.limits.take(producer, events.len(), body.len()) {
+        // The address only here, at debug: the counter's label says `ip` for all of them.
+        tracing::debug!(
+            producer = %producer.label(),
+            client_ip = ?match producer { Client::Ip(ip) => Some(ip), _ => None },
+            quota = refused.quota.as_str(),
+            wait = ?refused.wait,
+            "Rate limited"
+        );
         return Err(WebhookError::RateLimited {
             events: events.len(),
-            retry_after: wait.as_secs_f64().ceil().max(1.0) as u32,
+            quota: refused.quota,
+            retry_after: service_kit::ratelimit::retry_after_secs(refused.wait),
         });
     }
     let mut details = Vec::new();
@@ -277,7 +304,7 @@ async fn handle(
     let accepted = outgoing.len();
     let duplicates = state
         .publisher
-        .publish_all(outgoing, correlation_id)
+        .publish_all(outgoing, request.correlation_id)
         .await?;
     for (counter, events) in state.counters.accepted.iter().zip(per_source) {
         counter.increment(events);

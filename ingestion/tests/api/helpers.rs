@@ -24,6 +24,8 @@ pub struct Options {
     pub publish_timeout_ms: Option<u64>,
     pub stream_max_msgs: Option<i64>,
     pub rate_limit_events_per_sec: Option<u32>,
+    pub rate_limit_bytes_per_sec: Option<u32>,
+    pub trusted_proxy_hops: Option<usize>,
     /// The HTTP limits (every `HTTP_*` variable), when not the defaults.
     pub http: Option<service_kit::http::HttpArgs>,
 }
@@ -82,6 +84,14 @@ pub async fn spawn_app(options: Options) -> TestApp {
     flag(
         "rate-limit-events-per-sec",
         options.rate_limit_events_per_sec.map(|v| v.to_string()),
+    );
+    flag(
+        "rate-limit-bytes-per-sec",
+        options.rate_limit_bytes_per_sec.map(|v| v.to_string()),
+    );
+    flag(
+        "trusted-proxy-hops",
+        options.trusted_proxy_hops.map(|v| v.to_string()),
     );
     flag(
         "publish-timeout-ms",

@@ -187,6 +187,10 @@ impl Pipeline {
             "ingestion".to_owned(),
             "--host=127.0.0.1".into(),
             "--port=0".into(),
+            // These tests post tens of thousands of events as fast as one client can; the
+            // per-producer limits have their own tests (ingestion/tests/api/ratelimit.rs).
+            "--rate-limit-events-per-sec=0".into(),
+            "--rate-limit-bytes-per-sec=0".into(),
         ];
         args.extend(self.stream_args());
         args.extend(extra.iter().map(|s| s.to_string()));
