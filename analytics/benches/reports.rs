@@ -223,6 +223,8 @@ async fn run(events: usize, clients: usize, requests: usize, cell_budget: Durati
         &clients.to_string(),
         "--statement-timeout-ms",
         "60000",
+        // Concurrent clients as fast as they can: the service's own ceiling, not a quota.
+        "--analytics-rate-limit-per-sec=0",
     ])
     .unwrap();
     let app = analytics::build(config).await.unwrap();

@@ -94,8 +94,8 @@ pub struct ErrorBody {
 
 #[derive(ToSchema)]
 pub struct ErrorInfo {
-    /// `invalid_parameter`, `unauthorized`, `request_timeout`, `unavailable` or
-    /// `internal_error`.
+    /// `invalid_parameter`, `unauthorized`, `rate_limited`, `request_timeout`,
+    /// `unavailable` or `internal_error`.
     #[schema(example = "invalid_parameter")]
     pub code: String,
     /// A human sentence.
@@ -126,6 +126,11 @@ pub enum ReportErrors {
     /// `ANALYTICS_API_KEY` is set and the bearer key is missing or wrong (`unauthorized`).
     #[response(status = 401)]
     Unauthorized(ErrorBody),
+    /// The client (its API key, or its address when no key is set) made more requests per
+    /// second than `ANALYTICS_RATE_LIMIT_PER_SEC` allows (`rate_limited`): retry after
+    /// `Retry-After` seconds. Other clients are not affected.
+    #[response(status = 429, headers(("Retry-After" = u32, description = "Seconds to wait before retrying")))]
+    RateLimited(ErrorBody),
     /// The database is unreachable or the query timed out (`unavailable`); retry later.
     #[response(status = 503, headers(("Retry-After" = u32, description = "Seconds to wait before retrying")))]
     Unavailable(ErrorBody),

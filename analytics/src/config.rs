@@ -49,6 +49,20 @@ pub struct Config {
     /// A file holding `ANALYTICS_API_KEY` (a container secret, `/run/secrets/...`).
     #[arg(long, env = "ANALYTICS_API_KEY_FILE", value_parser = secret::keys_from_file)]
     pub analytics_api_key_file: Option<Keys>,
+    /// Report requests per second from one client (its API key, or its address when no
+    /// key is configured), 429 beyond; 0 = no limit.
+    #[arg(long, env = "ANALYTICS_RATE_LIMIT_PER_SEC", default_value_t = 50)]
+    pub analytics_rate_limit_per_sec: u32,
+    /// Requests one client may send at once above its rate; default: one second's worth.
+    #[arg(long, env = "ANALYTICS_RATE_LIMIT_BURST",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub analytics_rate_limit_burst: Option<u32>,
+    /// Proxies of your own in front of analytics that append the client's address to
+    /// `X-Forwarded-For`: without API keys, clients are then limited by that address
+    /// instead of the proxy's. 0 (default) trusts no header. Set it only when every request
+    /// comes through those proxies, or clients can name any address.
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
     /// Seconds a graceful shutdown may take before the process exits anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value = "30",
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -9,6 +9,7 @@ mod auth;
 mod config;
 mod params;
 mod range;
+mod ratelimit;
 mod routes;
 mod startup;
 

@@ -3,6 +3,7 @@
 use crate::api_doc;
 use crate::auth;
 use crate::config::Config;
+use crate::ratelimit;
 use crate::routes::{self, AppState};
 use axum::Router;
 use axum::routing::get;
@@ -42,8 +43,13 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     .map_err(|e| anyhow::Error::new(e).context("DATABASE_READ_URL/DATABASE_URL"))?;
     service_kit::db::warm(&pool, config.db_pool_min).await;
     let readiness = readiness(pool.clone());
+    let limits = Arc::new(client_limits(&config));
     let background = vec![
         service_kit::metrics::spawn_upkeep(metrics.clone()),
+        service_kit::ratelimit::spawn_upkeep({
+            let limits = limits.clone();
+            move || limits.forget_idle()
+        }),
         service_kit::db::spawn_pool_gauge("analytics", pool.clone()),
         health::spawn_readiness_gauges("analytics", readiness.clone()),
     ];
@@ -60,6 +66,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             get(routes::demographics::demographics),
         )
         .with_state(AppState { pool: pool.clone() })
+        // Inside the key check (layers added later run first), which names the key.
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            ratelimit::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(api_keys(&config)),
             auth::require_key,
@@ -115,6 +126,30 @@ fn api_keys(config: &Config) -> Option<auth::ApiKeys> {
             None
         }
     }
+}
+
+/// The rate limit per client, after `metrics::install()` (it registers a counter), keyed
+/// by API key when keys are set, else by address. Logged at start, as its absence is.
+fn client_limits(config: &Config) -> ratelimit::ClientLimits {
+    let limits = ratelimit::ClientLimits::new(config);
+    match limits.quota() {
+        Some(quota) => tracing::info!(
+            per = if config.api_keys().is_some() {
+                "API key"
+            } else {
+                "client address"
+            },
+            requests_per_sec = quota.per_sec.get(),
+            burst = quota.burst.get(),
+            trusted_proxy_hops = config.trusted_proxy_hops,
+            "Rate limit per client"
+        ),
+        None => tracing::warn!(
+            "ANALYTICS_RATE_LIMIT_PER_SEC is 0: no rate limit, one client can take every \
+             database connection"
+        ),
+    }
+    limits
 }
 
 fn readiness(pool: Pool) -> Readiness {

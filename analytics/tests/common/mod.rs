@@ -78,6 +78,9 @@ impl Pipeline {
             "--port=0".into(),
             "--database-url".into(),
             db,
+            // The report tests ask as fast as they can from one client; the limit has its
+            // own test (tests/ratelimit.rs).
+            "--analytics-rate-limit-per-sec=0".into(),
         ];
         if let Some(key) = api_key {
             args.extend(["--analytics-api-key".to_owned(), key.to_owned()]);
