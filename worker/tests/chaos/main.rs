@@ -107,22 +107,6 @@ async fn stream_state(p: &Pipeline) -> String {
         .unwrap_or_else(|e| format!("no stream state: {e}"))
 }
 
-/// `worker rebuild-rollups`, the operator's command, on the pipeline's database.
-async fn rebuild_rollups(p: &Pipeline) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .arg("rebuild-rollups")
-        .env("DATABASE_URL", &p.database_url)
-        .env("RUST_LOG", "error")
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// The whole range of the data, and two ranges cut at random instants (so that their
 /// edges are read from the raw table, their middles from rollups).
 fn ranges(seed: u64, last: OffsetDateTime) -> Vec<(OffsetDateTime, OffsetDateTime)> {
@@ -279,7 +263,7 @@ async fn under_crashes_of_worker_nats_and_postgres_every_accepted_event_is_store
     ));
     analytics.stop().await.unwrap();
     let incremental = rollups(&db).await.unwrap();
-    rebuild_rollups(&p).await.unwrap();
+    p.rebuild_rollups().await.unwrap();
     let rebuilt = rollups(&db).await.unwrap();
     results.push((
         "rollups and per-user sets equal a rebuild",

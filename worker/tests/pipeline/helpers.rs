@@ -344,6 +344,36 @@ impl Pipeline {
         Ok((info.num_pending, info.num_ack_pending))
     }
 
+    /// Waits until no slot is marked dirty: every per-user block is built.
+    pub async fn wait_compacted(&self) -> anyhow::Result<()> {
+        let db = self.db().await?;
+        eventually("every slot compacted", WAIT, || async {
+            let dirty: i64 = db
+                .query_one("SELECT count(*) FROM user_sets_dirty", &[])
+                .await
+                .ok()?
+                .get(0);
+            (dirty == 0).then_some(())
+        })
+        .await
+    }
+
+    /// `worker rebuild-rollups`, the operator's command, on this pipeline's database.
+    pub async fn rebuild_rollups(&self) -> anyhow::Result<()> {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .arg("rebuild-rollups")
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "error")
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// Messages still held by the events stream.
     pub async fn stream_messages(&self) -> anyhow::Result<u64> {
         let js = self.js().await?;

@@ -846,16 +846,7 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     .unwrap();
 
     let db = p.db().await.unwrap();
-    eventually("every slot compacted", WAIT, || async {
-        let dirty: i64 = db
-            .query_one("SELECT count(*) FROM user_sets_dirty", &[])
-            .await
-            .ok()?
-            .get(0);
-        (dirty == 0).then_some(())
-    })
-    .await
-    .unwrap();
+    p.wait_compacted().await.unwrap();
     let incremental = rollups(&db).await.unwrap();
     assert!(
         incremental
@@ -901,17 +892,7 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     assert_eq!(wrong, 0, "every row carries its user's key");
 
     worker.stop().await.unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .arg("rebuild-rollups")
-        .env("DATABASE_URL", &p.database_url)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    p.rebuild_rollups().await.unwrap();
     let rebuilt = rollups(&db).await.unwrap();
     assert!(!rebuilt.is_empty());
     assert_eq!(incremental, rebuilt);

@@ -340,16 +340,7 @@ async fn a_row_refused_by_any_statement_is_dead_lettered_with_its_sqlstate_while
     assert_eq!(poison_rows, 0);
 
     // The refused rows left nothing behind: the rollups and sets equal a rebuild.
-    eventually("every slot compacted", WAIT, || async {
-        let dirty: i64 = db
-            .query_one("SELECT count(*) FROM user_sets_dirty", &[])
-            .await
-            .ok()?
-            .get(0);
-        (dirty == 0).then_some(())
-    })
-    .await
-    .unwrap();
+    p.wait_compacted().await.unwrap();
     worker.stop().await.unwrap();
     for (table, name, _) in refusals {
         db.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT {name}"))
@@ -357,17 +348,7 @@ async fn a_row_refused_by_any_statement_is_dead_lettered_with_its_sqlstate_while
             .unwrap();
     }
     let incremental = rollups(&db).await.unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .args(["rebuild-rollups"])
-        .env("DATABASE_URL", &p.database_url)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    p.rebuild_rollups().await.unwrap();
     assert_eq!(incremental, rollups(&db).await.unwrap());
     ingestion.stop().await.unwrap();
 }
