@@ -46,7 +46,10 @@ pub fn validate(value: &Value) -> Result<Event<'_>, Vec<FieldError>> {
         v.push("$", "an event must be a JSON object");
         return Err(v.errors);
     };
-    v.no_nul("", value);
+    // The allocation-free scan first: the walk that names each field builds paths.
+    if has_nul(value) {
+        v.no_nul("", value);
+    }
 
     let event_id = v.required_str(root, "", "eventId").and_then(|id| {
         let chars = id.chars().count();
@@ -144,6 +147,16 @@ fn quoted(s: &str) -> String {
     match s.char_indices().nth(SHOWN) {
         Some((cut, _)) => format!("\"{}\"… ({} characters)", &s[..cut], s.chars().count()),
         None => format!("\"{s}\""),
+    }
+}
+
+/// Whether a NUL is in any string or field name of `value`.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
