@@ -19,8 +19,10 @@
 # (scripts/lint-compose.py warns until they are pinned; docs/operations.md, "Deployment
 # hardening"). Both are Debian 12 (glibc 2.36): the binaries link glibc and libgcc_s.
 
-# pin: docker buildx imagetools inspect rust:1.95-bookworm
-ARG RUST_IMAGE=rust:1.95-bookworm
+# The Rust release rust-toolchain.toml pins (the file is in the build context, so rustup
+# would otherwise fetch that release inside the build).
+# pin: docker buildx imagetools inspect rust:1.95.0-bookworm
+ARG RUST_IMAGE=rust:1.95.0-bookworm
 # pin: docker buildx imagetools inspect gcr.io/distroless/cc-debian12:nonroot
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 

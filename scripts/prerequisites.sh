@@ -70,7 +70,7 @@ install_prerequisites() {
         NATS_SERVER_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
     fi
     if ! command -v cargo >/dev/null; then
-        echo "cargo not found: install Rust (1.89 or newer) with rustup first." >&2
+        echo "cargo not found: install rustup first (rust-toolchain.toml picks Rust 1.95)." >&2
         exit 1
     fi
     export NATS_SERVER_BIN PG_BIN_DIR
