@@ -35,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("lint-compose: PyYAML is missing: pip install -r scripts/requirements-lint.txt")
 
-# --- What the platform promises (shared/spec/runtime.md) ---------------------------------
+# --- What the platform promises (docs/operations.md) ------------------------------------
 
 # Our binaries: crate folder, Dockerfile target, port (None = no server).
 BINARIES = {
@@ -355,9 +355,9 @@ def lint_binary_service(rep: Report, w: str, name: str, svc: dict, binary: str,
     if port is None or one_shot:
         return
     if ports.get(binary) not in (None, port):
-        rep.error(w, f"{binary}'s built-in PORT default is {ports[binary]}, runtime.md says {port}")
+        rep.error(w, f"{binary}'s built-in PORT default is {ports[binary]}, docs/operations.md says {port}")
     if "PORT" in env and interpolate(str(env["PORT"]), {}) != str(port):
-        rep.error(w, f"PORT={env['PORT']!r}, runtime.md says {port}")
+        rep.error(w, f"PORT={env['PORT']!r}, docs/operations.md says {port}")
     want = ["CMD", f"/usr/local/bin/{binary}", "healthcheck"]
     if test and (not isinstance(test, list) or [str(t) for t in test[:3]] != want):
         rep.error(w, f"healthcheck should be {want} (the binary asks its own "
@@ -882,7 +882,7 @@ def lint_prometheus(root: Path, rep: Report, compose: dict) -> None:
     for host, got in scraped.items():
         want = BINARIES.get(host)
         if want and got != {want}:
-            rep.error(where, f"scrapes {host} on {sorted(got)}, runtime.md says {want}")
+            rep.error(where, f"scrapes {host} on {sorted(got)}, docs/operations.md says {want}")
 
 
 def lint_grafana(root: Path, rep: Report, compose: dict) -> None:

@@ -4,7 +4,7 @@
 -- range and the raw table for the partial buckets at its edges, so answers are exact for
 -- any [from, to) while the work stays independent of how many events are stored.
 
--- Derived facts (events.md), computed once by the worker with shared-events, so rollup
+-- Derived facts (docs/events.md), computed once by the worker with shared-events, so rollup
 -- rebuilds and edge reads need no JSON extraction.
 ALTER TABLE events
     ADD COLUMN country     text,    -- NULL: the event has no country (TikTok bottom)

@@ -44,8 +44,8 @@ pub const SEEDED_START: OffsetDateTime = time::macros::datetime!(2026-01-01 00:0
     name = "publisher",
     version,
     about = "Posts realistic Facebook and TikTok events to the ingestion webhook.",
-    long_about = "Posts realistic Facebook and TikTok events (shared/spec/events.md) to the \
-        ingestion webhook, for demos and load tests.\n\n\
+    long_about = "Posts realistic Facebook and TikTok events (docs/events.md in the \
+        repository) to the ingestion webhook, for demos and load tests.\n\n\
         Stops after --count events (default 10000) or --duration, whichever comes first. \
         429, 5xx and connection errors are retried with exponential backoff and full jitter \
         (honouring Retry-After); other 4xx count as rejected. When a 422 names some events \

@@ -1,4 +1,4 @@
-//! The event specification (`shared/spec/events.md`), implemented once.
+//! The event specification (`docs/events.md`), implemented once.
 //!
 //! * [`validate`] checks a JSON value against the spec and reports *every* problem with
 //!   its JSON path, so a producer can fix a whole event in one round trip.
