@@ -12,7 +12,7 @@ mod tls;
 
 pub use events::{facebook_bottom, facebook_top, tiktok_bottom, tiktok_top};
 pub use nats::{NatsLogin, NatsServer, NkeyUser};
-pub use postgres::Postgres;
+pub use postgres::{Postgres, PostgresOptions};
 pub use process::ChildProcess;
 pub use tls::SelfSigned;
 

@@ -1,8 +1,11 @@
 //! A private PostgreSQL cluster (initdb in a temporary directory) on a free loopback port.
 
+mod options;
+
 use crate::process::ChildProcess;
+pub use options::PostgresOptions;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A PostgreSQL cluster of this test. Stopping and starting keeps the port and the data.
@@ -11,12 +14,7 @@ pub struct Postgres {
     port: u16,
     dir: tempfile::TempDir,
     process: Option<ChildProcess>,
-}
-
-fn bin_dir() -> PathBuf {
-    std::env::var_os("PG_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+    options: PostgresOptions,
 }
 
 /// A command that runs as the `postgres` user when we are root (PostgreSQL refuses root).
@@ -40,7 +38,12 @@ fn as_postgres(program: &Path) -> Command {
 impl Postgres {
     /// Creates a cluster and starts it.
     pub async fn start() -> anyhow::Result<Postgres> {
-        let mut pg = Postgres::initdb()?;
+        Postgres::start_with(PostgresOptions::default()).await
+    }
+
+    /// Creates a cluster with these binaries, settings and log, and starts it.
+    pub async fn start_with(options: PostgresOptions) -> anyhow::Result<Postgres> {
+        let mut pg = Postgres::initdb(options)?;
         pg.launch().await?;
         Ok(pg)
     }
@@ -51,7 +54,7 @@ impl Postgres {
     /// role must use TLS (`hostssl`), so a service connecting in plain text as one is
     /// refused.
     pub async fn start_with_tls(cert: &Path, key: &Path) -> anyhow::Result<Postgres> {
-        let mut pg = Postgres::initdb()?;
+        let mut pg = Postgres::initdb(PostgresOptions::default())?;
         let data = pg.dir.path().join("data");
         std::fs::copy(cert, data.join("server.crt"))?;
         std::fs::copy(key, data.join("server.key"))?;
@@ -86,7 +89,7 @@ impl Postgres {
     }
 
     /// A new cluster in a temporary directory, not started.
-    fn initdb() -> anyhow::Result<Postgres> {
+    fn initdb(options: PostgresOptions) -> anyhow::Result<Postgres> {
         let dir = tempfile::Builder::new().prefix("testkit-pg").tempdir()?;
         if crate::is_root() {
             let status = Command::new("chown")
@@ -98,7 +101,7 @@ impl Postgres {
                 "chown of the PostgreSQL test directory failed"
             );
         }
-        let output = as_postgres(&bin_dir().join("initdb"))
+        let output = as_postgres(&options.bin_dir.join("initdb"))
             .arg("-D")
             .arg(dir.path().join("data"))
             .args([
@@ -121,29 +124,30 @@ impl Postgres {
             port: crate::free_port()?,
             dir,
             process: None,
+            options,
         })
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
-        let mut cmd = as_postgres(&bin_dir().join("postgres"));
+        let mut cmd = as_postgres(&self.options.bin_dir.join("postgres"));
         cmd.arg("-D")
             .arg(self.dir.path().join("data"))
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(self.dir.path())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                // Throw-away data: durability comes from the OS cache, which outlives
-                // the server process; nothing here survives a machine crash anyway.
-                "-c",
-                "fsync=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=200",
-            ])
-            .stdout(crate::child_output())
-            .stderr(crate::child_output());
+            .args(["-c", "listen_addresses=127.0.0.1"]);
+        for setting in &self.options.settings {
+            cmd.args(["-c", setting]);
+        }
+        if self.options.log_to_file {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path())?;
+            cmd.stdout(Stdio::null()).stderr(log);
+        } else {
+            cmd.stdout(crate::child_output())
+                .stderr(crate::child_output());
+        }
         self.process = Some(ChildProcess::spawn("postgres", cmd)?);
         let url = self.url("postgres");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -179,6 +183,16 @@ impl Postgres {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's PID (the postmaster), 0 while it is stopped.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map_or(0, ChildProcess::pid)
+    }
+
+    /// Where the server logs when [`PostgresOptions::log_to_file`] is set.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
     }
 
     /// The URL of a database of this cluster.
