@@ -1,5 +1,7 @@
-//! The compactor: builds the per-user sets and totals (`sql/0003_user_sets.sql`,
-//! `service_kit::user_sets`) of the slots the insert path marked dirty.
+//! The compactor: builds the per-user sets and totals (`sql/0003_user_sets.sql`, the
+//! `user-sets` crate) of the slots the insert path marked dirty. This module schedules the
+//! work (which slots, in which snapshot, when their marks go); `user_sets::store` builds
+//! the blocks.
 //!
 //! Every stored event is listed in `user_sets_pending` (per batch and slot) until it is in
 //! its slot's level-0 block; its slot stays marked dirty until every block that includes
@@ -15,16 +17,12 @@
 //! its mark: readers take its level-0 block plus its listed events, never an ancestor.
 //! Nothing on the insert path waits for a build.
 
-use rust_decimal::Decimal;
-use service_kit::user_sets::{
-    Activity, Block, MAX_LEVEL, OwnedSetKey, Profile, RAW_SQL, SetValue, SumOverflow, UserTotals,
-    decode_totals, encode_bitmap, encode_totals, scan_pending, scan_raw, slot_of, slot_start,
-};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Range;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
+use user_sets::store::{build_slot, merge_children};
+use user_sets::{Block, MAX_LEVEL, RAW_SQL, Slot};
 
 /// Arbitrary, fixed key of the compaction lock ("usersets" in ASCII).
 const LOCK_KEY: i64 = 0x7573_6572_7365_7473;
@@ -62,10 +60,6 @@ const CLEAR_SQL: &str = "DELETE FROM user_sets_dirty WHERE slot = ANY($1)";
 /// No one asked for a full rebuild of these slots again since it was done.
 const NOT_FULL_SQL: &str = "UPDATE user_sets_dirty SET full_gen = NULL WHERE slot = ANY($1)";
 
-/// The listed entries of a slot, once its block includes them (in the round's snapshot:
-/// entries committed after it stay).
-const DROP_PENDING_SQL: &str = "DELETE FROM user_sets_pending WHERE slot = $1";
-
 /// Keys for the users of `[$1, $2)` that have none yet: users of rows stored without a
 /// key (before the worker assigned keys at insert, or by a bulk load). A batch inserting
 /// the same user at this moment makes it a conflict, which is skipped. Sorted, as the
@@ -78,37 +72,6 @@ WHERE e.event_time >= $1 AND e.event_time < $2 AND e.user_key IS NULL
 ORDER BY 1, 2
 ON CONFLICT DO NOTHING";
 
-const SETS_OF_SQL: &str = "\
-SELECT dim, source, funnel_stage, event_type, value, context, users, events, revenue
-FROM user_sets WHERE level = $1 AND block = ANY($2)";
-
-const TOTALS_OF_SQL: &str =
-    "SELECT source, totals FROM user_totals WHERE level = $1 AND block = ANY($2)";
-
-const UPSERT_SETS_SQL: &str = "\
-INSERT INTO user_sets (level, block, dim, source, funnel_stage, event_type, value, context, users,
-                       events, revenue)
-SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                             $9::bytea[], $10::int8[], $11::numeric[])
-ON CONFLICT (level, block, dim, source, funnel_stage, event_type, value, context)
-DO UPDATE SET users = excluded.users, events = excluded.events, revenue = excluded.revenue";
-
-const DELETE_SETS_SQL: &str = "\
-DELETE FROM user_sets WHERE level = $1 AND block = $2
-  AND (dim, source, funnel_stage, event_type, value, context) IN (
-      SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]))";
-
-const UPSERT_TOTALS_SQL: &str = "\
-INSERT INTO user_totals (level, block, source, totals)
-SELECT $1, $2, * FROM unnest($3::text[], $4::bytea[])
-ON CONFLICT (level, block, source) DO UPDATE SET totals = excluded.totals";
-
-const DELETE_TOTALS_SQL: &str =
-    "DELETE FROM user_totals WHERE level = $1 AND block = $2 AND source = ANY($3)";
-
-type Sets = BTreeMap<OwnedSetKey, SetValue>;
-type Totals = BTreeMap<String, BTreeMap<u32, UserTotals>>;
-
 /// Compacts up to `max_slots` dirty slots: those that have ended, and the open ones with
 /// events listed `fold_after` ago or earlier. Returns the slots built (none when another
 /// replica holds the lock).
@@ -116,7 +79,7 @@ pub async fn round(
     client: &mut Client,
     max_slots: i64,
     fold_after: Duration,
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<Vec<Slot>> {
     let Some(mut round) = Round::begin(client, max_slots, fold_after).await? else {
         return Ok(Vec::new());
     };
@@ -130,7 +93,7 @@ pub async fn round(
 #[derive(Debug, Clone)]
 pub struct Marks {
     /// The slots built, ascending.
-    pub slots: Vec<i64>,
+    pub slots: Vec<Slot>,
     gens: Vec<i64>,
     full: Vec<bool>,
     /// Whether each slot had ended (its ancestors are built, its mark may go).
@@ -148,8 +111,8 @@ impl Marks {
         }
     }
 
-    fn get(&self, h: i64) -> Option<(i64, bool, bool)> {
-        let i = self.slots.binary_search(&h).ok()?;
+    fn get(&self, slot: Slot) -> Option<(i64, bool, bool)> {
+        let i = self.slots.binary_search(&slot).ok()?;
         Some((self.gens[i], self.full[i], self.ended[i]))
     }
 }
@@ -195,7 +158,7 @@ impl<'a> Round<'a> {
         for &(lo, full) in &candidates {
             // Listed events carry the keys the insert gave them.
             if full {
-                let hi = slot_start(slot_of(lo) + 1);
+                let hi = Slot::of(lo).end();
                 client.execute(ASSIGN_KEYS_SQL, &[&lo, &hi]).await?;
             }
         }
@@ -220,7 +183,7 @@ impl<'a> Round<'a> {
             ended: Vec::new(),
         };
         for row in tx.query(MARKS_SQL, &[&slots]).await? {
-            marks.slots.push(slot_of(row.get::<_, OffsetDateTime>(0)));
+            marks.slots.push(Slot::of(row.get(0)));
             marks.gens.push(row.get(1));
             marks.full.push(row.get::<_, Option<i64>>(2).is_some());
             // As of the snapshot: a slot that ended since the candidates were picked is
@@ -234,7 +197,7 @@ impl<'a> Round<'a> {
     }
 
     /// The slots this round builds, ascending.
-    pub fn slots(&self) -> &[i64] {
+    pub fn slots(&self) -> &[Slot] {
         &self.marks.slots
     }
 
@@ -251,20 +214,22 @@ impl<'a> Round<'a> {
         let mut refused = Vec::new();
         for (i, &h) in self.marks.slots.iter().enumerate() {
             let slot = self.tx.savepoint("slot").await?;
-            match build_slot(&slot, &raw, h, self.marks.full[i]).await {
+            // As `anyhow`, so the log shows the whole chain down to the database's message.
+            let built = build_slot(&slot, &raw, h, self.marks.full[i]).await;
+            match built.map_err(anyhow::Error::from) {
                 Ok(()) => slot.commit().await?,
                 Err(error) if refused_by_database(&error) => {
                     slot.rollback().await?;
                     metrics::counter!(crate::compactor::ERRORS).increment(1);
                     tracing::error!(
-                        slot = %slot_start(h),
+                        slot = %h.start(),
                         error = format!("{error:#}"),
                         "The database refuses this slot's per-user sets; it stays dirty and is read raw"
                     );
                     refused.push(i);
                 }
                 Err(error) => {
-                    return Err(error.context(format!("building slot {}", slot_start(h))));
+                    return Err(error.context(format!("building slot {}", h.start())));
                 }
             }
         }
@@ -305,7 +270,7 @@ fn refused_by_database(error: &anyhow::Error) -> bool {
 pub struct Cleared {
     /// The slots whose marks were removed: their blocks are current. The others are open,
     /// or a batch set them again since the round's snapshot; they stay dirty.
-    pub cleared: Vec<i64>,
+    pub cleared: Vec<Slot>,
 }
 
 /// Removes the marks of ended slots no batch has set since `marks` were read (generation
@@ -313,12 +278,12 @@ pub struct Cleared {
 /// full rebuild no longer asks for one unless it was asked for again since.
 pub async fn clear(client: &mut Client, marks: &Marks) -> anyhow::Result<Cleared> {
     let tx = client.transaction().await?;
-    let slots: Vec<OffsetDateTime> = marks.slots.iter().map(|&h| slot_start(h)).collect();
+    let slots: Vec<OffsetDateTime> = marks.slots.iter().map(|s| s.start()).collect();
     let (mut unchanged, mut not_full) = (Vec::new(), Vec::new());
     for row in tx.query(LOCK_MARKS_SQL, &[&slots]).await? {
         let at: OffsetDateTime = row.get(0);
         let (generation, full_gen): (i64, Option<i64>) = (row.get(1), row.get(2));
-        let Some((seen, was_full, ended)) = marks.get(slot_of(at)) else {
+        let Some((seen, was_full, ended)) = marks.get(Slot::of(at)) else {
             continue;
         };
         if ended && generation == seen {
@@ -335,7 +300,7 @@ pub async fn clear(client: &mut Client, marks: &Marks) -> anyhow::Result<Cleared
     }
     tx.commit().await?;
     Ok(Cleared {
-        cleared: unchanged.into_iter().map(slot_of).collect(),
+        cleared: unchanged.into_iter().map(Slot::of).collect(),
     })
 }
 
@@ -349,357 +314,5 @@ pub async fn until_clean(client: &mut Client) -> anyhow::Result<usize> {
         if n == 0 {
             return Ok(total);
         }
-    }
-}
-
-/// The level-0 block of slot `h`: from every raw event (`full`, with `raw` =
-/// [`RAW_SQL`]), or the built block plus the events listed for it; then the lists it now
-/// includes are dropped. The stored block is read once, for the fold and for the diff.
-async fn build_slot(
-    tx: &Transaction<'_>,
-    raw: &tokio_postgres::Statement,
-    h: i64,
-    full: bool,
-) -> anyhow::Result<()> {
-    let (lo, hi) = (slot_start(h), slot_start(h + 1));
-    let block = Block::of(h, 0);
-    let stored = read_blocks(tx, 0, vec![block.index]).await?;
-    let (mut sets, mut totals) = if full {
-        (Sets::new(), Totals::new())
-    } else {
-        stored.clone()
-    };
-    let mut fold = Fold::default();
-    let mut add = |chunk: &[Activity]| fold.add(chunk, &mut totals);
-    if full {
-        scan_raw(tx, raw, &[&lo, &hi], &mut add).await?;
-    } else {
-        scan_pending(tx, &[lo], &mut add).await?;
-    }
-    fold.finish(&mut sets)?;
-    tx.execute(DROP_PENDING_SQL, &[&lo]).await?;
-    write(tx, block, &stored, &sets, &totals).await
-}
-
-/// Events being added to a block's sets. The sets of each distinct [`Profile`] are
-/// looked up once: a busy slot's events share a few thousand profiles, and ~10 set
-/// lookups per event (six strings hashed and compared each) were most of a fold's CPU.
-#[derive(Debug, Default)]
-struct Fold {
-    /// The sets the added events belong to, each with what they add to it.
-    sets: Vec<(OwnedSetKey, SetValue)>,
-    /// Where each set is in `sets`.
-    index: HashMap<OwnedSetKey, usize>,
-    /// Each profile seen ([`Profile::encode`]) with where its sets' indexes are in
-    /// `members`.
-    profiles: HashMap<Vec<u8>, Range<usize>>,
-    members: Vec<usize>,
-    /// The profile being looked up.
-    scratch: Vec<u8>,
-    /// The user of an event without a key, if any (the event is skipped).
-    missing: Option<String>,
-    /// A sum that overflowed, reported by `finish`.
-    overflow: Option<SumOverflow>,
-}
-
-impl Fold {
-    /// Adds events to the sets and to `totals`.
-    fn add(&mut self, chunk: &[Activity], totals: &mut Totals) {
-        for a in chunk {
-            let Some(key) = a.user_key else {
-                self.missing = Some(format!("user {}/{} has no key", a.source, a.user_id));
-                continue;
-            };
-            let key = key as u32;
-            let members = self.sets_of(Profile::of(a));
-            for &i in &self.members[members] {
-                // `members` holds indexes of `sets` only.
-                if let Some((_, value)) = self.sets.get_mut(i)
-                    && let Err(overflow) = value.add_event(key, a.revenue)
-                {
-                    self.overflow = Some(overflow);
-                }
-            }
-            let t = match totals.get_mut(a.source.as_str()) {
-                Some(users) => users.entry(key).or_default(),
-                None => totals
-                    .entry(a.source.clone())
-                    .or_default()
-                    .entry(key)
-                    .or_default(),
-            };
-            let event = UserTotals {
-                events: 1,
-                revenue: a.revenue.unwrap_or_default(),
-            };
-            if let Err(overflow) = t.add(event) {
-                self.overflow = Some(overflow);
-            }
-        }
-    }
-
-    /// Where the indexes of the sets of `profile` are in `members`; found once per profile.
-    fn sets_of(&mut self, profile: Profile<'_>) -> Range<usize> {
-        self.scratch.clear();
-        profile.encode(&mut self.scratch);
-        if let Some(members) = self.profiles.get(self.scratch.as_slice()) {
-            return members.clone();
-        }
-        let start = self.members.len();
-        profile.memberships(|k| {
-            let k = k.to_owned_key();
-            let i = match self.index.get(&k) {
-                Some(&i) => i,
-                None => {
-                    self.sets.push((k.clone(), SetValue::default()));
-                    self.index.insert(k, self.sets.len() - 1);
-                    self.sets.len() - 1
-                }
-            };
-            self.members.push(i);
-        });
-        let members = start..self.members.len();
-        self.profiles.insert(self.scratch.clone(), members.clone());
-        members
-    }
-
-    /// Adds what the events added to `sets`; fails naming a user without a key.
-    fn finish(self, sets: &mut Sets) -> anyhow::Result<()> {
-        if let Some(missing) = self.missing {
-            anyhow::bail!(missing);
-        }
-        if let Some(overflow) = self.overflow {
-            return Err(overflow.into());
-        }
-        for (k, value) in self.sets {
-            sets.entry(k).or_default().add(&value)?;
-        }
-        Ok(())
-    }
-}
-
-/// The union of the given blocks of one level.
-async fn read_blocks(
-    tx: &Transaction<'_>,
-    level: i16,
-    indexes: Vec<i64>,
-) -> anyhow::Result<(Sets, Totals)> {
-    let mut sets: Sets = BTreeMap::new();
-    for row in tx.query(SETS_OF_SQL, &[&level, &indexes]).await? {
-        let value = SetValue::from_row(&row, 6).map_err(anyhow::Error::msg)?;
-        sets.entry(OwnedSetKey::from_row(&row)?)
-            .or_default()
-            .add(&value)?;
-    }
-    let mut totals: Totals = BTreeMap::new();
-    for row in tx.query(TOTALS_OF_SQL, &[&level, &indexes]).await? {
-        decode_totals(row.get(1), totals.entry(row.get(0)).or_default())
-            .map_err(anyhow::Error::msg)?;
-    }
-    Ok((sets, totals))
-}
-
-/// A parent block as the union of its children, written where it changed.
-async fn merge_children(tx: &Transaction<'_>, parent: Block) -> anyhow::Result<()> {
-    let [a, b] = parent.children();
-    let (sets, totals) = read_blocks(tx, a.level, vec![a.index, b.index]).await?;
-    let stored = read_blocks(tx, parent.level, vec![parent.index]).await?;
-    write(tx, parent, &stored, &sets, &totals).await
-}
-
-/// Makes the block, `stored` as read in this transaction ([`read_blocks`] of it alone),
-/// equal `sets` and `totals`, writing only what differs (upper blocks mostly do not change
-/// when a slot is added: the same users again).
-async fn write(
-    tx: &Transaction<'_>,
-    block: Block,
-    (old, old_totals): &(Sets, Totals),
-    sets: &Sets,
-    totals: &Totals,
-) -> anyhow::Result<()> {
-    let changed: Vec<(&OwnedSetKey, &SetValue)> = sets
-        .iter()
-        .filter(|(k, v)| old.get(*k) != Some(*v))
-        .collect();
-    let gone: Vec<&OwnedSetKey> = old.keys().filter(|k| !sets.contains_key(*k)).collect();
-    if !changed.is_empty() {
-        let cols = columns(changed.iter().map(|(k, _)| *k));
-        let users: Vec<Vec<u8>> = changed
-            .iter()
-            .map(|(_, v)| encode_bitmap(&v.users))
-            .collect();
-        let events: Vec<i64> = changed.iter().map(|(_, v)| v.events).collect();
-        let revenue: Vec<Decimal> = changed.iter().map(|(_, v)| v.revenue).collect();
-        tx.execute(
-            UPSERT_SETS_SQL,
-            &[
-                &block.level,
-                &block.index,
-                &cols[0],
-                &cols[1],
-                &cols[2],
-                &cols[3],
-                &cols[4],
-                &cols[5],
-                &users,
-                &events,
-                &revenue,
-            ],
-        )
-        .await?;
-    }
-    if !gone.is_empty() {
-        let cols = columns(gone.into_iter());
-        tx.execute(
-            DELETE_SETS_SQL,
-            &[
-                &block.level,
-                &block.index,
-                &cols[0],
-                &cols[1],
-                &cols[2],
-                &cols[3],
-                &cols[4],
-                &cols[5],
-            ],
-        )
-        .await?;
-    }
-
-    let changed: Vec<(&String, Vec<u8>)> = totals
-        .iter()
-        .filter(|(s, t)| old_totals.get(*s) != Some(*t))
-        .map(|(s, t)| (s, encode_totals(t)))
-        .collect();
-    if !changed.is_empty() {
-        let sources: Vec<&str> = changed.iter().map(|(s, _)| s.as_str()).collect();
-        let bytes: Vec<&[u8]> = changed.iter().map(|(_, b)| b.as_slice()).collect();
-        tx.execute(
-            UPSERT_TOTALS_SQL,
-            &[&block.level, &block.index, &sources, &bytes],
-        )
-        .await?;
-    }
-    let gone: Vec<&str> = old_totals
-        .keys()
-        .filter(|s| !totals.contains_key(*s))
-        .map(String::as_str)
-        .collect();
-    if !gone.is_empty() {
-        tx.execute(DELETE_TOTALS_SQL, &[&block.level, &block.index, &gone])
-            .await?;
-    }
-    Ok(())
-}
-
-/// The six key columns as arrays.
-fn columns<'a>(keys: impl Iterator<Item = &'a OwnedSetKey>) -> [Vec<&'a str>; 6] {
-    let mut cols: [Vec<&str>; 6] = Default::default();
-    for k in keys {
-        cols[0].push(&k.dim);
-        cols[1].push(&k.source);
-        cols[2].push(&k.funnel_stage);
-        cols[3].push(&k.event_type);
-        cols[4].push(&k.value);
-        cols[5].push(&k.context);
-    }
-    cols
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use service_kit::user_sets::memberships;
-
-    fn activity(i: u32) -> Activity {
-        let facebook = !i.is_multiple_of(3);
-        let top = i.is_multiple_of(2);
-        let (source, event_type) = match (facebook, top) {
-            (true, true) => ("facebook", "ad.view"),
-            (true, false) => ("facebook", "checkout.complete"),
-            (false, true) => ("tiktok", "video.view"),
-            (false, false) => ("tiktok", "purchase"),
-        };
-        let country = ["Germany", "France", "Japan"][(i % 5 % 3) as usize];
-        Activity {
-            source: source.into(),
-            funnel_stage: if top { "top" } else { "bottom" }.into(),
-            event_type: event_type.into(),
-            user_id: format!("u{}", i % 11),
-            user_key: Some((i % 11) as i32),
-            country: (facebook || top).then(|| country.into()),
-            revenue: (!top).then(|| Decimal::new(i64::from(i), 2)),
-            age: facebook.then(|| (15 + i % 60).to_string()),
-            gender: (facebook && !i.is_multiple_of(7))
-                .then(|| ["female", "male"][(i % 2) as usize].into()),
-            city: facebook.then(|| ["Berlin", "Paris", "Osaka", "Lyon"][(i % 4) as usize].into()),
-            followers: (!facebook).then(|| (i * 997 % 2_000_000).to_string()),
-            device: (!facebook).then(|| ["iOS", "Android"][(i % 2) as usize].into()),
-        }
-    }
-
-    #[test]
-    fn folding_by_profile_gives_the_sets_and_totals_of_each_event_added_alone() {
-        let events: Vec<Activity> = (0..600).map(activity).collect();
-        let mut expected = Sets::new();
-        let mut expected_totals = Totals::new();
-        for a in &events {
-            let user = a.user_key.unwrap() as u32;
-            memberships(a, |k| {
-                expected
-                    .entry(k.to_owned_key())
-                    .or_default()
-                    .add_event(user, a.revenue)
-                    .unwrap()
-            });
-            let t = expected_totals
-                .entry(a.source.clone())
-                .or_default()
-                .entry(user)
-                .or_default();
-            t.events += 1;
-            t.revenue += a.revenue.unwrap_or_default();
-        }
-
-        // Onto a block that already holds sets, in chunks as the lists are read.
-        let stored: Sets = expected
-            .keys()
-            .step_by(3)
-            .map(|k| {
-                let mut v = SetValue::default();
-                v.add_event(1_000, Some(Decimal::ONE)).unwrap();
-                (k.clone(), v)
-            })
-            .collect();
-        let (mut sets, mut totals) = (stored.clone(), Totals::new());
-        let mut fold = Fold::default();
-        for chunk in events.chunks(64) {
-            fold.add(chunk, &mut totals);
-        }
-        assert!(
-            fold.profiles.len() < events.len() / 2,
-            "events share profiles"
-        );
-        fold.finish(&mut sets).unwrap();
-
-        for (k, v) in &stored {
-            expected.get_mut(k).unwrap().add(v).unwrap();
-        }
-        assert_eq!(sets, expected);
-        assert_eq!(totals, expected_totals);
-    }
-
-    #[test]
-    fn an_event_without_a_user_key_fails_the_fold_naming_the_user() {
-        let mut fold = Fold::default();
-        let mut totals = Totals::new();
-        let keyless = Activity {
-            user_key: None,
-            ..activity(1)
-        };
-        fold.add(&[activity(2), keyless], &mut totals);
-        let error = fold.finish(&mut Sets::new()).unwrap_err();
-        assert_eq!(error.to_string(), "user facebook/u1 has no key");
     }
 }

@@ -5,7 +5,6 @@
 //! (reports stay exact meanwhile, reading uncompacted slots raw, only slower).
 
 use crate::compact::{OPEN_FOLD_AFTER, ROUND_SLOTS, round};
-use service_kit::user_sets::slot_start;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -98,8 +97,8 @@ async fn pass(client: &mut tokio_postgres::Client, stop: &watch::Receiver<bool>)
                 if let (Some(first), Some(last)) = (slots.first(), slots.last()) {
                     tracing::debug!(
                         slots = slots.len(),
-                        first = %slot_start(*first),
-                        last = %slot_start(*last),
+                        first = %first.start(),
+                        last = %last.start(),
                         "Per-user sets compacted"
                     );
                 }

@@ -12,10 +12,10 @@ use crate::store::{Row, WriteError};
 use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use service_kit::schema::Grain;
-use service_kit::user_sets::{ActivityRef, encode_activities, slot_floor};
 use shared_events::{FunnelStage, Source};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
+use user_sets::{ActivityRef, encode_activities, slot_floor};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Totals {
@@ -78,7 +78,7 @@ const DIRTY_SQL: &str = "\
 INSERT INTO user_sets_dirty AS d (slot, full_gen) SELECT s, NULL FROM unnest($1::timestamptz[]) AS s
 ON CONFLICT (slot) DO UPDATE SET gen = d.gen + 1";
 
-/// Lists the events stored, one row per slot (`service_kit::user_sets::encode_activities`).
+/// Lists the events stored, one row per slot (`user_sets::encode_activities`).
 const PENDING_SQL: &str = "\
 INSERT INTO user_sets_pending (slot, facts) SELECT * FROM unnest($1::timestamptz[], $2::bytea[])";
 
@@ -126,8 +126,8 @@ pub async fn add(
             .entry(slot_floor(minute))
             .or_default()
             .push(ActivityRef {
-                source: row.source.as_str(),
-                funnel_stage: row.funnel_stage.as_str(),
+                source: row.source,
+                funnel_stage: row.funnel_stage,
                 event_type: &row.event_type,
                 user_id: &row.user_id,
                 user_key: key,
