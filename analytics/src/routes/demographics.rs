@@ -12,7 +12,8 @@ use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
-use service_kit::user_sets::{AGE_BUCKETS, FOLLOWER_BUCKETS};
+use shared_events::Source;
+use user_sets::{AGE_BUCKETS, Dim, FOLLOWER_BUCKETS};
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
@@ -96,10 +97,13 @@ pub struct CityUsers {
 }
 
 /// Distinct users per value of one attribute (`context`: the city's country).
-fn values(sets: &Sets, dim: &str) -> Vec<(String, String, i64)> {
+fn values(sets: &Sets, dim: Dim) -> Vec<(String, String, i64)> {
     sets.iter()
         .filter(|(k, _)| k.dim == dim)
-        .map(|(k, v)| (k.value.clone(), k.context.clone(), v.users.len() as i64))
+        .map(|(k, v)| {
+            let context = k.context.clone().unwrap_or_default();
+            (k.value.clone(), context, v.users.len() as i64)
+        })
         .collect()
 }
 
@@ -159,29 +163,32 @@ pub async fn demographics(
         ));
     };
     let dims = if source == "facebook" {
-        vec!["age", "gender", "city", "country"]
+        vec![Dim::Age, Dim::Gender, Dim::City, Dim::Country]
     } else {
-        vec!["followers", "device", "country"]
+        vec![Dim::Followers, Dim::Device, Dim::Country]
     };
     let selector = Selector {
         dims,
-        sources: vec![source],
-        stages: vec![""],
-        types: vec![""],
+        // `Params` gives a source's own wire name, so it parses.
+        sources: vec![Source::parse(source)],
+        stages: vec![None],
+        types: vec![None],
     };
     let sets = activity::sets(&app.pool, "demographics", from, to, &selector).await?;
-    let countries = ranked(values(&sets, "country"), 20, |country, _, users| {
+    let countries = ranked(values(&sets, Dim::Country), 20, |country, _, users| {
         CountryUsers { country, users }
     });
     if source == "facebook" {
         Ok(Json(Demographics::Facebook(FacebookDemographics {
             source,
-            age_buckets: fixed(AGE_BUCKETS, values(&sets, "age")),
-            genders: ranked(values(&sets, "gender"), usize::MAX, |gender, _, users| {
-                GenderUsers { gender, users }
-            }),
+            age_buckets: fixed(AGE_BUCKETS, values(&sets, Dim::Age)),
+            genders: ranked(
+                values(&sets, Dim::Gender),
+                usize::MAX,
+                |gender, _, users| GenderUsers { gender, users },
+            ),
             countries,
-            cities: ranked(values(&sets, "city"), 20, |city, country, users| {
+            cities: ranked(values(&sets, Dim::City), 20, |city, country, users| {
                 CityUsers {
                     city,
                     country,
@@ -192,10 +199,12 @@ pub async fn demographics(
     } else {
         Ok(Json(Demographics::Tiktok(TiktokDemographics {
             source,
-            follower_buckets: fixed(FOLLOWER_BUCKETS, values(&sets, "followers")),
-            devices: ranked(values(&sets, "device"), usize::MAX, |device, _, users| {
-                DeviceUsers { device, users }
-            }),
+            follower_buckets: fixed(FOLLOWER_BUCKETS, values(&sets, Dim::Followers)),
+            devices: ranked(
+                values(&sets, Dim::Device),
+                usize::MAX,
+                |device, _, users| DeviceUsers { device, users },
+            ),
             countries,
         })))
     }

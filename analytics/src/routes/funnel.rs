@@ -13,9 +13,9 @@ use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
-use service_kit::user_sets::SetKey;
 use shared_events::{FunnelStage, Source, event_types};
 use std::collections::HashMap;
+use user_sets::{Dim, SetKey};
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
@@ -94,32 +94,30 @@ pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Fu
         .into_iter()
         .filter(|s| source.is_none_or(|f| f == s.as_str()))
         .collect();
-    let mut types = vec![""];
+    // Per source and stage (any type), and per step.
+    let mut types = vec![None];
     for s in &wanted {
         for stage in FunnelStage::ALL {
-            types.extend(event_types(*s, stage));
+            types.extend(event_types(*s, stage).iter().map(|t| Some(*t)));
         }
     }
     let selector = Selector {
-        dims: vec!["all"],
-        sources: wanted.iter().map(|s| s.as_str()).collect(),
-        stages: FunnelStage::ALL.iter().map(|s| s.as_str()).collect(),
+        dims: vec![Dim::All],
+        sources: wanted.iter().map(|s| Some(*s)).collect(),
+        stages: FunnelStage::ALL.map(Some).to_vec(),
         types,
     };
     let sets = activity::sets(&app.pool, "funnel", from, to, &selector).await?;
-    let set = |source: &str, stage: &str, event_type: &str| {
-        sets.get(
-            &SetKey {
-                dim: "all",
-                source,
-                funnel_stage: stage,
-                event_type,
-                value: "",
-                context: "",
-            }
-            .to_owned_key(),
-        )
-        .map(|v| &v.users)
+    let set = |source: Source, stage: FunnelStage, event_type: Option<&str>| {
+        let key = SetKey {
+            dim: Dim::All,
+            source: Some(source),
+            funnel_stage: Some(stage),
+            event_type,
+            value: "",
+            context: None,
+        };
+        sets.get(&key.to_owned_key()).map(|v| &v.users)
     };
 
     let mut sources = Vec::new();
@@ -136,7 +134,7 @@ pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Fu
                         (*t).to_owned(),
                     );
                     let events = step.get(&key).copied().unwrap_or(0);
-                    let users = set(s.as_str(), stage.as_str(), t).map_or(0, |u| u.len() as i64);
+                    let users = set(s, stage, Some(t)).map_or(0, |u| u.len() as i64);
                     (*t, events, users)
                 })
                 .collect();
@@ -154,14 +152,14 @@ pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Fu
                 });
             }
         }
-        let (top_users, converted) =
-            match (set(s.as_str(), "top", ""), set(s.as_str(), "bottom", "")) {
-                (Some(top), Some(bottom)) => {
-                    (top.len() as i64, top.intersection_len(bottom) as i64)
-                }
-                (Some(top), None) => (top.len() as i64, 0),
-                _ => (0, 0),
-            };
+        let (top_users, converted) = match (
+            set(s, FunnelStage::Top, None),
+            set(s, FunnelStage::Bottom, None),
+        ) {
+            (Some(top), Some(bottom)) => (top.len() as i64, top.intersection_len(bottom) as i64),
+            (Some(top), None) => (top.len() as i64, 0),
+            _ => (0, 0),
+        };
         sources.push((
             top,
             s.as_str(),

@@ -13,9 +13,9 @@ use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
-use service_kit::user_sets::SetValue;
 use shared_events::{FunnelStage, Source, stage_of};
 use std::collections::HashMap;
+use user_sets::{Dim, SetValue};
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
@@ -45,7 +45,7 @@ pub struct Country {
 
 /// The sets by country that hold exactly the users of events passing the filters: one
 /// per source when an event type is given (its stage follows from the type), else the
-/// set stored for that combination of filters ('' = any).
+/// set stored for that combination of filters (`None` = any).
 fn selector(f: &Filters) -> Selector<'_> {
     let (mut sources, mut stages, mut types) = (Vec::new(), Vec::new(), Vec::new());
     match f.event_type.as_deref() {
@@ -59,25 +59,35 @@ fn selector(f: &Filters) -> Selector<'_> {
                 {
                     continue;
                 }
-                sources.push(s.as_str());
-                stages.push(stage.as_str());
-                types.push(t);
+                sources.push(Some(s));
+                stages.push(Some(stage));
+                types.push(Some(t));
             }
         }
         None => {
-            sources.push(f.source.unwrap_or(""));
-            stages.push(f.funnel_stage.unwrap_or(""));
-            types.push("");
+            sources.push(source(f));
+            stages.push(stage(f));
+            types.push(None);
         }
     }
     // Every stored (source, stage, type) combination is consistent (a type has one stage
     // per source), so the cross product of these lists selects only the wanted sets.
     Selector {
-        dims: vec!["country"],
+        dims: vec![Dim::Country],
         sources,
         stages,
         types,
     }
+}
+
+/// The source filter. `Params` gives a source's own wire name, so it parses.
+fn source(f: &Filters) -> Option<Source> {
+    f.source.and_then(Source::parse)
+}
+
+/// The funnel stage filter. `Params` gives a stage's own wire name, so it parses.
+fn stage(f: &Filters) -> Option<FunnelStage> {
+    f.funnel_stage.and_then(FunnelStage::parse)
 }
 
 /// The funnel sets ('all': per source and stage, or per step when an event type is given)
@@ -86,20 +96,20 @@ fn selector(f: &Filters) -> Selector<'_> {
 fn events_selector<'a>(f: &Filters, by_country: &Selector<'a>) -> Selector<'a> {
     match f.event_type {
         Some(_) => Selector {
-            dims: vec!["all"],
+            dims: vec![Dim::All],
             ..by_country.clone()
         },
         None => Selector {
-            dims: vec!["all"],
-            sources: match f.source {
-                Some(s) => vec![s],
-                None => Source::ALL.iter().map(|s| s.as_str()).collect(),
+            dims: vec![Dim::All],
+            sources: match source(f) {
+                Some(s) => vec![Some(s)],
+                None => Source::ALL.map(Some).to_vec(),
             },
-            stages: match f.funnel_stage {
-                Some(s) => vec![s],
-                None => FunnelStage::ALL.iter().map(|s| s.as_str()).collect(),
+            stages: match stage(f) {
+                Some(s) => vec![Some(s)],
+                None => FunnelStage::ALL.map(Some).to_vec(),
             },
-            types: vec![""],
+            types: vec![None],
         },
     }
 }

@@ -61,10 +61,9 @@ pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<TopUs
     let by = p.choice("by", &["events", "revenue"], "events");
     p.finish()?;
 
-    let sources: Vec<&str> = Source::ALL
-        .iter()
-        .map(|s| s.as_str())
-        .filter(|s| source.is_none_or(|x| x == *s))
+    let sources: Vec<Source> = Source::ALL
+        .into_iter()
+        .filter(|s| source.is_none_or(|x| x == s.as_str()))
         .collect();
     let ranked = activity::top_users(
         &app.pool,
@@ -79,7 +78,7 @@ pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<TopUs
     let users = ranked
         .into_iter()
         .map(|u| User {
-            source: u.source,
+            source: u.source.as_str().to_owned(),
             user_id: u.user_id,
             events: u.events as i64,
             revenue: money(Some(u.revenue)),
