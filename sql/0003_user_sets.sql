@@ -42,7 +42,7 @@ CREATE TABLE user_sets (
     PRIMARY KEY (level, block, dim, source, funnel_stage, event_type, value, context)
 );
 
--- Per block and source: events and revenue per user (see service_kit::user_sets).
+-- Per block and source: events and revenue per user (see the user-sets crate, `codec`).
 CREATE TABLE user_totals (
     level  smallint NOT NULL,
     block  bigint   NOT NULL,

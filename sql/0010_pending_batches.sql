@@ -8,7 +8,7 @@
 --
 -- Now each insert transaction lists the events it stored, one row per slot it wrote: the
 -- facts of its events (source, stage, type, user and key, country, revenue, demographic
--- facts) in one `bytea` (`service_kit::user_sets::encode_activities`), so neither the
+-- facts) in one `bytea` (`user_sets::encode_activities`), so neither the
 -- compactor nor a reader looks the events up again. The compactor folds a slot's lists
 -- into its level-0 block and drops them in one transaction, also while the slot is still
 -- open (its mark stays, so no ancestor block is used for it); readers read a dirty slot
