@@ -9,13 +9,13 @@ mod common;
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use service_kit::user_sets::slot_floor;
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 use testkit::{NatsServer, Postgres, eventually};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
+use user_sets::slot_floor;
 
 /// A tiny deterministic generator (xorshift), so the data set is the same every run.
 struct Rng(u64);
@@ -689,7 +689,7 @@ async fn listed(s: &Setup) -> usize {
         .await
         .unwrap()
     {
-        service_kit::user_sets::decode_activities(row.get(0), &mut events).unwrap();
+        user_sets::decode_activities(row.get(0), &mut events).unwrap();
     }
     events.len()
 }

@@ -15,4 +15,3 @@ pub mod secret;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
-pub mod user_sets;

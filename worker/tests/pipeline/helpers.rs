@@ -407,7 +407,7 @@ pub async fn rollups(db: &tokio_postgres::Client) -> anyhow::Result<Vec<String>>
         )
         .await?;
     for r in rows {
-        let users: Vec<u32> = service_kit::user_sets::decode_bitmap(r.get(8))
+        let users: Vec<u32> = user_sets::decode_bitmap(r.get(8))
             .map_err(anyhow::Error::msg)?
             .iter()
             .collect();
@@ -428,7 +428,7 @@ pub async fn rollups(db: &tokio_postgres::Client) -> anyhow::Result<Vec<String>>
         .await?;
     for r in rows {
         let mut totals = std::collections::BTreeMap::new();
-        service_kit::user_sets::decode_totals(r.get(3), &mut totals).map_err(anyhow::Error::msg)?;
+        user_sets::decode_totals(r.get(3), &mut totals).map_err(anyhow::Error::msg)?;
         out.push(format!(
             "user_totals {} {} {} {totals:?}",
             r.get::<_, i16>(0),

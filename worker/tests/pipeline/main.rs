@@ -620,7 +620,7 @@ async fn listed(db: &tokio_postgres::Client) -> i64 {
         .await
         .unwrap()
     {
-        service_kit::user_sets::decode_activities(row.get(0), &mut events).unwrap();
+        user_sets::decode_activities(row.get(0), &mut events).unwrap();
     }
     events.len() as i64
 }
@@ -638,11 +638,7 @@ async fn slot_sets(db: &tokio_postgres::Client) -> (i64, u64, i64) {
     let events = rows.iter().map(|r| r.get::<_, i64>(0)).sum();
     let members = rows
         .iter()
-        .map(|r| {
-            service_kit::user_sets::decode_bitmap(r.get(1))
-                .unwrap()
-                .len()
-        })
+        .map(|r| user_sets::decode_bitmap(r.get(1)).unwrap().len())
         .sum();
     (events, members, listed(db).await)
 }
