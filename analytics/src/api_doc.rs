@@ -11,6 +11,7 @@
 use crate::routes;
 use axum::Router;
 use serde_json::Value;
+use service_kit::health::openapi::Operations;
 use shared_events::{FunnelStage, Source, event_types};
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type};
@@ -43,18 +44,21 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
         routes::campaigns::top,
         routes::users::top,
         routes::demographics::demographics,
-        liveness,
-        readiness,
-        metrics,
     ),
-    components(schemas(ErrorBody, ErrorInfo, ParameterProblem, Liveness, Readiness, ReadinessCheck)),
-    modifiers(&BearerAuth),
+    components(schemas(ErrorBody, ErrorInfo, ParameterProblem)),
+    modifiers(&BearerAuth, &OPERATIONS),
     tags(
         (name = "reports", description = "Reports over the events' own time"),
         (name = "operations", description = "Health and metrics (never need a key)"),
     )
 )]
 struct ApiDoc;
+
+/// `/health/*` and `/metrics`, declared once in service-kit for every service.
+const OPERATIONS: Operations = Operations {
+    ready_when: "200 only when the database is reachable and its schema current.",
+    checks: &["database", "schema"],
+};
 
 /// The generated document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -322,62 +326,6 @@ query_params!(
         choice(&["events", "revenue"], Some("events")),
     )]
 );
-
-/// The liveness answer.
-#[derive(ToSchema)]
-pub struct Liveness {
-    #[schema(example = "alive")]
-    pub status: String,
-}
-
-/// The readiness answer: every check, and why a failed one failed.
-#[derive(ToSchema)]
-pub struct Readiness {
-    /// `ready` or `not_ready`.
-    #[schema(example = "ready")]
-    pub status: String,
-    pub checks: Vec<ReadinessCheck>,
-}
-
-#[derive(ToSchema)]
-pub struct ReadinessCheck {
-    /// `database` or `schema`.
-    #[schema(example = "database")]
-    pub name: String,
-    pub ready: bool,
-    /// Why it is not ready; absent when ready.
-    pub reason: Option<String>,
-}
-
-/// 200 while the process is up.
-#[utoipa::path(
-    get,
-    path = "/health/liveness",
-    tag = "operations",
-    responses((status = 200, description = "The process is up", body = Liveness)),
-)]
-async fn liveness() {}
-
-/// 200 only when the database is reachable and its schema current.
-#[utoipa::path(
-    get,
-    path = "/health/readiness",
-    tag = "operations",
-    responses(
-        (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Not ready; the body names what is missing", body = Readiness),
-    ),
-)]
-async fn readiness() {}
-
-/// Prometheus metrics.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")),
-)]
-async fn metrics() {}
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ use crate::routes::webhook;
 use axum::Router;
 use serde::Serialize;
 use serde_json::Value;
+use service_kit::health::openapi::Operations;
 use shared_events::{FunnelStage, Source, event_types};
 use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
@@ -30,7 +31,7 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
             whole request should be retried (re-sent events are deduplicated by `eventId`).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(webhook::receive, liveness, readiness, metrics),
+    paths(webhook::receive),
     components(schemas(
         ErrorBody,
         ErrorInfo,
@@ -46,17 +47,20 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
         FacebookBottomEngagement,
         TiktokTopEngagement,
         TiktokBottomEngagement,
-        Liveness,
-        Readiness,
-        ReadinessCheck,
     )),
-    modifiers(&WebhookAlias),
+    modifiers(&WebhookAlias, &OPERATIONS),
     tags(
         (name = "webhook", description = "Receiving events"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
 struct ApiDoc;
+
+/// `/health/*` and `/metrics`, declared once in service-kit for every service.
+const OPERATIONS: Operations = Operations {
+    ready_when: "200 only when NATS is connected and the stream present and verified.",
+    checks: &["nats", "stream"],
+};
 
 /// The generated document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -394,59 +398,3 @@ impl ToSchema for EventBody {
         Event::schemas(schemas);
     }
 }
-
-/// The liveness answer.
-#[derive(ToSchema)]
-pub struct Liveness {
-    #[schema(example = "alive")]
-    pub status: String,
-}
-
-/// The readiness answer: every check, and why a failed one failed.
-#[derive(ToSchema)]
-pub struct Readiness {
-    /// `ready` or `not_ready`.
-    #[schema(example = "ready")]
-    pub status: String,
-    pub checks: Vec<ReadinessCheck>,
-}
-
-#[derive(ToSchema)]
-pub struct ReadinessCheck {
-    /// `nats` or `stream`.
-    #[schema(example = "nats")]
-    pub name: String,
-    pub ready: bool,
-    /// Why it is not ready; absent when ready.
-    pub reason: Option<String>,
-}
-
-/// 200 while the process is up.
-#[utoipa::path(
-    get,
-    path = "/health/liveness",
-    tag = "operations",
-    responses((status = 200, description = "The process is up", body = Liveness)),
-)]
-async fn liveness() {}
-
-/// 200 only when NATS is connected and the stream present and verified.
-#[utoipa::path(
-    get,
-    path = "/health/readiness",
-    tag = "operations",
-    responses(
-        (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Not ready; the body names what is missing", body = Readiness),
-    ),
-)]
-async fn readiness() {}
-
-/// Prometheus metrics.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")),
-)]
-async fn metrics() {}

@@ -1,4 +1,5 @@
-//! `/health/liveness`, `/health/readiness` and `/metrics`, the same on every service.
+//! `/health/liveness`, `/health/readiness` and `/metrics`, the same on every service, and
+//! their OpenAPI declarations ([`openapi`]).
 
 use axum::Json;
 use axum::Router;
@@ -12,6 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod openapi;
 mod probe;
 pub use probe::{HealthcheckArgs, PROBE_TIMEOUT, ProbeError, healthcheck, local_address, probe};
 
