@@ -1,6 +1,58 @@
-//! Valid sample events of each shape (docs/events.md), for tests.
+//! Valid sample events (docs/events.md), for tests: one of each shape by hand, numbered
+//! batches of them, and realistic ones from the publisher's generator.
 
+use publisher::generator::{EventClock, Generator, GeneratorConfig};
 use serde_json::{Value, json};
+use std::ops::Range;
+use time::macros::datetime;
+
+/// Events `range` of a numbered batch: ids `<tag>-<i>`, the four shapes in turn (Facebook
+/// top, Facebook purchase of 19.99, TikTok top, TikTok purchase without an amount), user
+/// `u<i % 97>`, and event `i` at second `i` after 2026-03-01T00:00:00Z. The same index
+/// gives the same event whatever the range, so batches can be split and resent.
+pub fn events(tag: &str, range: Range<usize>) -> Vec<Value> {
+    range
+        .map(|i| {
+            let id = format!("{tag}-{i}");
+            let ts = format!(
+                "2026-03-01T{:02}:{:02}:{:02}Z",
+                (i / 3600) % 24,
+                (i / 60) % 60,
+                i % 60
+            );
+            let user = format!("u{}", i % 97);
+            match i % 4 {
+                0 => facebook_top(&id, &ts, &user, "Germany"),
+                1 => facebook_bottom(&id, &ts, &user, Some("19.99")),
+                2 => tiktok_top(&id, &ts, &user, "Brazil"),
+                _ => tiktok_bottom(&id, &ts, &user, None),
+            }
+        })
+        .collect()
+}
+
+/// `n` realistic valid events from the publisher's generator (every source, stage and
+/// event type; skewed users, countries and prices), the same for the same `seed`: event
+/// `i` happens about `i` seconds after 2026-03-01T00:00:00Z. No duplicates, no invalid
+/// events; ids are UUIDs.
+pub fn generated(seed: u64, n: usize) -> serde_json::Result<Vec<Value>> {
+    let mut generator = Generator::new(GeneratorConfig {
+        seed,
+        duplicates: 0.0,
+        invalid: 0.0,
+        out_of_order: 0.0,
+        clock: EventClock::Virtual {
+            start: datetime!(2026-03-01 00:00:00 UTC),
+            step: time::Duration::seconds(1),
+        },
+    });
+    let mut batch = Vec::with_capacity(n);
+    generator.next_batch(n, &mut batch);
+    batch
+        .iter()
+        .map(|e| serde_json::to_value(e.event))
+        .collect()
+}
 
 /// A Facebook top event (`ad.view`).
 pub fn facebook_top(event_id: &str, timestamp: &str, user: &str, country: &str) -> Value {

@@ -1,17 +1,25 @@
-//! Test helpers: a private nats-server and a private PostgreSQL on free loopback ports
-//! with throw-away data directories, killable and restartable; child processes signalled
-//! by PID; a unique name per test; polling with a deadline instead of sleeps; sample events.
+//! The workspace's test harness: a private nats-server and a private PostgreSQL on free
+//! loopback ports with throw-away data directories, killable and restartable; the
+//! [`Platform`] that starts the services on them (in process from their typed configs,
+//! or the `worker` binary as a process); child processes signalled by PID; a unique name
+//! per test; polling with a deadline instead of sleeps; sample events; the OpenAPI
+//! snapshot assertion.
 //!
 //! Everything a test starts is stopped when the handle drops.
 
 mod events;
 mod nats;
+pub mod openapi;
+mod platform;
 mod postgres;
 mod process;
 mod tls;
 
-pub use events::{facebook_bottom, facebook_top, tiktok_bottom, tiktok_top};
+pub use events::{events, facebook_bottom, facebook_top, generated, tiktok_bottom, tiktok_top};
 pub use nats::{NatsLogin, NatsServer, NkeyUser};
+pub use platform::{
+    DeadLetter, Names, Platform, PlatformBuilder, Service, WAIT, WorkerLog, parse, rollups,
+};
 pub use postgres::{Postgres, PostgresOptions};
 pub use process::ChildProcess;
 pub use tls::SelfSigned;

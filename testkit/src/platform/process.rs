@@ -1,0 +1,91 @@
+//! The real `worker` binary as a child process: for tests that kill it with SIGKILL,
+//! signal it, read its log, or run an operator's command.
+
+use super::Platform;
+use crate::ChildProcess;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where a worker process's log (stderr) goes, and how verbose it is.
+#[derive(Debug, Clone, Copy)]
+pub enum WorkerLog<'a> {
+    /// Errors only, discarded; `info`, on the test's stderr, with `TEST_LOG=1`.
+    Default,
+    /// This `RUST_LOG` filter, written (JSON lines) to this file.
+    File {
+        /// The `RUST_LOG` filter.
+        rust_log: &'a str,
+        /// The file stderr is written to (created or truncated).
+        path: &'a Path,
+    },
+}
+
+impl Platform {
+    fn worker_binary(&self) -> anyhow::Result<&PathBuf> {
+        self.worker_binary.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "this platform has no worker binary: start it with \
+                 Platform::builder().worker_binary(env!(\"CARGO_BIN_EXE_worker\"))"
+            )
+        })
+    }
+
+    /// The real `worker` binary, configured through its environment variables (plus
+    /// `extra_env`), on a free port; returns the process and its port.
+    pub fn start_worker_process(
+        &self,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<(ChildProcess, u16)> {
+        self.start_worker_process_logging(extra_env, WorkerLog::Default)
+    }
+
+    /// As [`Platform::start_worker_process`], with its log where `log` says.
+    pub fn start_worker_process_logging(
+        &self,
+        extra_env: &[(&str, &str)],
+        log: WorkerLog<'_>,
+    ) -> anyhow::Result<(ChildProcess, u16)> {
+        let port = crate::free_port()?;
+        let test_log = std::env::var_os("TEST_LOG").is_some();
+        let (rust_log, stderr) = match log {
+            WorkerLog::Default if test_log => ("info", Stdio::inherit()),
+            WorkerLog::Default => ("error", Stdio::null()),
+            WorkerLog::File { rust_log, path } => (rust_log, std::fs::File::create(path)?.into()),
+        };
+        let mut cmd = Command::new(self.worker_binary()?);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("NATS_URL", self.nats.url())
+            .env("NATS_STREAM", &self.names.stream)
+            .env("NATS_SUBJECT_PREFIX", &self.names.prefix)
+            .env("NATS_CONSUMER", &self.names.consumer)
+            .env("NATS_DLQ_STREAM", &self.names.dlq)
+            .env("DATABASE_URL", &self.database_url)
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        ChildProcess::spawn("worker", cmd).map(|p| (p, port))
+    }
+
+    /// `worker rebuild-rollups`, the operator's command, on this platform's database.
+    pub async fn rebuild_rollups(&self) -> anyhow::Result<()> {
+        let out = tokio::process::Command::new(self.worker_binary()?)
+            .arg("rebuild-rollups")
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "error")
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
