@@ -7,8 +7,36 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// A check's finding (`Ok`) or failure (`Err`), one line or a few.
-pub type Outcome = Result<String, String>;
+/// A check's finding (`Ok`, one line or a few) or why it failed.
+pub type Outcome = Result<String, CheckFailed>;
+
+/// Why a check failed: what it found wrong, or what it could not read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckFailed {
+    /// The check read everything and found this wrong (one line or a few).
+    #[error("{0}")]
+    Found(String),
+    /// The database could not be read.
+    #[error("cannot read the database")]
+    Database(#[from] tokio_postgres::Error),
+    /// The broker could not be read.
+    #[error("cannot read the stream")]
+    Nats(#[source] async_nats::Error),
+    /// A range's bound could not be written as RFC 3339.
+    #[error("cannot format a range's bound")]
+    Time(#[from] time::error::Format),
+}
+
+/// The failure with its causes, for the summary: `what: cause: cause`.
+pub fn chain(failure: &CheckFailed) -> String {
+    let mut text = failure.to_string();
+    let mut source = std::error::Error::source(failure);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
 
 /// At most `n` items of a list, for a failure message.
 fn some<T: std::fmt::Debug>(items: impl IntoIterator<Item = T>, n: usize) -> String {
@@ -39,16 +67,13 @@ pub fn answers(tally: &Tally, poisoned: &Poisoned) -> Outcome {
             tally.requests_accepted, tally.rejected, tally.retried_503, tally.retried_no_answer
         ))
     } else {
-        Err(problems.join("; "))
+        Err(CheckFailed::Found(problems.join("; ")))
     }
 }
 
 /// Every eventId answered 202 is in `events`, once, and nothing else is.
 pub async fn stored_exactly_once(db: &tokio_postgres::Client, tally: &Tally) -> Outcome {
-    let rows = db
-        .query("SELECT event_id FROM events", &[])
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = db.query("SELECT event_id FROM events", &[]).await?;
     let mut stored: HashMap<String, u32> = HashMap::with_capacity(rows.len());
     for r in &rows {
         *stored.entry(r.get(0)).or_default() += 1;
@@ -70,14 +95,14 @@ pub async fn stored_exactly_once(db: &tokio_postgres::Client, tally: &Tally) -> 
             rows.len()
         ))
     } else {
-        Err(format!(
+        Err(CheckFailed::Found(format!(
             "{} accepted, {} rows; lost {}; stored but never accepted {}; stored more than once {}",
             tally.accepted.len(),
             rows.len(),
             some(missing, 5),
             some(extra, 5),
             some(doubled, 5)
-        ))
+        )))
     }
 }
 
@@ -88,15 +113,17 @@ pub async fn rejected_not_stored(db: &tokio_postgres::Client, tally: &Tally) -> 
             "SELECT event_id FROM events WHERE event_id = ANY($1)",
             &[&tally.rejected_ids],
         )
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
     if stored.is_empty() {
         Ok(format!("{} answered 422, none stored", tally.rejected))
     } else {
-        Err(format!("answered 422 but stored: {}", some(stored, 5)))
+        Err(CheckFailed::Found(format!(
+            "answered 422 but stored: {}",
+            some(stored, 5)
+        )))
     }
 }
 
@@ -151,7 +178,7 @@ pub fn dead_letters_are_the_poison(
             dead.len()
         ))
     } else {
-        Err(problems.join("; "))
+        Err(CheckFailed::Found(problems.join("; ")))
     }
 }
 
@@ -166,13 +193,13 @@ pub fn rollups_equal_a_rebuild(incremental: &[String], rebuilt: &[String]) -> Ou
     let a: BTreeSet<&String> = incremental.iter().collect();
     let b: BTreeSet<&String> = rebuilt.iter().collect();
     let cut = |s: &&String| s.chars().take(200).collect::<String>();
-    Err(format!(
+    Err(CheckFailed::Found(format!(
         "{} incremental rows, {} rebuilt; only incremental {}; only rebuilt {}",
         incremental.len(),
         rebuilt.len(),
         some(a.difference(&b).map(cut), 3),
         some(b.difference(&a).map(cut), 3)
-    ))
+    )))
 }
 
 /// Events by source, and purchases and revenue by source, in `[from, to)`.
@@ -268,10 +295,7 @@ pub async fn reports_equal_the_accepted_events(
     let mut found = Vec::new();
     let mut problems = Vec::new();
     for &(from, to) in ranges {
-        let (f, t) = (
-            from.format(&Rfc3339).map_err(|e| e.to_string())?,
-            to.format(&Rfc3339).map_err(|e| e.to_string())?,
-        );
+        let (f, t) = (from.format(&Rfc3339)?, to.format(&Rfc3339)?);
         let want = expected(accepted, from, to);
         match reported(http, port, &f, &t).await {
             Ok(got) if got == want => found.push(format!(
@@ -285,7 +309,7 @@ pub async fn reports_equal_the_accepted_events(
     if problems.is_empty() {
         Ok(found.join("; "))
     } else {
-        Err(problems.join("; "))
+        Err(CheckFailed::Found(problems.join("; ")))
     }
 }
 
@@ -305,7 +329,7 @@ pub async fn stream_leftovers(
     let floor = stream
         .consumer_info(consumer)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| CheckFailed::Nats(e.into()))?
         .ack_floor
         .stream_sequence;
     let mut left = Vec::new();
@@ -333,10 +357,10 @@ pub async fn stream_leftovers(
         })
         .collect();
     if !unprocessed.is_empty() {
-        return Err(format!(
+        return Err(CheckFailed::Found(format!(
             "ack floor {floor}; messages left that were never processed: {}",
             some(unprocessed, 5)
-        ));
+        )));
     }
     if left.is_empty() {
         Ok("no message left".to_owned())

@@ -1,13 +1,13 @@
 //! The fault loop: one fault at a time, chosen by a seeded RNG, each service brought back
 //! before the next fault.
 
-use crate::helpers::Pipeline;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use testkit::ChildProcess;
+use testkit::Platform;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,7 +46,7 @@ pub struct Worker<'a> {
 /// Injects faults until `until`: a pause of 1-4 s, then a fault with the service down for
 /// 0-2 s. Kinds come in shuffled rounds of all three, so even a short run has each.
 pub async fn inject(
-    p: &mut Pipeline,
+    p: &mut Platform,
     worker: &mut Worker<'_>,
     seed: u64,
     started: Instant,

@@ -14,17 +14,13 @@
 
 mod checks;
 mod faults;
-#[allow(dead_code)]
-#[path = "../pipeline/helpers.rs"]
-mod helpers;
 mod load;
 
-use checks::Outcome;
-use helpers::{Pipeline, Running, rollups};
+use checks::{CheckFailed, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
-use testkit::eventually;
+use testkit::{Platform, eventually, rollups};
 use time::OffsetDateTime;
 use time::macros::datetime;
 use tokio::time::Instant;
@@ -59,30 +55,8 @@ impl Settings {
     }
 }
 
-/// The analytics service, in this process, reading the pipeline's database.
-async fn start_analytics(p: &Pipeline) -> anyhow::Result<Running> {
-    let config = <analytics::Config as clap::Parser>::try_parse_from([
-        "analytics",
-        "--host=127.0.0.1",
-        "--port=0",
-        "--database-url",
-        &p.database_url,
-    ])?;
-    let app = analytics::build(config).await?;
-    let port = app.port();
-    Ok(helpers::spawn(port, |rx| async move {
-        app.run_until_stopped(
-            async {
-                let _ = rx.await;
-            },
-            Duration::from_secs(10),
-        )
-        .await
-    }))
-}
-
 /// The events stream's and the consumer's state, to tell a stuck drain's cause.
-async fn stream_state(p: &Pipeline) -> String {
+async fn stream_state(p: &Platform) -> String {
     let state = async {
         let js = p.js().await?;
         let mut stream = js.get_stream(&p.names.stream).await?;
@@ -132,7 +106,11 @@ async fn under_crashes_of_worker_nats_and_postgres_every_accepted_event_is_store
         "chaos: {} s at {} events/s, seed {} (replay with CHAOS_SEED={} CHAOS_SECS={})",
         settings.secs, settings.rate, settings.seed, settings.seed, settings.secs
     );
-    let mut p = Pipeline::start().await.unwrap();
+    let mut p = Platform::builder()
+        .worker_binary(env!("CARGO_BIN_EXE_worker"))
+        .start()
+        .await
+        .unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     let (process, port) = p.start_worker_process(WORKER_ENV).unwrap();
     p.wait_ready(port).await.unwrap();
@@ -177,15 +155,7 @@ async fn under_crashes_of_worker_nats_and_postgres_every_accepted_event_is_store
     });
     let drained_in = drain_started.elapsed();
     let db = p.db().await.unwrap();
-    let compacted = eventually("every slot compacted", helpers::WAIT, || async {
-        let dirty: i64 = db
-            .query_one("SELECT count(*) FROM user_sets_dirty", &[])
-            .await
-            .ok()?
-            .get(0);
-        (dirty == 0).then_some(())
-    })
-    .await;
+    let compacted = p.wait_compacted().await;
     // Nothing writes while the rollups are read.
     worker.process.signal("TERM").unwrap();
     let worker_exit = worker
@@ -199,12 +169,12 @@ async fn under_crashes_of_worker_nats_and_postgres_every_accepted_event_is_store
             "the backlog drained and every slot was compacted",
             match (drained, compacted) {
                 (Ok(()), Ok(())) => Ok(format!("in {:.1} s", drained_in.as_secs_f64())),
-                (d, c) => Err(format!(
+                (d, c) => Err(CheckFailed::Found(format!(
                     "{}; {}; {}",
                     d.err().map(|e| format!("{e:#}")).unwrap_or_default(),
                     c.err().map(|e| format!("{e:#}")).unwrap_or_default(),
                     stream_state(&p).await
-                )),
+                ))),
             },
         ),
         (
@@ -243,7 +213,7 @@ async fn under_crashes_of_worker_nats_and_postgres_every_accepted_event_is_store
         "the DLQ holds exactly the poison",
         checks::dead_letters_are_the_poison(&dead, &poisoned),
     ));
-    let analytics = start_analytics(&p).await.unwrap();
+    let analytics = p.start_analytics(&[]).await.unwrap();
     p.wait_ready(analytics.port).await.unwrap();
     let last = tally
         .accepted
@@ -321,7 +291,7 @@ async fn under_crashes_of_worker_nats_and_postgres_every_accepted_event_is_store
     for (check, outcome) in &results {
         summary.push(match outcome {
             Ok(found) => format!("- PASS {check}: {found}"),
-            Err(problem) => format!("- FAIL {check}: {problem}"),
+            Err(problem) => format!("- FAIL {check}: {}", checks::chain(problem)),
         });
     }
     eprintln!(
@@ -331,7 +301,11 @@ async fn under_crashes_of_worker_nats_and_postgres_every_accepted_event_is_store
 
     let failed: Vec<String> = results
         .iter()
-        .filter_map(|(check, o)| o.as_ref().err().map(|e| format!("{check}: {e}")))
+        .filter_map(|(check, o)| {
+            o.as_ref()
+                .err()
+                .map(|e| format!("{check}: {}", checks::chain(e)))
+        })
         .collect();
     assert!(
         failed.is_empty(),

@@ -2,17 +2,12 @@
 //! worker dead-letters events it cannot store, and the real binary lists, shows, replays
 //! and purges them.
 
-#[allow(dead_code)]
-#[path = "../pipeline/helpers.rs"]
-mod helpers;
-
 use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
-use helpers::{Pipeline, Running, WAIT};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use testkit::eventually;
+use testkit::{Platform, Service, WAIT, eventually};
 
 /// The worker's answer to one `worker dlq ...` command.
 #[derive(Debug)]
@@ -33,11 +28,11 @@ impl Answer {
 }
 
 /// Runs the real binary with the pipeline's settings (environment, as in production).
-async fn dlq(p: &Pipeline, args: &[&str]) -> anyhow::Result<Answer> {
+async fn dlq(p: &Platform, args: &[&str]) -> anyhow::Result<Answer> {
     dlq_at(p, &p.nats.url(), args).await
 }
 
-async fn dlq_at(p: &Pipeline, nats_url: &str, args: &[&str]) -> anyhow::Result<Answer> {
+async fn dlq_at(p: &Platform, nats_url: &str, args: &[&str]) -> anyhow::Result<Answer> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -57,21 +52,21 @@ async fn dlq_at(p: &Pipeline, nats_url: &str, args: &[&str]) -> anyhow::Result<A
 }
 
 /// Runs a command that must succeed; returns its stdout.
-async fn dlq_ok(p: &Pipeline, args: &[&str]) -> anyhow::Result<Answer> {
+async fn dlq_ok(p: &Platform, args: &[&str]) -> anyhow::Result<Answer> {
     let answer = dlq(p, args).await?;
     anyhow::ensure!(answer.code == Some(0), "worker dlq {args:?}: {answer:?}");
     Ok(answer)
 }
 
 /// The listing as JSON objects.
-async fn listed(p: &Pipeline, args: &[&str]) -> anyhow::Result<Vec<Value>> {
+async fn listed(p: &Platform, args: &[&str]) -> anyhow::Result<Vec<Value>> {
     let mut all = vec!["list", "--json"];
     all.extend_from_slice(args);
     dlq_ok(p, &all).await?.json_lines()
 }
 
 /// The DLQ sequence of the dead letter of `event_id`.
-async fn sequence_of(p: &Pipeline, event_id: &str) -> anyhow::Result<u64> {
+async fn sequence_of(p: &Platform, event_id: &str) -> anyhow::Result<u64> {
     listed(p, &[])
         .await?
         .iter()
@@ -91,7 +86,7 @@ fn invalid(id: &str) -> Value {
 }
 
 /// Rows stored for `event_id`.
-async fn rows_of(p: &Pipeline, event_id: &str) -> anyhow::Result<i64> {
+async fn rows_of(p: &Platform, event_id: &str) -> anyhow::Result<i64> {
     let db = p.db().await?;
     Ok(db
         .query_one(
@@ -106,8 +101,8 @@ async fn rows_of(p: &Pipeline, event_id: &str) -> anyhow::Result<i64> {
 /// event the database refused while a faulty constraint was in place (since removed, so
 /// it can be replayed), and a payload that is not JSON, published without any id. The
 /// events stream remembers event ids for `duplicate_window_secs`.
-async fn with_dead_letters(duplicate_window_secs: u64) -> anyhow::Result<(Pipeline, Running)> {
-    let p = Pipeline::start().await?;
+async fn with_dead_letters(duplicate_window_secs: u64) -> anyhow::Result<(Platform, Service)> {
+    let p = Platform::start().await?;
     p.create_stream().await?;
     let window = duplicate_window_secs.to_string();
     let worker = p
@@ -448,7 +443,7 @@ async fn purge_removes_exactly_the_dead_letters_it_names() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn an_existing_dlq_stream_gets_the_retention_applied() -> anyhow::Result<()> {
-    let p = Pipeline::start().await?;
+    let p = Platform::start().await?;
     let js = p.js().await?;
     let max_age = async |js: &jetstream::Context| -> anyhow::Result<Duration> {
         Ok(js
@@ -494,7 +489,7 @@ async fn an_existing_dlq_stream_gets_the_retention_applied() -> anyhow::Result<(
 
 #[tokio::test]
 async fn an_unreachable_nats_fails_with_one_line() -> anyhow::Result<()> {
-    let p = Pipeline::start().await?;
+    let p = Platform::start().await?;
     let closed = format!("nats://127.0.0.1:{}", testkit::free_port()?);
     let answer = dlq_at(&p, &closed, &["list"]).await?;
     assert_eq!(answer.code, Some(1), "{answer:?}");

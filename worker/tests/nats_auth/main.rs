@@ -5,16 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(dead_code)]
-#[path = "../pipeline/helpers.rs"]
-mod helpers;
-
-use helpers::{Pipeline, WAIT, events};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
-use testkit::{ChildProcess, NatsLogin, NatsServer, NkeyUser, eventually};
+use testkit::{
+    ChildProcess, NatsLogin, NkeyUser, Platform, Service, WAIT, WorkerLog, events, eventually,
+};
 
 /// A password no other text of a test contains, so finding it in a log means a leak.
 fn distinctive_password(tag: &str) -> String {
@@ -28,25 +24,9 @@ fn password_login(user: &str, password: &str) -> NatsLogin {
     }
 }
 
-/// Ingestion running in this process; dropping it aborts it.
-struct Ingestion {
-    port: u16,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Ingestion {
-    /// Asks it to stop and waits: it must not have ended by itself before.
-    async fn stop(self) {
-        assert!(!self.task.is_finished(), "ingestion ended by itself");
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 /// Ingestion in this process on `nats_url` (plus `extra` flags), without waiting for it
 /// to be ready.
-async fn start_ingestion_at(p: &Pipeline, nats_url: &str, extra: &[&str]) -> Ingestion {
+async fn start_ingestion_at(p: &Platform, nats_url: &str, extra: &[&str]) -> Service {
     let mut args = vec![
         "ingestion",
         "--host=127.0.0.1",
@@ -59,49 +39,40 @@ async fn start_ingestion_at(p: &Pipeline, nats_url: &str, extra: &[&str]) -> Ing
         &p.names.prefix,
     ];
     args.extend_from_slice(extra);
-    let config = <ingestion::Config as clap::Parser>::try_parse_from(args).unwrap();
-    let app = ingestion::build(config).await.unwrap();
-    let port = app.port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
-    Ingestion { port, stop, task }
+    let args = args.into_iter().map(String::from);
+    Service::ingestion(testkit::parse(args).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Asks ingestion to stop and waits: it must not have ended by itself before.
+async fn stop(ingestion: Service) {
+    assert!(!ingestion.is_finished(), "ingestion ended by itself");
+    ingestion.stop().await.unwrap();
 }
 
 /// The real worker binary on `nats_url` (plus `env`), logging JSON at info level into
 /// `log`.
 fn start_worker_binary(
-    p: &Pipeline,
+    p: &Platform,
     nats_url: &str,
     env: &[(&str, &str)],
     log: &Path,
 ) -> (ChildProcess, u16) {
-    let port = testkit::free_port().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_worker"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("NATS_URL", nats_url)
-        .env("NATS_STREAM", &p.names.stream)
-        .env("NATS_SUBJECT_PREFIX", &p.names.prefix)
-        .env("NATS_CONSUMER", &p.names.consumer)
-        .env("NATS_DLQ_STREAM", &p.names.dlq)
-        .env("DATABASE_URL", &p.database_url)
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    (ChildProcess::spawn("worker", cmd).unwrap(), port)
+    let mut env = env.to_vec();
+    env.push(("NATS_URL", nats_url));
+    p.start_worker_process_logging(
+        &env,
+        WorkerLog::File {
+            rust_log: "info",
+            path: log,
+        },
+    )
+    .unwrap()
 }
 
 /// The readiness answer: status code and body.
-async fn readiness(p: &Pipeline, port: u16) -> Option<(u16, Value)> {
+async fn readiness(p: &Platform, port: u16) -> Option<(u16, Value)> {
     let r = p
         .http
         .get(format!("http://127.0.0.1:{port}/health/readiness"))
@@ -112,7 +83,7 @@ async fn readiness(p: &Pipeline, port: u16) -> Option<(u16, Value)> {
 }
 
 /// The reason of the failing `nats` check, once readiness shows one.
-async fn nats_failure(p: &Pipeline, port: u16) -> String {
+async fn nats_failure(p: &Platform, port: u16) -> String {
     eventually("a failing nats check with a reason", WAIT, || async {
         let (status, body) = readiness(p, port).await?;
         let nats = body["checks"]
@@ -130,11 +101,12 @@ async fn nats_failure(p: &Pipeline, port: u16) -> String {
 #[tokio::test]
 async fn a_password_in_nats_url_logs_ingestion_and_the_worker_in_and_events_are_stored() {
     let password = distinctive_password("right");
-    let p = Pipeline::start_with(NatsServer::start_with_logins(&[password_login(
-        "app", &password,
-    )]))
-    .await
-    .unwrap();
+    let p = Platform::builder()
+        .worker_binary(env!("CARGO_BIN_EXE_worker"))
+        .nats_logins(&[password_login("app", &password)])
+        .start()
+        .await
+        .unwrap();
     assert!(
         p.nats.url().contains(&password),
         "the services get the login in NATS_URL"
@@ -164,7 +136,7 @@ async fn a_password_in_nats_url_logs_ingestion_and_the_worker_in_and_events_are_
     ingestion.stop().await.unwrap();
 }
 
-async fn dlq_list(p: &Pipeline, nats_url: &str) -> std::process::Output {
+async fn dlq_list(p: &Platform, nats_url: &str) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
         .env_clear()
         .env("NATS_URL", nats_url)
@@ -180,14 +152,17 @@ async fn dlq_list(p: &Pipeline, nats_url: &str) -> std::process::Output {
 #[tokio::test]
 async fn an_nkey_seed_file_logs_ingestion_and_the_worker_in_and_events_are_stored() {
     let user = NkeyUser::generate().unwrap();
-    let p = Pipeline::start_with(NatsServer::start_with_logins(&[
-        password_login("testkit", &distinctive_password("admin")),
-        NatsLogin::Nkey {
-            public_key: user.public_key.clone(),
-        },
-    ]))
-    .await
-    .unwrap();
+    let p = Platform::builder()
+        .worker_binary(env!("CARGO_BIN_EXE_worker"))
+        .nats_logins(&[
+            password_login("testkit", &distinctive_password("admin")),
+            NatsLogin::Nkey {
+                public_key: user.public_key.clone(),
+            },
+        ])
+        .start()
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let seed = dir.path().join("worker.nk");
     std::fs::write(&seed, format!("{}\n", user.seed)).unwrap();
@@ -215,18 +190,19 @@ async fn an_nkey_seed_file_logs_ingestion_and_the_worker_in_and_events_are_store
         !logged.contains(&user.seed),
         "the seed leaked into a log:\n{logged}"
     );
-    ingestion.stop().await;
+    stop(ingestion).await;
 }
 
 #[tokio::test]
 async fn a_worker_with_a_wrong_password_keeps_running_unready_and_never_logs_a_password() {
     let right = distinctive_password("right");
     let wrong = distinctive_password("wrong");
-    let p = Pipeline::start_with(NatsServer::start_with_logins(&[password_login(
-        "app", &right,
-    )]))
-    .await
-    .unwrap();
+    let p = Platform::builder()
+        .worker_binary(env!("CARGO_BIN_EXE_worker"))
+        .nats_logins(&[password_login("app", &right)])
+        .start()
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = p.nats.port();
 
@@ -267,12 +243,12 @@ async fn a_worker_with_a_wrong_password_keeps_running_unready_and_never_logs_a_p
 
 #[tokio::test]
 async fn ingestion_with_a_wrong_password_stays_up_unready_and_answers_posts_503() {
-    let p = Pipeline::start_with(NatsServer::start_with_logins(&[password_login(
-        "app",
-        &distinctive_password("right"),
-    )]))
-    .await
-    .unwrap();
+    let p = Platform::builder()
+        .worker_binary(env!("CARGO_BIN_EXE_worker"))
+        .nats_logins(&[password_login("app", &distinctive_password("right"))])
+        .start()
+        .await
+        .unwrap();
     let wrong_url = format!("nats://app:wrong-password@127.0.0.1:{}", p.nats.port());
     let ingestion = start_ingestion_at(&p, &wrong_url, &[]).await;
 
@@ -290,5 +266,5 @@ async fn ingestion_with_a_wrong_password_stays_up_unready_and_answers_posts_503(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (status, _) = readiness(&p, ingestion.port).await.unwrap();
     assert_eq!(status, 503, "still up, still unready");
-    ingestion.stop().await;
+    stop(ingestion).await;
 }

@@ -12,20 +12,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(dead_code)]
-#[path = "../pipeline/helpers.rs"]
-mod helpers;
 mod prometheus;
 mod promql;
 
-use helpers::{Pipeline, WAIT, events};
 use prometheus::{Answer, Prometheus, repo_root};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use testkit::{ChildProcess, eventually};
-use tokio::sync::oneshot;
+use testkit::{Platform, WAIT, WorkerLog, events, eventually};
 
 /// docs/operations.md "Metrics every dashboard relies on": name and label names.
 const RUNTIME_METRICS: &[(&str, &[&str])] = &[
@@ -72,68 +67,28 @@ const GRAFANA_VARIABLES: &[(&str, &str)] = &[
 
 // --- Services ---------------------------------------------------------------------------
 
-/// A service running in this process.
-#[derive(Debug)]
-struct InProcess {
-    port: u16,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// A platform that can run this crate's `worker` binary.
+async fn platform() -> anyhow::Result<Platform> {
+    Platform::builder()
+        .worker_binary(env!("CARGO_BIN_EXE_worker"))
+        .start()
+        .await
 }
 
-impl InProcess {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-    }
-}
-
-async fn start_analytics(p: &Pipeline) -> anyhow::Result<InProcess> {
-    let config = <analytics::Config as clap::Parser>::try_parse_from([
-        "analytics",
-        "--host=127.0.0.1",
-        "--port=0",
-        "--database-url",
-        &p.database_url,
-    ])?;
-    let app = analytics::build(config).await?;
-    let port = app.port();
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(
-        async {
-            let _ = rx.await;
-        },
-        Duration::from_secs(10),
-    ));
-    Ok(InProcess { port, stop, task })
-}
-
-/// The real `worker` binary with JSON logs (`rust_log` filter) written to `log`.
+/// The worker binary with its log (JSON, `rust_log` filter) written to `log`.
 fn start_worker_process(
-    p: &Pipeline,
+    p: &Platform,
     extra_env: &[(&str, &str)],
     rust_log: &str,
     log: &Path,
-) -> anyhow::Result<(ChildProcess, u16)> {
-    let port = testkit::free_port()?;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_worker"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("NATS_URL", p.nats.url())
-        .env("NATS_STREAM", &p.names.stream)
-        .env("NATS_SUBJECT_PREFIX", &p.names.prefix)
-        .env("NATS_CONSUMER", &p.names.consumer)
-        .env("NATS_DLQ_STREAM", &p.names.dlq)
-        .env("DATABASE_URL", &p.database_url)
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", rust_log)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log)?);
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    Ok((ChildProcess::spawn("worker", cmd)?, port))
+) -> anyhow::Result<(testkit::ChildProcess, u16)> {
+    p.start_worker_process_logging(
+        extra_env,
+        WorkerLog::File {
+            rust_log,
+            path: log,
+        },
+    )
 }
 
 async fn metrics_text(http: &reqwest::Client, port: u16) -> String {
@@ -267,7 +222,7 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
         &["test", "rules", "prometheus/tests/alerts_test.yml"],
     );
 
-    let p = Pipeline::start().await.unwrap();
+    let p = platform().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A small stream so one request can find it full (ingestion_events_failed_total).
     let limit = "50";
@@ -275,7 +230,7 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
         .start_ingestion(&["--nats-stream-max-msgs", limit])
         .await
         .unwrap();
-    let analytics = start_analytics(&p).await.unwrap();
+    let analytics = p.start_analytics(&[]).await.unwrap();
     let http = p.http.clone();
     let webhook = format!("http://127.0.0.1:{}/webhook/event", ingestion.port);
 
@@ -586,13 +541,13 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
         problems.join("\n  ")
     );
 
-    analytics.stop().await;
+    analytics.stop().await.unwrap();
     ingestion.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn correlation_id_is_in_the_worker_log_and_the_dead_letter() {
-    let p = Pipeline::start().await.unwrap();
+    let p = platform().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("worker.log");

@@ -1,14 +1,14 @@
 //! Failures inside the worker: a panicking batch, a panicking compactor, and the counters
 //! that report them from the first scrape on.
 
-use crate::helpers::{Pipeline, WAIT, events};
+use crate::platform;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use testkit::eventually;
+use testkit::{Platform, WAIT, events, eventually};
 
 /// The worker's `/metrics` text.
-async fn metrics(p: &Pipeline, port: u16) -> String {
+async fn metrics(p: &Platform, port: u16) -> String {
     let url = format!("http://127.0.0.1:{port}/metrics");
     match p.http.get(url).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
@@ -24,7 +24,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn the_failure_counters_are_listed_at_zero_from_the_start() {
-    let p = Pipeline::start().await.unwrap();
+    let p = platform().await.unwrap();
     let worker = p.start_worker(&[]).await.unwrap();
     let text = metrics(&p, worker.port).await;
     for series in [
@@ -44,7 +44,7 @@ async fn the_failure_counters_are_listed_at_zero_from_the_start() {
 
 #[tokio::test]
 async fn a_batch_that_panics_holds_back_only_the_event_that_panics() {
-    let p = Pipeline::start().await.unwrap();
+    let p = platform().await.unwrap();
     p.create_stream().await.unwrap();
     // Everything is in the stream before the worker starts, so it arrives as one batch.
     let all = events("mate", 0..20);
@@ -109,7 +109,7 @@ async fn a_batch_that_panics_holds_back_only_the_event_that_panics() {
 
 #[tokio::test]
 async fn a_compactor_that_panics_is_restarted_and_compacts() {
-    let p = Pipeline::start().await.unwrap();
+    let p = platform().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     // The worker's own compactor makes one pass at start, then waits ten minutes.
     let worker = p

@@ -1,8 +1,8 @@
 //! `worker healthcheck`, the container's health check: the binary asks the worker running
 //! with the same environment for its readiness.
 
-use crate::helpers::{Pipeline, WAIT};
-use testkit::eventually;
+use crate::platform;
+use testkit::{WAIT, eventually};
 
 /// `worker healthcheck` run with only these variables: exit code, stdout, stderr.
 async fn healthcheck(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
@@ -21,7 +21,7 @@ async fn healthcheck(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
 #[tokio::test]
 async fn the_healthcheck_subcommand_exits_0_while_ready_and_1_naming_the_database_once_it_is_down()
 {
-    let mut p = Pipeline::start().await.unwrap();
+    let mut p = platform().await.unwrap();
     let worker = p.start_worker(&[]).await.unwrap();
     p.wait_ready(worker.port).await.unwrap();
     let port = worker.port.to_string();

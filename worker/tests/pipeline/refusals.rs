@@ -1,10 +1,11 @@
 //! Values real data carries, and rows the database refuses: none holds a good event back.
 
-use crate::helpers::rollups;
-use crate::helpers::{Pipeline, WAIT, events};
+use crate::platform;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::time::Duration;
-use testkit::eventually;
+use testkit::{WAIT, events, eventually, rollups};
 
 /// How long a refused row may take to reach the dead-letter queue. A refusal taken for an
 /// outage would be retried after 1, 2, 4 ... s and never get there in time.
@@ -25,14 +26,9 @@ fn random_text(seed: u64, n: usize) -> String {
     const ALPHABET: [char; 12] = [
         'a', 'Z', '7', '-', ' ', 'é', 'ß', '中', '文', '😀', '🚀', '"',
     ];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ALPHABET[(x % ALPHABET.len() as u64) as usize]
-        })
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
         .collect()
 }
 
@@ -131,7 +127,7 @@ fn fields(reply: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn every_value_storage_cannot_hold_gets_a_422_naming_its_field_and_good_events_flow_on() {
-    let p = Pipeline::start().await.unwrap();
+    let p = platform().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     let worker = p.start_worker(&[]).await.unwrap();
 
@@ -246,7 +242,7 @@ async fn every_value_storage_cannot_hold_gets_a_422_naming_its_field_and_good_ev
 #[tokio::test]
 async fn a_row_refused_by_any_statement_is_dead_lettered_with_its_sqlstate_while_its_batch_mates_are_stored()
  {
-    let p = Pipeline::start().await.unwrap();
+    let p = platform().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     let worker = p
         .start_worker(&["--nats-batch-size", "100", "--batch-linger-ms", "300"])
@@ -355,7 +351,7 @@ async fn a_row_refused_by_any_statement_is_dead_lettered_with_its_sqlstate_while
 
 #[tokio::test]
 async fn a_slot_whose_sets_the_database_refuses_stays_dirty_while_the_others_are_compacted() {
-    let p = Pipeline::start().await.unwrap();
+    let p = platform().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     let worker = p
         .start_worker(&["--compact-interval-ms", "100"])

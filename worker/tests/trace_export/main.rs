@@ -7,11 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(dead_code)]
-#[path = "../pipeline/helpers.rs"]
-mod helpers;
-
-use helpers::{Pipeline, events};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -24,6 +19,7 @@ use service_kit::config::LogFormat;
 use service_kit::telemetry::{self, TraceArgs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use testkit::{Platform, events};
 use tokio::sync::oneshot;
 
 /// One span as the collector received it (ids in hex, as in `traceparent`).
@@ -164,7 +160,11 @@ async fn one_trace_runs_from_the_webhook_through_nats_to_the_insert() {
         "no subscriber may be installed before"
     );
 
-    let p = Pipeline::start().await.unwrap();
+    let p = Platform::builder()
+        .worker_binary(env!("CARGO_BIN_EXE_worker"))
+        .start()
+        .await
+        .unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     let post = |tag: &str, n: usize| {
         let body = Value::Array(events(tag, 0..n));
