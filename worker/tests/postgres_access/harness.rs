@@ -159,12 +159,12 @@ impl Platform {
 
     /// The login users, by the deployment's own script (`deploy/postgres/login-users.sql`).
     pub async fn create_login_users(&self) -> anyhow::Result<()> {
-        let bin = std::env::var_os("PG_BIN_DIR").unwrap_or("/usr/lib/postgresql/15/bin".into());
+        let bin = testkit::PostgresOptions::default().bin_dir;
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../deploy/postgres/login-users.sql"
         );
-        let out = tokio::process::Command::new(std::path::Path::new(&bin).join("psql"))
+        let out = tokio::process::Command::new(bin.join("psql"))
             // -w: never prompt for a password (a test must not wait on a terminal).
             .args([
                 "-X",
