@@ -1,14 +1,12 @@
-//! `spawn_app`: the real ingestion service on port 0 in front of a private nats-server,
-//! with a stream and subject prefix unique to the test, plus typed request helpers.
+//! `spawn_app`: the real ingestion service on port 0 (started by testkit) in front of a
+//! private nats-server, with a stream and subject prefix unique to the test, plus typed
+//! request helpers.
 
 use async_nats::jetstream::message::StreamMessage;
-use clap::Parser as _;
-use ingestion::{Config, build};
 use reqwest::Response;
 use serde_json::Value;
 use std::time::Duration;
-use testkit::NatsServer;
-use tokio::sync::oneshot;
+use testkit::{NatsServer, Service};
 
 /// How long a test waits for something that should happen soon.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -40,8 +38,8 @@ pub struct TestApp {
     pub stream: String,
     pub prefix: String,
     pub client: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Stopped when the app drops.
+    _service: Service,
 }
 
 /// Starts a nats-server and the service, and waits until the service is ready.
@@ -117,17 +115,11 @@ pub async fn spawn_app(options: Options) -> TestApp {
             .flat_map(|(flag, value)| [flag.to_owned(), value.to_string()]),
         );
     }
-    let config = Config::try_parse_from(args).expect("test configuration parses");
-
-    let app = build(config).await.expect("the service builds");
-    let addr = format!("http://127.0.0.1:{}", app.port());
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(
-        async move {
-            let _ = rx.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let config = testkit::parse(args).expect("test configuration parses");
+    let service = Service::ingestion(config)
+        .await
+        .expect("the service builds");
+    let addr = service.url("");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
@@ -138,8 +130,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
         stream,
         prefix,
         client,
-        shutdown: Some(tx),
-        server,
+        _service: service,
     };
     app.wait_until_ready().await;
     app
@@ -255,15 +246,6 @@ impl TestApp {
     }
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.server.abort();
-    }
-}
-
 /// A header of a stored message.
 pub fn header(message: &StreamMessage, name: &str) -> Option<String> {
     message.headers.get(name).map(|v| v.to_string())
@@ -302,19 +284,4 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> Vec<Va
 /// A valid Facebook `ad.view` with this id.
 pub fn fb_top(id: &str) -> Value {
     testkit::facebook_top(id, TS, "fb-u-1", "Germany")
-}
-
-/// `n` valid events with ids `<tag>-0` .. `<tag>-<n-1>`, alternating the four shapes.
-pub fn events(tag: &str, n: usize) -> Vec<Value> {
-    (0..n)
-        .map(|i| {
-            let id = format!("{tag}-{i}");
-            match i % 4 {
-                0 => testkit::facebook_top(&id, TS, "fb-u-1", "Germany"),
-                1 => testkit::facebook_bottom(&id, TS, "fb-u-2", Some("149.99")),
-                2 => testkit::tiktok_top(&id, TS, "tt-u-1", "Brazil"),
-                _ => testkit::tiktok_bottom(&id, TS, "tt-u-2", None),
-            }
-        })
-        .collect()
 }

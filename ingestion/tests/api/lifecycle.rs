@@ -1,11 +1,12 @@
 //! The real binary: configuration from the environment, `--help`, graceful SIGTERM.
 
-use crate::helpers::{PATIENCE, events};
+use crate::helpers::PATIENCE;
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use testkit::events;
 use testkit::{ChildProcess, NatsServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingestion");
@@ -109,7 +110,7 @@ async fn sigterm_answers_requests_in_flight_and_exits_0_losing_nothing() {
             format!("{base}/webhook/event"),
             answered.clone(),
         );
-        let body = Value::Array(events(&format!("term-{i}"), 100));
+        let body = Value::Array(events(&format!("term-{i}"), 0..100));
         tokio::spawn(async move {
             let result = client.post(url).json(&body).send().await;
             let outcome = match result {

@@ -14,34 +14,15 @@ fn generated() -> Value {
     serde_json::to_value(ingestion::openapi()).expect("the document serialises")
 }
 
-/// `UPDATE_OPENAPI=1 cargo test -p ingestion --test api openapi` rewrites the committed file
-/// and still fails when that changed it, so the change is seen and committed (CI never sets
-/// the variable).
+/// `UPDATE_OPENAPI=1 cargo test -p ingestion --test api openapi`
+/// rewrites the committed file, and the run still fails, so the change is seen and
+/// committed and CI can never pass with the variable set.
 #[test]
 fn committed_document_matches_the_code() {
-    let path = committed_path();
-    let document = generated();
-    let committed: Value = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or(Value::Null);
-    if committed == document {
-        return;
-    }
-    if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        let text = serde_json::to_string_pretty(&document).unwrap() + "\n";
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, text).unwrap();
-        panic!(
-            "docs/openapi/ingestion.json updated; review and commit it ({})",
-            path.display()
-        );
-    }
-    panic!(
-        "{} is missing or differs from the document the code generates; regenerate it with\n\
-         \n    UPDATE_OPENAPI=1 cargo test -p ingestion --test api openapi\n\
-         \nand commit the result",
-        path.display()
+    testkit::openapi::assert_committed_document(
+        &committed_path(),
+        &generated(),
+        "UPDATE_OPENAPI=1 cargo test -p ingestion --test api openapi",
     );
 }
 
@@ -49,26 +30,7 @@ fn committed_document_matches_the_code() {
 /// methods after them (the alias `POST /webhook` included).
 #[test]
 fn every_operation_has_a_unique_id() {
-    const METHODS: [&str; 8] = [
-        "get", "put", "post", "delete", "options", "head", "patch", "trace",
-    ];
-    let document = generated();
-    let mut seen = std::collections::BTreeMap::new();
-    for (path, item) in document["paths"].as_object().unwrap() {
-        for method in METHODS {
-            let operation = &item[method];
-            if operation.is_null() {
-                continue;
-            }
-            let id = operation["operationId"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
-            if let Some(other) = seen.insert(id.to_owned(), format!("{method} {path}")) {
-                panic!("operationId {id:?} of {method} {path} is also that of {other}");
-            }
-        }
-    }
-    assert!(!seen.is_empty(), "no operations in the document");
+    testkit::openapi::assert_unique_operation_ids(&generated());
 }
 
 #[test]

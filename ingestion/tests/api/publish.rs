@@ -1,7 +1,8 @@
 //! What a 202 means: the events are in the stream, verbatim, once each.
 
-use crate::helpers::{Options, assert_error, body_json, events, fb_top, header, spawn_app};
+use crate::helpers::{Options, assert_error, body_json, fb_top, header, spawn_app};
 use serde_json::{Value, json};
+use testkit::events;
 
 #[tokio::test]
 async fn a_valid_event_is_stored_verbatim_on_its_subject_with_id_and_correlation_headers() {
@@ -74,7 +75,7 @@ async fn without_a_correlation_id_a_generated_one_is_echoed_and_carried() {
 #[tokio::test]
 async fn a_batch_is_stored_event_by_event_each_on_its_own_subject() {
     let app = spawn_app(Options::default()).await;
-    let batch = events("subj", 4);
+    let batch = events("subj", 0..4);
     let response = app.post_json(&Value::Array(batch.clone())).await;
     assert_eq!(response.status(), 202);
     assert_eq!(
@@ -102,7 +103,7 @@ async fn a_batch_is_stored_event_by_event_each_on_its_own_subject() {
 #[tokio::test]
 async fn duplicates_inside_a_batch_and_across_requests_are_counted_and_stored_once() {
     let app = spawn_app(Options::default()).await;
-    let mut batch = events("dup", 8);
+    let mut batch = events("dup", 0..8);
     // Two repeats of earlier events inside the same batch: 10 events, 8 distinct ids.
     batch.push(batch[1].clone());
     batch.push(batch[5].clone());

@@ -8,12 +8,13 @@
 //! however slowly this machine answers the first, and is let through after a wait of a
 //! few seconds.
 
-use crate::helpers::{Options, TestApp, assert_error, body_json, events, spawn_app};
+use crate::helpers::{Options, TestApp, assert_error, body_json, spawn_app};
 use reqwest::Response;
 use serde_json::Value;
 use service_kit::secret::Key;
 use std::net::IpAddr;
 use std::time::Duration;
+use testkit::events;
 
 const KEY_A: &str = "producer-a-secret-of-at-least-32-bytes";
 const KEY_B: &str = "producer-b-secret-of-at-least-32-bytes";
@@ -85,7 +86,7 @@ async fn refusals(app: &TestApp, label: &str) -> Option<f64> {
 }
 
 fn batch(tag: &str, n: usize) -> Value {
-    Value::Array(events(tag, n))
+    Value::Array(events(tag, 0..n))
 }
 
 #[tokio::test]

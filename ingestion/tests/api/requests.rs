@@ -1,7 +1,8 @@
 //! Requests refused before validation: malformed JSON, batch size, body size, content type.
 
-use crate::helpers::{Options, assert_error, assert_error_body, events, fb_top, spawn_app};
+use crate::helpers::{Options, assert_error, assert_error_body, fb_top, spawn_app};
 use serde_json::Value;
+use testkit::events;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -33,11 +34,11 @@ async fn webhook_returns_422_batch_size_for_an_empty_array_and_for_1001_events()
         "batch_size",
     )
     .await;
-    let too_many = Value::Array(events("big", 1001));
+    let too_many = Value::Array(events("big", 0..1001));
     assert_error(app.post_json(&too_many).await, 422, "batch_size").await;
     assert_eq!(app.stream_message_count().await, 0);
     // The largest batch allowed goes through.
-    let response = app.post_json(&Value::Array(events("max", 1000))).await;
+    let response = app.post_json(&Value::Array(events("max", 0..1000))).await;
     assert_eq!(response.status(), 202);
     assert_eq!(app.stream_message_count().await, 1000);
 }

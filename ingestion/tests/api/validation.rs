@@ -1,7 +1,8 @@
 //! Every rule of docs/events.md, broken one at a time, and batches with bad events.
 
-use crate::helpers::{Options, TS, assert_error, events, fb_top, spawn_app};
+use crate::helpers::{Options, TS, assert_error, fb_top, spawn_app};
 use serde_json::{Value, json};
+use testkit::events;
 
 /// How a case breaks a valid event.
 enum Change {
@@ -289,7 +290,7 @@ async fn webhook_returns_422_naming_the_field_for_every_broken_rule() {
 #[tokio::test]
 async fn one_bad_event_in_a_batch_of_five_publishes_nothing_and_names_its_index() {
     let app = spawn_app(Options::default()).await;
-    let mut batch = events("batch", 5);
+    let mut batch = events("batch", 0..5);
     batch[3]["data"]["user"]["followers"] = json!("many");
     let response = app.post_json(&Value::Array(batch)).await;
     let details = assert_error(response, 422, "validation_failed").await;
@@ -307,7 +308,7 @@ async fn one_bad_event_in_a_batch_of_five_publishes_nothing_and_names_its_index(
 #[tokio::test]
 async fn a_batch_with_several_problems_lists_every_problem_of_every_event() {
     let app = spawn_app(Options::default()).await;
-    let mut batch = events("multi", 4);
+    let mut batch = events("multi", 0..4);
     // Event 0: two problems.
     batch[0]["data"]["user"]["age"] = json!(200);
     batch[0]["data"]["engagement"]["referrer"] = json!("radio");
