@@ -80,8 +80,8 @@ struct Cli {
     /// Directory of the ingestion, worker and analytics binaries (default: beside this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// PostgreSQL's binaries.
-    #[arg(long, env = "PG_BIN_DIR", default_value = "/usr/lib/postgresql/15/bin")]
+    /// PostgreSQL's binaries (default: the highest installed of 17, 16 and 15).
+    #[arg(long, env = "PG_BIN_DIR", default_value_os_t = testkit::PostgresOptions::default().bin_dir)]
     pg_bin_dir: PathBuf,
     /// Keep the services' logs (their directory is printed).
     #[arg(long)]
