@@ -2,9 +2,11 @@
 
 use crate::ratelimit::Exceeded;
 use crate::signature::SignatureError;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use service_kit::db::error_text;
 use service_kit::error::ApiError;
 
 /// An enum of metric labels with `ALL` (in declaration order, so `value as usize` indexes
@@ -33,7 +35,8 @@ macro_rules! labels {
 
 labels! {
     /// Why a request was refused, its producer being at fault: the `reason` of
-    /// `ingestion_events_rejected_total`, and the request's `error.code`.
+    /// `ingestion_events_rejected_total`, and the request's `error.code` (the one place
+    /// each code is spelled).
     Rejection {
         UnsupportedMediaType => "unsupported_media_type",
         PayloadTooLarge => "payload_too_large",
@@ -42,6 +45,20 @@ labels! {
         BatchSize => "batch_size",
         ValidationFailed => "validation_failed",
         RateLimited => "rate_limited",
+    }
+}
+
+impl Rejection {
+    /// The status of a request refused for this reason (`docs/api.md`).
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Rejection::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Unauthorized => StatusCode::UNAUTHORIZED,
+            Rejection::MalformedJson => StatusCode::BAD_REQUEST,
+            Rejection::BatchSize | Rejection::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Rejection::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        }
     }
 }
 
@@ -65,41 +82,94 @@ pub enum Outcome {
     Failed(Failure),
 }
 
-/// Why a webhook request was not accepted.
-#[derive(Debug)]
+/// Why a webhook request was not accepted. The answer's `error.message` is the error with
+/// its causes ([`error_text`]); its status and `error.code` are [`WebhookError::status_and_code`].
+#[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
+    #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
-    PayloadTooLarge {
-        limit: usize,
-    },
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
     /// One event is larger than the broker accepts in a message: permanent, so a 413
     /// rather than a 503 the producer would retry forever.
-    EventTooLarge {
-        index: usize,
-        limit: usize,
-    },
+    #[error("event {index} is larger than {limit} bytes, the most one event may take")]
+    EventTooLarge { index: usize, limit: usize },
+    #[error(transparent)]
     Unauthorized(SignatureError),
-    MalformedJson(String),
+    #[error("the body must be a JSON event object or an array of them")]
+    MalformedJson(#[source] Malformed),
+    #[error("a batch must hold 1 to 1000 events (got {0})")]
     BatchSize(usize),
     /// Every problem of every event: `{"index","eventId","field","reason"}`.
-    Validation {
-        events: usize,
-        details: Vec<Value>,
-    },
+    #[error("{} problem(s) found in {events} event(s); nothing was accepted", .details.len())]
+    Validation { events: usize, details: Vec<Value> },
     /// The producer is over its quota of events or bytes per second
     /// (`RATE_LIMIT_EVENTS_PER_SEC`, `RATE_LIMIT_BYTES_PER_SEC`); retry after
     /// `retry_after` s.
+    #[error(
+        "this producer sent more {} per second than its quota; retry after Retry-After seconds",
+        .quota.as_str()
+    )]
     RateLimited {
         events: usize,
         quota: Exceeded,
         retry_after: u32,
     },
     /// JetStream did not confirm every event; the client retries the whole request.
-    Unavailable {
-        reason: Failure,
-        detail: String,
-    },
+    #[error("events could not be stored durably, retry the whole request")]
+    Unavailable(#[source] Unstored),
 }
+
+/// Why a body is not JSON events.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    /// The body could not be read to its end (its client went away, or sent it too slowly).
+    #[error("cannot read the body")]
+    Read(#[source] axum::BoxError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("expected a JSON object or array")]
+    NotObjectOrArray,
+}
+
+/// Why JetStream did not confirm every event of a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Unstored {
+    #[error("not connected to NATS")]
+    Disconnected,
+    #[error("the events stream is not verified yet")]
+    StreamNotReady,
+    #[error("no PubAck in time")]
+    AckTimeout,
+    /// A publish could not be sent.
+    #[error(transparent)]
+    Send(PublishError),
+    /// JetStream answered a publish with an error.
+    #[error(transparent)]
+    Refused(PublishError),
+}
+
+impl Unstored {
+    /// The `reason` label it is counted under.
+    pub fn reason(&self) -> Failure {
+        match self {
+            Unstored::Disconnected => Failure::NatsDisconnected,
+            Unstored::StreamNotReady => Failure::StreamNotReady,
+            Unstored::AckTimeout => Failure::PubackTimeout,
+            Unstored::Send(_) => Failure::PublishError,
+            Unstored::Refused(e) => match e.kind() {
+                PublishErrorKind::TimedOut => Failure::PubackTimeout,
+                PublishErrorKind::StreamNotFound => Failure::StreamNotFound,
+                // No kind of its own: the server's `maximum messages/bytes exceeded`.
+                _ if e.to_string().contains("maximum") => Failure::StreamFull,
+                _ => Failure::PublishError,
+            },
+        }
+    }
+}
+
+/// The `error.code` of a 503: JetStream did not store the events, the producer retries.
+const UNAVAILABLE: &str = "unavailable";
 
 /// Seconds we ask a client to wait before retrying after a 503.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -117,8 +187,16 @@ impl WebhookError {
             WebhookError::BatchSize(_) => Rejection::BatchSize,
             WebhookError::Validation { .. } => Rejection::ValidationFailed,
             WebhookError::RateLimited { .. } => Rejection::RateLimited,
-            WebhookError::Unavailable { reason, .. } => return Outcome::Failed(*reason),
+            WebhookError::Unavailable(cause) => return Outcome::Failed(cause.reason()),
         })
+    }
+
+    /// The answer's status and `error.code`: a refusal's code is its counter's label.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self.outcome() {
+            Outcome::Rejected(reason) => (reason.status(), reason.as_str()),
+            Outcome::Failed(_) => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
+        }
     }
 
     /// Whether the request is refused whole, possibly before its body was read (413, 415,
@@ -149,64 +227,166 @@ impl WebhookError {
 
 impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
-        let error = match self {
-            WebhookError::UnsupportedMediaType => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "Content-Type must be application/json",
-            ),
-            WebhookError::PayloadTooLarge { limit } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body is larger than {limit} bytes"),
-            ),
-            WebhookError::EventTooLarge { index, limit } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("event {index} is larger than {limit} bytes, the most one event may take"),
-            )
-            .with_details(vec![serde_json::json!({"index": index})]),
-            WebhookError::Unauthorized(e) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.message())
+        let (status, code) = self.status_and_code();
+        let error = ApiError::new(status, code, error_text(&self));
+        match self {
+            WebhookError::EventTooLarge { index, .. } => {
+                error.with_details(vec![serde_json::json!({"index": index})])
             }
-            WebhookError::MalformedJson(detail) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body must be a JSON event object or an array of them: {detail}"),
-            ),
-            WebhookError::BatchSize(n) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "batch_size",
-                format!("a batch must hold 1 to 1000 events (got {n})"),
-            ),
-            WebhookError::Validation { events, details } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                format!(
-                    "{} problem(s) found in {events} event(s); nothing was accepted",
-                    details.len()
+            WebhookError::Validation { details, .. } => error.with_details(details),
+            WebhookError::RateLimited { retry_after, .. } => error.with_retry_after(retry_after),
+            WebhookError::Unavailable(_) => error.with_retry_after(RETRY_AFTER_SECS),
+            WebhookError::UnsupportedMediaType
+            | WebhookError::PayloadTooLarge { .. }
+            | WebhookError::Unauthorized(_)
+            | WebhookError::MalformedJson(_)
+            | WebhookError::BatchSize(_) => error,
+        }
+        .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::Scheme;
+    use axum::http::header::RETRY_AFTER;
+
+    /// The answer a client sees: status, `error.code`, `error.message`, `Retry-After`.
+    fn answer(error: WebhookError) -> (u16, &'static str, String, Option<String>) {
+        let (status, code) = error.status_and_code();
+        let message = error_text(&error);
+        let response = error.into_response();
+        assert_eq!(response.status(), status);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (status.as_u16(), code, message, retry_after)
+    }
+
+    #[test]
+    fn each_error_answers_with_the_status_and_code_of_docs_api_md() {
+        let json = serde_json::from_slice::<Value>(b"{").map_or_else(Malformed::Json, |_| {
+            unreachable!("an unterminated object is not JSON")
+        });
+        let cases = [
+            (
+                WebhookError::UnsupportedMediaType,
+                (
+                    415,
+                    "unsupported_media_type",
+                    "Content-Type must be application/json",
                 ),
-            )
-            .with_details(details),
-            WebhookError::RateLimited {
-                quota, retry_after, ..
-            } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "this producer sent more {} per second than its quota; retry after \
-                     Retry-After seconds",
-                    quota.as_str()
+            ),
+            (
+                WebhookError::PayloadTooLarge { limit: 10 },
+                (
+                    413,
+                    "payload_too_large",
+                    "the request body is larger than 10 bytes",
                 ),
-            )
-            .with_retry_after(retry_after),
-            WebhookError::Unavailable { detail, .. } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("events could not be stored durably, retry the whole request: {detail}"),
-            )
-            .with_retry_after(RETRY_AFTER_SECS),
+            ),
+            (
+                WebhookError::EventTooLarge { index: 2, limit: 5 },
+                (
+                    413,
+                    "payload_too_large",
+                    "event 2 is larger than 5 bytes, the most one event may take",
+                ),
+            ),
+            (
+                WebhookError::Unauthorized(SignatureError::Mismatch(Scheme::Legacy)),
+                (
+                    401,
+                    "unauthorized",
+                    "X-Webhook-Signature does not match the body",
+                ),
+            ),
+            (
+                WebhookError::MalformedJson(Malformed::NotObjectOrArray),
+                (
+                    400,
+                    "malformed_json",
+                    "the body must be a JSON event object or an array of them: expected a \
+                     JSON object or array",
+                ),
+            ),
+            (
+                WebhookError::MalformedJson(json),
+                (
+                    400,
+                    "malformed_json",
+                    "the body must be a JSON event object or an array of them: EOF while \
+                     parsing an object at line 1 column 1",
+                ),
+            ),
+            (
+                WebhookError::BatchSize(0),
+                (
+                    422,
+                    "batch_size",
+                    "a batch must hold 1 to 1000 events (got 0)",
+                ),
+            ),
+            (
+                WebhookError::Validation {
+                    events: 3,
+                    details: vec![Value::Null, Value::Null],
+                },
+                (
+                    422,
+                    "validation_failed",
+                    "2 problem(s) found in 3 event(s); nothing was accepted",
+                ),
+            ),
+        ];
+        for (error, (status, code, message)) in cases {
+            let (got_status, got_code, got_message, retry_after) = answer(error);
+            assert_eq!((got_status, got_code), (status, code), "{message}");
+            assert_eq!(got_message, message);
+            assert_eq!(retry_after, None, "{message}");
+        }
+    }
+
+    #[test]
+    fn jetstream_failures_are_a_503_to_retry_after_a_second() {
+        let (status, code, message, retry_after) =
+            answer(WebhookError::Unavailable(Unstored::Disconnected));
+        assert_eq!((status, code), (503, "unavailable"));
+        assert_eq!(
+            message,
+            "events could not be stored durably, retry the whole request: not connected to NATS"
+        );
+        assert_eq!(retry_after.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_producer_over_its_quota_is_told_which_and_when_to_retry() {
+        let (status, code, message, retry_after) = answer(WebhookError::RateLimited {
+            events: 4,
+            quota: Exceeded::Bytes,
+            retry_after: 7,
+        });
+        assert_eq!((status, code), (429, "rate_limited"));
+        assert_eq!(
+            message,
+            "this producer sent more bytes per second than its quota; retry after Retry-After \
+             seconds"
+        );
+        assert_eq!(retry_after.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn a_refusal_counts_under_the_label_its_code_is() {
+        for reason in Rejection::ALL {
+            assert!(!reason.status().is_server_error(), "{}", reason.as_str());
+        }
+        let error = WebhookError::BatchSize(1001);
+        let Outcome::Rejected(reason) = error.outcome() else {
+            panic!("a batch size is the producer's fault");
         };
-        error.into_response()
+        assert_eq!(error.status_and_code().1, reason.as_str());
     }
 }

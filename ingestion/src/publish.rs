@@ -1,8 +1,8 @@
 //! Publishing a request's events to JetStream, pipelined: every publish is sent before
 //! any PubAck is awaited, so a batch costs about one round trip, not one per event.
 
-use crate::error::{Failure, WebhookError};
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use crate::error::{Unstored, WebhookError};
+use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use futures::future::join_all;
 use service_kit::stream::{CORRELATION_HEADER, INGESTED_AT_HEADER};
@@ -73,16 +73,10 @@ impl Publisher {
         span: &tracing::Span,
     ) -> Result<usize, WebhookError> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(unavailable(
-                Failure::NatsDisconnected,
-                "not connected to NATS",
-            ));
+            return Err(unavailable(Unstored::Disconnected));
         }
         if !self.stream_ready.load(Ordering::Relaxed) {
-            return Err(unavailable(
-                Failure::StreamNotReady,
-                "the events stream is not verified yet",
-            ));
+            return Err(unavailable(Unstored::StreamNotReady));
         }
         // An event the broker can never take must not get a retryable 503 (the producer
         // would retry forever); check them all first so nothing is published partially.
@@ -111,36 +105,28 @@ impl Publisher {
                 .js
                 .send_publish(event.subject, message)
                 .await
-                .map_err(|e| unavailable(Failure::PublishError, e.to_string()))?;
+                .map_err(|e| unavailable(Unstored::Send(e)))?;
             pending.push(ack.into_future());
         }
         let acks = tokio::time::timeout(self.timeout, join_all(pending))
             .await
-            .map_err(|_| unavailable(Failure::PubackTimeout, "no PubAck in time"))?;
+            .map_err(|_| unavailable(Unstored::AckTimeout))?;
         let mut duplicates = 0;
         for ack in acks {
             match ack {
                 Ok(ack) => duplicates += usize::from(ack.duplicate),
-                Err(e) => return Err(classify(e)),
+                Err(e) => return Err(unavailable(Unstored::Refused(e))),
             }
         }
         Ok(duplicates)
     }
 }
 
-fn classify(e: jetstream::context::PublishError) -> WebhookError {
-    let text = e.to_string();
-    let reason = match e.kind() {
-        PublishErrorKind::TimedOut => Failure::PubackTimeout,
-        PublishErrorKind::StreamNotFound => Failure::StreamNotFound,
-        _ if text.contains("maximum") => Failure::StreamFull,
-        _ => Failure::PublishError,
-    };
-    unavailable(reason, text)
-}
-
-fn unavailable(reason: Failure, detail: impl Into<String>) -> WebhookError {
-    let detail = detail.into();
-    tracing::warn!(reason = reason.as_str(), detail = %detail, "Events not stored in JetStream");
-    WebhookError::Unavailable { reason, detail }
+fn unavailable(cause: Unstored) -> WebhookError {
+    tracing::warn!(
+        reason = cause.reason().as_str(),
+        detail = %service_kit::db::error_text(&cause),
+        "Events not stored in JetStream"
+    );
+    WebhookError::Unavailable(cause)
 }

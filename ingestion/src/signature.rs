@@ -57,8 +57,9 @@ impl fmt::Display for SigningKeyId {
     }
 }
 
-/// Why a signed request is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a signed request is refused; its message is [`SignatureError::message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
 pub enum SignatureError {
     Missing,
     BadTimestamp(Scheme),

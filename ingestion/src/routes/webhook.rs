@@ -5,7 +5,7 @@
 //! every event against the spec (422), then publish and await every PubAck (202/503).
 
 use crate::correlation::CorrelationId;
-use crate::error::{Failure, Outcome, Rejection, WebhookError};
+use crate::error::{Failure, Malformed, Outcome, Rejection, WebhookError};
 use crate::publish::{Outgoing, Publisher};
 use crate::signature;
 use axum::Extension;
@@ -359,9 +359,7 @@ async fn read_body(upload: &mut Upload, limit: usize) -> Result<Bytes, WebhookEr
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(WebhookError::PayloadTooLarge { limit })
         }
-        Err(e) => Err(WebhookError::MalformedJson(format!(
-            "cannot read the body: {e}"
-        ))),
+        Err(e) => Err(WebhookError::MalformedJson(Malformed::Read(e))),
     }
 }
 
@@ -395,7 +393,7 @@ async fn drain(upload: &mut Upload, headers: &HeaderMap) {
 /// Parses the body into events, each with its own bytes exactly as sent (published
 /// verbatim, so unknown fields and number formats survive untouched).
 fn parse(body: &Bytes) -> Result<Vec<(Value, Bytes)>, WebhookError> {
-    let malformed = |e: serde_json::Error| WebhookError::MalformedJson(e.to_string());
+    let malformed = |e: serde_json::Error| WebhookError::MalformedJson(Malformed::Json(e));
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
             let value: Value = serde_json::from_slice(body).map_err(malformed)?;
@@ -413,9 +411,7 @@ fn parse(body: &Bytes) -> Result<Vec<(Value, Bytes)>, WebhookError> {
                 })
                 .collect()
         }
-        _ => Err(WebhookError::MalformedJson(
-            "expected a JSON object or array".into(),
-        )),
+        _ => Err(WebhookError::MalformedJson(Malformed::NotObjectOrArray)),
     }
 }
 
