@@ -172,6 +172,7 @@ async fn keep_stream(js: async_nats::jetstream::Context, args: StreamArgs, ready
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
             Err(error) => {
+                let error = service_kit::db::error_text(&error);
                 tracing::warn!(%error, retry_in = ?backoff, "Stream not verified");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));

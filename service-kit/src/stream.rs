@@ -386,24 +386,73 @@ pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Co
         .build(client)
 }
 
+/// Why a stream could not be created or verified. The JetStream error is kept as the
+/// source: log it with [`crate::db::error_text`] to show the whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("cannot look up stream {stream}")]
+    Lookup {
+        stream: String,
+        #[source]
+        source: jetstream::context::GetStreamError,
+    },
+    #[error("cannot read stream {stream}")]
+    Info {
+        stream: String,
+        #[source]
+        source: jetstream::context::RequestError,
+    },
+    #[error(
+        "stream {stream} exists with retention {retention:?} and storage {storage:?}; \
+         work-queue retention on file storage is required"
+    )]
+    Unsuitable {
+        stream: String,
+        retention: stream::RetentionPolicy,
+        storage: stream::StorageType,
+    },
+    #[error("cannot create stream {stream}")]
+    Create {
+        stream: String,
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("cannot update stream {stream}")]
+    Update {
+        stream: String,
+        #[source]
+        source: jetstream::context::UpdateStreamError,
+    },
+}
+
+/// Whether looking a stream up failed only because it does not exist.
+pub fn is_stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(ref api)
+            if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
 /// Creates the stream, or verifies an existing one and updates what may change (limits,
 /// duplicate window, replicas). Fails when it exists with a retention or storage we cannot
 /// run on, since those cannot be changed in place.
-pub async fn ensure_stream(js: &jetstream::Context, args: &StreamArgs) -> Result<(), String> {
+pub async fn ensure_stream(js: &jetstream::Context, args: &StreamArgs) -> Result<(), StreamError> {
     let wanted = args.stream_config();
+    let name = || wanted.name.clone();
     match js.get_stream(&wanted.name).await {
         Ok(mut existing) => {
-            let info = existing
-                .info()
-                .await
-                .map_err(|e| format!("cannot read stream {}: {e}", wanted.name))?;
+            let info = existing.info().await.map_err(|source| StreamError::Info {
+                stream: name(),
+                source,
+            })?;
             let have = &info.config;
             if have.retention != wanted.retention || have.storage != wanted.storage {
-                return Err(format!(
-                    "stream {} exists with retention {:?} and storage {:?}; \
-                     work-queue retention on file storage is required",
-                    wanted.name, have.retention, have.storage
-                ));
+                return Err(StreamError::Unsuitable {
+                    stream: name(),
+                    retention: have.retention,
+                    storage: have.storage,
+                });
             }
             let differs = have.subjects != wanted.subjects
                 || have.discard != wanted.discard
@@ -415,23 +464,25 @@ pub async fn ensure_stream(js: &jetstream::Context, args: &StreamArgs) -> Result
                 tracing::info!(stream = %wanted.name, "Updating stream settings to the configured ones");
                 js.update_stream(&wanted)
                     .await
-                    .map_err(|e| format!("cannot update stream {}: {e}", wanted.name))?;
+                    .map_err(|source| StreamError::Update {
+                        stream: name(),
+                        source,
+                    })?;
             }
             Ok(())
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                jetstream::context::GetStreamErrorKind::JetStream(ref api)
-                    if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-            ) =>
-        {
-            js.create_stream(wanted.clone())
-                .await
-                .map(|_| tracing::info!(stream = %wanted.name, "Created stream"))
-                .map_err(|e| format!("cannot create stream {}: {e}", wanted.name))
-        }
-        Err(e) => Err(format!("cannot look up stream {}: {e}", wanted.name)),
+        Err(e) if is_stream_not_found(&e) => js
+            .create_stream(wanted.clone())
+            .await
+            .map(|_| tracing::info!(stream = %wanted.name, "Created stream"))
+            .map_err(|source| StreamError::Create {
+                stream: name(),
+                source,
+            }),
+        Err(source) => Err(StreamError::Lookup {
+            stream: name(),
+            source,
+        }),
     }
 }
 

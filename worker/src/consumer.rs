@@ -13,6 +13,7 @@ use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use deadpool_postgres::Pool;
 use futures::{FutureExt, StreamExt};
+use service_kit::db::error_text;
 use service_kit::stream::{CORRELATION_HEADER, INGESTED_AT_HEADER};
 use service_kit::telemetry::{TARGET, propagation};
 use shared_events::Source;
@@ -94,19 +95,43 @@ impl Settings {
     }
 }
 
+/// Why the durable consumer is not available (NATS down, the stream missing): the
+/// consume loop retries with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("cannot open stream {stream}")]
+    Stream {
+        stream: String,
+        #[source]
+        source: jetstream::context::GetStreamError,
+    },
+    #[error("cannot get or create consumer {durable}")]
+    Consumer {
+        durable: String,
+        #[source]
+        source: jetstream::stream::ConsumerError,
+    },
+}
+
 /// Gets (or creates) the durable consumer.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     settings: &Settings,
-) -> Result<PullConsumer, String> {
+) -> Result<PullConsumer, ConsumerError> {
     let stream = js
         .get_stream(&settings.stream)
         .await
-        .map_err(|e| format!("stream {}: {e}", settings.stream))?;
+        .map_err(|source| ConsumerError::Stream {
+            stream: settings.stream.clone(),
+            source,
+        })?;
     stream
         .get_or_create_consumer(&settings.durable, settings.consumer_config())
         .await
-        .map_err(|e| format!("consumer {}: {e}", settings.durable))
+        .map_err(|source| ConsumerError::Consumer {
+            durable: settings.durable.clone(),
+            source,
+        })
 }
 
 /// Runs until `stop` turns true, then finishes, commits and acks the batches in flight.
@@ -150,6 +175,7 @@ pub async fn run(
                     c
                 }
                 Err(error) => {
+                    let error = error_text(&error);
                     tracing::warn!(%error, retry_in = ?backoff, "Consumer not available");
                     pause(&mut stop, &mut backoff).await;
                     continue;
@@ -179,6 +205,7 @@ pub async fn run(
                         }
                         Ok(_) => {}
                         Err(error) => {
+                            let error = error_text(&error);
                             tracing::warn!(%error, "Consumer info failed; recreating the consumer");
                             consumer = None;
                         }
@@ -193,6 +220,7 @@ pub async fn run(
             }
             Err(error) => {
                 drop(permit);
+                let error = error_text(&error);
                 tracing::warn!(%error, retry_in = ?backoff, "Pull failed; recreating the consumer");
                 consumer = None;
                 pause(&mut stop, &mut backoff).await;
@@ -220,6 +248,15 @@ async fn pause(stop: &mut watch::Receiver<bool>, backoff: &mut Duration) {
     *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }
 
+/// Why a pull returned nothing: the consumer is rebuilt and the pull retried.
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    #[error("cannot start the pull")]
+    Start(#[source] pull::BatchError),
+    #[error("the pull failed")]
+    Receive(#[source] async_nats::Error),
+}
+
 /// How long after a pull's expiry we keep reading what the server already sent.
 const PULL_GRACE: Duration = Duration::from_millis(200);
 
@@ -235,21 +272,22 @@ async fn fetch(
     consumer: &PullConsumer,
     max: usize,
     linger: Duration,
-) -> Result<Vec<jetstream::Message>, String> {
+) -> Result<Vec<jetstream::Message>, PullError> {
     let mut batch = consumer
         .batch()
         .max_messages(max)
         .expires(linger)
         .messages()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(PullError::Start)?;
     let deadline = tokio::time::Instant::now() + linger + PULL_GRACE;
     let mut messages = Vec::with_capacity(max.min(1024));
     while let Ok(Some(next)) = tokio::time::timeout_at(deadline, batch.next()).await {
         match next {
             Ok(m) => messages.push(m),
-            Err(e) if messages.is_empty() => return Err(e.to_string()),
+            Err(e) if messages.is_empty() => return Err(PullError::Receive(e)),
             Err(error) => {
+                let error = error_text(&*error);
                 tracing::warn!(%error, "Pull ended early");
                 break;
             }
@@ -285,7 +323,7 @@ async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: Owne
         return;
     };
     tracing::error!(
-        panic,
+        panic = %panic.message,
         events = messages.len(),
         "Batch processing panicked; processing its messages one by one"
     );
@@ -294,7 +332,7 @@ async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: Owne
         if let Err(panic) = caught(process_batch(&ctx, one).instrument(span.clone())).await {
             metrics::counter!("worker_events_failed_total", "reason" => "panicked").increment(1);
             tracing::error!(
-                panic,
+                panic = %panic.message,
                 correlation_id = header(m, CORRELATION_HEADER).unwrap_or(""),
                 event_id = header(m, NATS_MESSAGE_ID).unwrap_or(""),
                 subject = %m.subject,
@@ -307,17 +345,25 @@ async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: Owne
     }
 }
 
+/// A panic caught while processing messages. A panic's payload is text (or nothing),
+/// not an error value, so its message is all there is to keep.
+#[derive(Debug, thiserror::Error)]
+#[error("panicked: {message}")]
+struct Panicked {
+    message: String,
+}
+
 /// Runs `work`, turning a panic into its message.
-async fn caught(work: impl std::future::Future<Output = ()>) -> Result<(), String> {
+async fn caught(work: impl std::future::Future<Output = ()>) -> Result<(), Panicked> {
     AssertUnwindSafe(work)
         .catch_unwind()
         .await
-        .map_err(|panic| {
-            panic
+        .map_err(|panic| Panicked {
+            message: panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned())
+                .unwrap_or_else(|| "a panic without a message".to_owned()),
         })
 }
 
@@ -405,7 +451,7 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
                 // After the commit: a lost ack only means a redelivery, which the
                 // unique key turns into a duplicate.
                 if let Err(error) = messages[row_message[k]].ack().await {
-                    tracing::warn!(%error, event_id = %row.event_id, "Ack failed; the event will be redelivered and deduplicated");
+                    tracing::warn!(error = %error_text(&*error), event_id = %row.event_id, "Ack failed; the event will be redelivered and deduplicated");
                 }
             }
             for source in Source::ALL {
@@ -419,7 +465,7 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
         }
         Err(error) => {
             tracing::Span::current().record("otel.status_code", "ERROR");
-            let error = chain(&error);
+            let error = error_text(&error);
             ctx.gate.close(&error);
             metrics::counter!("worker_events_failed_total", "reason" => "database_unavailable")
                 .increment(rows.len() as u64);
@@ -437,18 +483,6 @@ async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
         dead_letter(ctx, &messages[i], rejection).await;
     }
     metrics::histogram!("worker_batch_duration_seconds").record(started.elapsed().as_secs_f64());
-}
-
-/// An error with its sources, one line: `database error: db error: FATAL: ...`.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        line.push_str(": ");
-        line.push_str(&e.to_string());
-        source = e.source();
-    }
-    line
 }
 
 async fn dead_letter(ctx: &Ctx, m: &jetstream::Message, rejection: Rejection) {
@@ -486,12 +520,13 @@ async fn dead_letter(ctx: &Ctx, m: &jetstream::Message, rejection: Rejection) {
                 "Event dead-lettered"
             );
             if let Err(error) = m.ack_with(AckKind::Term).await {
-                tracing::warn!(%error, correlation_id, "Term failed; the DLQ deduplicates the redelivery");
+                tracing::warn!(error = %error_text(&*error), correlation_id, "Term failed; the DLQ deduplicates the redelivery");
             }
         }
         Err(error) => {
             metrics::counter!("worker_events_failed_total", "reason" => "dlq_unavailable")
                 .increment(1);
+            let error = error_text(&error);
             tracing::error!(%error, correlation_id, event_id, "Cannot dead-letter; will retry");
             let _ = m
                 .ack_with(AckKind::Nak(Some(retry_delay(delivered(m)))))

@@ -11,6 +11,7 @@ mod queue;
 use crate::store::Rejection;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
+use service_kit::stream::{StreamError, is_stream_not_found};
 use std::time::Duration;
 
 /// Headers added to a dead letter.
@@ -59,7 +60,7 @@ impl DeadLetters {
     /// one. Limits retention (kept until it expires or an operator purges it), `DiscardNew`
     /// so a full DLQ refuses (and the message stays in the events stream) rather than
     /// silently dropping older dead letters.
-    pub async fn ensure_stream(&self, subject_prefix: &str) -> Result<(), String> {
+    pub async fn ensure_stream(&self, subject_prefix: &str) -> Result<(), StreamError> {
         let wanted = stream::Config {
             name: self.stream.clone(),
             subjects: vec![format!("dlq.{subject_prefix}.>")],
@@ -71,13 +72,6 @@ impl DeadLetters {
             max_age: self.max_age,
             description: Some("Events that can never be stored, with the reason".into()),
             ..Default::default()
-        };
-        let not_found = |e: &jetstream::context::GetStreamError| {
-            matches!(
-                e.kind(),
-                jetstream::context::GetStreamErrorKind::JetStream(ref api)
-                    if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-            )
         };
         match self.js.get_stream(&self.stream).await {
             Ok(existing) => {
@@ -95,15 +89,24 @@ impl DeadLetters {
                     .update_stream(&updated)
                     .await
                     .map(|_| ())
-                    .map_err(|e| format!("cannot update DLQ stream {}: {e}", self.stream))
+                    .map_err(|source| StreamError::Update {
+                        stream: self.stream.clone(),
+                        source,
+                    })
             }
-            Err(e) if not_found(&e) => self
+            Err(e) if is_stream_not_found(&e) => self
                 .js
                 .create_stream(wanted)
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("cannot create DLQ stream {}: {e}", self.stream)),
-            Err(e) => Err(format!("cannot look up DLQ stream {}: {e}", self.stream)),
+                .map_err(|source| StreamError::Create {
+                    stream: self.stream.clone(),
+                    source,
+                }),
+            Err(source) => Err(StreamError::Lookup {
+                stream: self.stream.clone(),
+                source,
+            }),
         }
     }
 
@@ -113,8 +116,8 @@ impl DeadLetters {
         &self,
         message: &jetstream::Message,
         rejection: &Rejection,
-    ) -> Result<(), String> {
-        let info = message.info().map_err(|e| e.to_string())?;
+    ) -> Result<(), PublishError> {
+        let info = message.info().map_err(PublishError::NotJetStream)?;
         let mut headers = HeaderMap::new();
         let mut event_id = None;
         if let Some(original) = &message.headers {
@@ -154,12 +157,22 @@ impl DeadLetters {
             .headers(headers);
         self.js
             .send_publish(format!("dlq.{}", message.subject), publish)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(PublishError::from)
     }
+}
+
+/// Why a dead letter was not published; the message stays unacknowledged and is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The message carries no JetStream metadata (its origin): never the case for a
+    /// message delivered by a JetStream consumer.
+    #[error("the message has no JetStream metadata")]
+    NotJetStream(#[source] async_nats::Error),
+    #[error("cannot publish to the DLQ stream")]
+    Publish(#[from] jetstream::context::PublishError),
 }
 
 /// Header values are one line of bounded length.

@@ -249,6 +249,24 @@ async fn supervise(
     let _ = compactor.await;
 }
 
+/// Why the schema is not current yet: the supervisor retries, readiness's `schema` check
+/// fails meanwhile.
+#[derive(Debug, thiserror::Error)]
+enum SchemaError {
+    #[error("no database connection")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("cannot read the schema version")]
+    Version(#[source] tokio_postgres::Error),
+    #[error("schema version {applied}, this worker needs {latest}: waiting for `worker migrate`")]
+    Behind { applied: i32, latest: i32 },
+    #[error("MIGRATION_DATABASE_URL: cannot connect")]
+    Owner(#[source] tokio_postgres::Error),
+    #[error("migrations refused to this role")]
+    Refused(#[source] tokio_postgres::Error),
+    #[error("the migrations failed")]
+    Migrate(#[source] tokio_postgres::Error),
+}
+
 /// The schema's version once it is current. Pending migrations are applied when this
 /// worker may (`MIGRATE_ON_START`), as MIGRATION_DATABASE_URL when given, else through
 /// the pool. Otherwise, or once the database has refused them to this role, it waits for
@@ -259,11 +277,11 @@ async fn current_schema(
     migration: Option<&Target>,
     may_migrate: &AtomicBool,
     progress: &Progress,
-) -> Result<i32, String> {
-    let mut client = pool.get().await.map_err(|e| error_text(&e))?;
+) -> Result<i32, SchemaError> {
+    let mut client = pool.get().await.map_err(SchemaError::Pool)?;
     let applied = schema::applied_version(&client)
         .await
-        .map_err(|e| error_text(&e))?;
+        .map_err(SchemaError::Version)?;
     let latest = schema::latest_version();
     if applied >= latest {
         progress.set_schema_wait(None);
@@ -275,14 +293,12 @@ async fn current_schema(
                 "MIGRATE_ON_START=false: this worker never changes the schema".into(),
             ));
         }
-        return Err(format!(
-            "schema version {applied}, this worker needs {latest}: waiting for `worker migrate`"
-        ));
+        return Err(SchemaError::Behind { applied, latest });
     }
     let result = match migration {
         Some(target) => match target.connect().await {
             Ok(mut owner) => migrate::run(&mut owner).await,
-            Err(e) => return Err(format!("MIGRATION_DATABASE_URL: {}", error_text(&e))),
+            Err(e) => return Err(SchemaError::Owner(e)),
         },
         None => migrate::run(&mut client).await,
     };
@@ -290,20 +306,24 @@ async fn current_schema(
         Ok(version) => Ok(version),
         Err(e) if migrate::is_not_allowed(&e) => {
             may_migrate.store(false, Ordering::Relaxed);
-            let e = error_text(&e);
-            progress.set_schema_wait(Some(format!("this worker's role may not apply them ({e})")));
-            tracing::warn!(error = %e, "This role may not change the schema: waiting for `worker migrate` (or give MIGRATION_DATABASE_URL)");
-            Err(format!("migrations refused to this role: {e}"))
+            let text = error_text(&e);
+            progress.set_schema_wait(Some(format!(
+                "this worker's role may not apply them ({text})"
+            )));
+            tracing::warn!(error = %text, "This role may not change the schema: waiting for `worker migrate` (or give MIGRATION_DATABASE_URL)");
+            Err(SchemaError::Refused(e))
         }
-        Err(e) => Err(error_text(&e)),
+        Err(e) => Err(SchemaError::Migrate(e)),
     }
 }
 
-/// Retries `step` with backoff until it succeeds; `None` if stopped first.
-async fn retry<T, F, Fut>(what: &str, stop: &mut watch::Receiver<bool>, mut step: F) -> Option<T>
+/// Retries `step` with backoff until it succeeds, logging each failure with its causes;
+/// `None` if stopped first.
+async fn retry<T, E, F, Fut>(what: &str, stop: &mut watch::Receiver<bool>, mut step: F) -> Option<T>
 where
+    E: std::error::Error,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -313,6 +333,7 @@ where
         match step().await {
             Ok(value) => return Some(value),
             Err(error) => {
+                let error = error_text(&error);
                 tracing::warn!(step = what, %error, retry_in = ?backoff, "Start-up step failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}

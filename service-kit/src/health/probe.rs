@@ -148,22 +148,10 @@ pub async fn healthcheck(service: &str, host: IpAddr, port: u16, args: &Healthch
             0
         }
         Err(e) => {
-            eprintln!("{service} healthcheck: {}", error_chain(&e));
+            eprintln!("{service} healthcheck: {}", crate::db::error_text(&e));
             1
         }
     }
-}
-
-/// An error with its causes, `: `-separated (one line).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
