@@ -31,6 +31,8 @@ impl std::fmt::Display for MoneyError {
     }
 }
 
+impl std::error::Error for MoneyError {}
+
 /// Parses a `purchaseAmount`: plain digits with an optional fraction (`"149.99"`, `"0"`,
 /// `"10.5"`). Exponents, signs, spaces and a bare `"."` are refused, so what the producer
 /// wrote is exactly what is summed.

@@ -38,6 +38,14 @@ pub struct FieldError {
     pub reason: String,
 }
 
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
 /// Validates one event. `Ok` gives a typed view over the same JSON; `Err` lists every
 /// problem found, in document order.
 pub fn validate(value: &Value) -> Result<Event<'_>, Vec<FieldError>> {
