@@ -8,20 +8,28 @@ use shared_events::Source;
 /// be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The bytes end inside a field.
     #[error("truncated")]
     Truncated,
+    /// A pending list of an encoding this version does not know.
     #[error("unknown version {0} of a pending list")]
     UnknownVersion(u8),
+    /// A string field that is not UTF-8.
     #[error("text that is not UTF-8")]
     NotUtf8(#[from] std::string::FromUtf8Error),
+    /// Bytes after the last field of a block's totals.
     #[error("trailing bytes in user totals")]
     TrailingBytes,
+    /// A user's totals summed past what their types hold.
     #[error("a user's totals overflow")]
     TotalsOverflow(#[source] SumOverflow),
+    /// A bitmap not in the portable roaring format.
     #[error("bad user bitmap")]
     Bitmap(#[source] std::io::Error),
+    /// A source, stage or dimension outside the closed vocabularies.
     #[error("unknown {column} {value:?}")]
     Unknown { column: &'static str, value: String },
+    /// A column of a row that does not convert to its Rust type.
     #[error("a column of an unexpected type")]
     Column(#[from] tokio_postgres::Error),
 }
@@ -42,8 +50,10 @@ pub enum Error {
     /// SQLSTATE says whether it refused the data or is unavailable).
     #[error("database error")]
     Database(#[from] tokio_postgres::Error),
+    /// Stored data that cannot be read.
     #[error("unreadable per-user activity")]
     Corrupt(#[from] DecodeError),
+    /// A set's or user's sums past what their types hold.
     #[error(transparent)]
     Overflow(#[from] SumOverflow),
     /// An event whose user has no key, which a block cannot hold.
