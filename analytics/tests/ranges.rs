@@ -6,12 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use anyhow::Context;
 use serde_json::{Value, json};
 use std::time::Duration;
-use testkit::{facebook_bottom, facebook_top, tiktok_bottom, tiktok_top};
+use testkit::{Platform, Services, facebook_bottom, facebook_top, tiktok_bottom, tiktok_top};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -244,10 +242,17 @@ fn query(from: Option<&str>, to: Option<&str>) -> String {
 }
 
 /// The status and body of a GET; an error when no answer arrives (a dropped connection).
-async fn get(p: &common::Pipeline, path: &str) -> anyhow::Result<(u16, Value)> {
+/// The platform and its services.
+struct Pipeline {
+    platform: Platform,
+    services: Services,
+}
+
+async fn get(p: &Pipeline, path: &str) -> anyhow::Result<(u16, Value)> {
     let r = p
+        .platform
         .http
-        .get(format!("http://127.0.0.1:{}{path}", p.analytics))
+        .get(p.services.analytics.url(path))
         .timeout(Duration::from_secs(30))
         .send()
         .await
@@ -282,7 +287,7 @@ fn assert_refused(path: &str, status: u16, body: &Value, fields: &[&str]) {
 /// buckets, else consecutive buckets from `first`, `points` of them, whose counts and
 /// revenue add up to the known events in the range.
 async fn check_timeseries(
-    p: &common::Pipeline,
+    p: &Pipeline,
     range: &str,
     interval: &str,
     expect: Result<(&str, usize, i64, &str), &[&str]>,
@@ -322,7 +327,7 @@ async fn check_timeseries(
 }
 
 /// Every report over every range of [`RANGES`], and the time series over its own.
-async fn check_every_report(p: &common::Pipeline, state: &str) -> anyhow::Result<()> {
+async fn check_every_report(p: &Pipeline, state: &str) -> anyhow::Result<()> {
     for &(from, to, holds) in RANGES {
         let range = query(from, to);
         for report in REPORTS {
@@ -434,15 +439,22 @@ async fn every_report_answers_extreme_ranges_with_figures_or_a_400_naming_the_fi
 -> anyhow::Result<()> {
     // The worker compacts only when this test says so, to read both the events listed
     // for their slots and the blocks built from them.
-    let p = common::Pipeline::start(None, Some(3_600_000)).await?;
+    let platform = Platform::start().await?;
+    let services = platform
+        .start_services(
+            &["--nats-batch-size=64", "--compact-interval-ms=3600000"],
+            &["--analytics-rate-limit-per-sec=0"],
+        )
+        .await?;
+    let p = Pipeline { platform, services };
     let body = Value::Array(known_events());
-    let url = format!("http://127.0.0.1:{}/webhook/event", p.ingestion);
+    let url = p.services.ingestion.url("/webhook/event");
     testkit::eventually("202", Duration::from_secs(30), || async {
-        let r = p.http.post(&url).json(&body).send().await.ok()?;
+        let r = p.platform.http.post(&url).json(&body).send().await.ok()?;
         (r.status() == 202).then_some(())
     })
     .await?;
-    let client = p.pg.connect("events").await?;
+    let client = p.platform.db().await?;
     testkit::eventually("every event stored", Duration::from_secs(60), || async {
         let row = client
             .query_one("SELECT count(*) FROM events", &[])
@@ -453,11 +465,8 @@ async fn every_report_answers_extreme_ranges_with_figures_or_a_400_naming_the_fi
     .await?;
 
     check_every_report(&p, "events listed, no block built").await?;
-    let mut client = p.pg.connect("events").await?;
+    let mut client = p.platform.db().await?;
     worker::compact::until_clean(&mut client).await?;
     check_every_report(&p, "blocks built").await?;
-    for t in p.tasks {
-        t.abort();
-    }
     Ok(())
 }

@@ -18,7 +18,8 @@ mod tls;
 pub use events::{events, facebook_bottom, facebook_top, generated, tiktok_bottom, tiktok_top};
 pub use nats::{NatsLogin, NatsServer, NkeyUser};
 pub use platform::{
-    DeadLetter, Names, Platform, PlatformBuilder, Service, WAIT, WorkerLog, parse, rollups,
+    DeadLetter, Names, Platform, PlatformBuilder, Service, Services, WAIT, WorkerLog, parse,
+    rollups,
 };
 pub use postgres::{Postgres, PostgresOptions};
 pub use process::ChildProcess;

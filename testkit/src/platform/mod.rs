@@ -58,6 +58,17 @@ impl Names {
     }
 }
 
+/// The three services of a platform, in this process; dropped, they stop.
+#[derive(Debug)]
+pub struct Services {
+    /// The webhook.
+    pub ingestion: Service,
+    /// The consumer writing to PostgreSQL.
+    pub worker: Service,
+    /// The reports.
+    pub analytics: Service,
+}
+
 /// How a [`Platform`] is started; see [`Platform::builder`].
 #[derive(Debug, Default)]
 pub struct PlatformBuilder {
@@ -201,6 +212,20 @@ impl Platform {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Service::analytics(parse(args)?).await
+    }
+
+    /// Ingestion, the worker and analytics, each with its `extra` flags (ingestion with
+    /// none); ingestion is ready when this returns.
+    pub async fn start_services(
+        &self,
+        worker: &[&str],
+        analytics: &[&str],
+    ) -> anyhow::Result<Services> {
+        Ok(Services {
+            ingestion: self.start_ingestion(&[]).await?,
+            worker: self.start_worker(worker).await?,
+            analytics: self.start_analytics(analytics).await?,
+        })
     }
 
     /// Waits until the service on `port` answers its readiness probe with success.
