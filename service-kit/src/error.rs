@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
-/// An HTTP error in the shape of `docs/api.md`.
-#[derive(Debug, Clone)]
+/// An HTTP error in the shape of `docs/api.md`; it displays as `code: message`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
