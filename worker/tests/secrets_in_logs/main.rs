@@ -307,7 +307,7 @@ impl Run {
         self.http
             .get(format!(
                 "http://127.0.0.1:{port}/analytics/stats\
-                 ?from=2025-06-01T00:00:00Z&to=2025-06-02T00:00:00Z"
+                 ?from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z"
             ))
             .header("Authorization", authorization)
             .send()
@@ -350,22 +350,9 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// `n` valid events of 2025-06-01, ids `<tag>-<i>`.
+/// `n` valid events, ids `<tag>-<i>`, as a request body.
 fn events(tag: &str, n: usize) -> Vec<u8> {
-    let events: Vec<Value> = (0..n)
-        .map(|i| {
-            let id = format!("{tag}-{i}");
-            let at = format!("2025-06-01T{:02}:{:02}:00Z", 8 + i % 10, i % 60);
-            let user = format!("u-{}", i % 7);
-            match i % 4 {
-                0 => testkit::facebook_top(&id, &at, &user, "Germany"),
-                1 => testkit::facebook_bottom(&id, &at, &user, Some("10.50")),
-                2 => testkit::tiktok_top(&id, &at, &user, "France"),
-                _ => testkit::tiktok_bottom(&id, &at, &user, Some("3.25")),
-            }
-        })
-        .collect();
-    serde_json::to_vec(&events).unwrap()
+    serde_json::to_vec(&testkit::events(tag, 0..n)).unwrap()
 }
 
 /// A PostgreSQL cluster where the owner and the services' logins need their passwords.
