@@ -6,7 +6,8 @@
 #   scripts/run-local.sh            run until Ctrl-C
 #   scripts/run-local.sh --smoke    start, publish 1000 demo events, check they are
 #                                   stored and that the README's report examples
-#                                   answer with their fields, stop (used by CI)
+#                                   answer with their fields and non-zero figures,
+#                                   stop (used by CI)
 #   scripts/run-local.sh --nats-auth  (with or without --smoke) NATS asks for a login: a
 #                                   user and password made for this run, in
 #                                   $DATA_DIR/nats-auth.conf, which ingestion and the
@@ -165,28 +166,41 @@ if [ "$SMOKE" = 1 ]; then
     done
     grep -q '^worker_events_processed_total' <<<"$metrics" ||
         { echo "worker metrics missing" >&2; exit 1; }
-    # The README's report examples, over a range holding the smoke events: each answers
-    # 200 with the fields the README shows.
+    # The README's report examples, as the README writes them (the last day, which holds
+    # the smoke events): each answers 200 with the fields the README shows, and with
+    # figures that are not zero, so an example that reads nothing is caught.
+    command -v python3 >/dev/null || { echo "the smoke's report checks need python3" >&2; exit 1; }
     A="http://127.0.0.1:$ANALYTICS_PORT/analytics"
-    R="from=$(date -u -d '-1 day' +%Y-%m-%dT%H:%M:%SZ)&to=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)"
-    report() { # query, fields...
-        local query=$1 body
-        shift
+    R="from=$(date -u -d '1 day ago' +%FT%TZ)&to=$(date -u +%FT%TZ)"
+    report() { # query, a Python condition on the answer `a` that needs data, fields...
+        local query=$1 condition=$2 body
+        shift 2
         body=$(curl -fsS "$A/$query") || { echo "GET $A/$query failed" >&2; exit 1; }
         for field in "$@"; do
             grep -q "\"$field\":" <<<"$body" ||
                 { echo "GET $A/$query: no \"$field\" in $body" >&2; exit 1; }
         done
+        python3 -c 'import json, sys; a = json.loads(sys.argv[2]); sys.exit(not eval(sys.argv[1]))' \
+            "$condition" "$body" ||
+            { echo "GET $A/$query: expected $condition, got $body" >&2; exit 1; }
     }
-    report "stats?$R&source=facebook" from to total bySource byFunnelStage byEventType
-    report "timeseries?$R&interval=day" interval points bucket count revenue
-    report "revenue?$R&campaignId=cmp-12" total purchases bySource
-    report "campaigns/top?$R&by=events&limit=5" campaigns campaignId events purchases revenue
-    report "funnel?$R" sources topEvents bottomEvents topUsers convertedUsers steps
-    report "geo?$R&funnelStage=bottom" countries country events users revenue unknownCountryEvents
-    report "users/top?$R&by=revenue" users source userId events revenue
-    report "demographics?$R&source=tiktok" source followerBuckets devices countries
-    echo "Smoke: the README's eight report examples answer with their documented fields."
+    report "stats?$R&source=facebook" 'a["total"] > 0 and a["byEventType"][0]["count"] > 0' \
+        from to total bySource byFunnelStage byEventType
+    report "timeseries?$R&interval=hour" 'any(p["count"] > 0 and p["revenue"] != "0.00" for p in a["points"])' \
+        interval points bucket count revenue
+    report "revenue?$R&campaignId=cmp-12" 'a["purchases"] > 0 and a["total"] != "0.00"' \
+        total purchases bySource
+    report "campaigns/top?$R&by=events&limit=5" 'len(a["campaigns"]) == 5 and a["campaigns"][-1]["events"] > 0' \
+        campaigns campaignId events purchases revenue
+    report "funnel?$R" 'all(s["topEvents"] > 0 and s["bottomEvents"] > 0 and s["convertedUsers"] > 0 for s in a["sources"])' \
+        sources topEvents bottomEvents topUsers convertedUsers steps
+    report "geo?$R&funnelStage=bottom" 'a["countries"][0]["events"] > 0 and a["unknownCountryEvents"] > 0' \
+        countries country events users revenue unknownCountryEvents
+    report "users/top?$R&by=revenue" 'a["users"][0]["revenue"] != "0.00"' \
+        users source userId events revenue
+    report "demographics?$R&source=tiktok" 'sum(b["users"] for b in a["followerBuckets"]) > 0 and a["devices"][0]["users"] > 0' \
+        source followerBuckets devices countries
+    echo "Smoke: the README's eight report examples answer with their fields and non-zero figures."
     echo "Smoke test passed."
     exit 0
 fi
