@@ -1,38 +1,12 @@
-//! What the benchmark runs on: a private PostgreSQL (initdb in a temporary directory,
-//! settings chosen here and printed), a private nats-server (testkit's), and the three
-//! services started from the release binaries. Everything is killed when dropped.
+//! What the benchmark runs on: a private PostgreSQL (testkit's, with the settings chosen
+//! here and printed), a private nats-server, and the three services started from the
+//! release binaries. Everything is killed when dropped.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::ChildProcess;
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.trim_ascii() == b"0")
-        .unwrap_or(false)
-}
-
-/// A command run as `postgres` when we are root (PostgreSQL refuses root); `setpriv`
-/// execs in place, so the PID we hold is the server's own.
-fn as_postgres(program: &Path) -> Command {
-    if is_root() {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ])
-        .arg(program);
-        cmd
-    } else {
-        Command::new(program)
-    }
-}
 
 /// How durable PostgreSQL is during the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,47 +22,19 @@ pub enum Durability {
     Off,
 }
 
-/// A private PostgreSQL cluster.
-#[derive(Debug)]
-pub struct Postgres {
-    port: u16,
-    dir: tempfile::TempDir,
-    process: Option<ChildProcess>,
-}
-
-impl Postgres {
-    pub async fn start(bin_dir: &Path, durability: Durability) -> anyhow::Result<Postgres> {
-        let dir = tempfile::Builder::new().prefix("bench-pg").tempdir()?;
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()?;
-            anyhow::ensure!(status.success(), "chown of the PostgreSQL directory failed");
-        }
-        let output = as_postgres(&bin_dir.join("initdb"))
-            .arg("-D")
-            .arg(dir.path().join("data"))
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
-            .output()
-            .with_context(|| format!("running {}/initdb", bin_dir.display()))?;
-        anyhow::ensure!(
-            output.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let port = testkit::free_port()?;
+impl Durability {
+    /// The PostgreSQL settings of the run: modest, commonly applied tuning (PostgreSQL's
+    /// own defaults are 128MB and 1GB, with which bulk loads checkpoint every few seconds),
+    /// then this durability's.
+    pub fn pg_settings(self) -> Vec<String> {
         let mut settings: Vec<String> = [
-            "listen_addresses=127.0.0.1",
             "max_connections=100",
-            // Modest, commonly applied tuning (PostgreSQL's own defaults are 128MB and
-            // 1GB): bulk loads would otherwise checkpoint every few seconds.
             "shared_buffers=512MB",
             "max_wal_size=4GB",
         ]
         .map(String::from)
         .to_vec();
-        match durability {
+        match self {
             Durability::Full => {}
             Durability::Async => settings.push("synchronous_commit=off".into()),
             Durability::Off => settings.extend(
@@ -100,66 +46,7 @@ impl Postgres {
                 .map(String::from),
             ),
         }
-        let mut cmd = as_postgres(&bin_dir.join("postgres"));
-        cmd.arg("-D")
-            .arg(dir.path().join("data"))
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(dir.path());
-        for s in &settings {
-            cmd.args(["-c", s]);
-        }
-        let log = std::fs::File::create(dir.path().join("postgres.log"))?;
-        cmd.stdout(Stdio::null()).stderr(log);
-        let process = ChildProcess::spawn("postgres", cmd)?;
-        let pg = Postgres {
-            port,
-            dir,
-            process: Some(process),
-        };
-        let url = pg.url("postgres");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                Ok(_) => break,
-                Err(e) if Instant::now() >= deadline => {
-                    bail!("PostgreSQL did not start on port {port}: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        Ok(pg)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.as_ref().map(ChildProcess::pid).unwrap_or(0)
-    }
-
-    pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-
-    pub async fn connect(&self, database: &str) -> anyhow::Result<tokio_postgres::Client> {
-        let (client, conn) =
-            tokio_postgres::connect(&self.url(database), tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        Ok(client)
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("postgres.log")
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            // Immediate shutdown, then reap (or SIGKILL when it does not go).
-            let _ = p.signal("QUIT");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while p.try_status().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        settings
     }
 }
 

@@ -1,0 +1,441 @@
+//! The targets of the issue: each judged on the results of the run (met, not met, not
+//! measured) and, when missed, the component that bounds it.
+
+use crate::markdown::{mib, ms, n, secs};
+use crate::procstat::CpuUse;
+use crate::results::{
+    LATENCY_E2E, LATENCY_SINGLE, Phase, Results, SUSTAINED_BATCH, SUSTAINED_PRELOADED,
+    SUSTAINED_SINGLE,
+};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// One target and its verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// The target, such as `ingestion p99 ≤ 10 ms at 5,000 single-event requests/s`.
+    pub target: String,
+    /// The figure of this run.
+    pub measured: String,
+    /// `None`: not measured in this run.
+    pub met: Option<bool>,
+    /// What bounds a missed target; empty when met.
+    pub bound_by: String,
+}
+
+/// The CPU arithmetic of a sustained phase: each process's CPU time per stored event, the
+/// rate the machine's cores allow at that cost, and, for a `goal` (events/s, with the raw
+/// JetStream ceiling of the run), the cores that rate would take (NATS's share alone).
+/// `None` when nothing was stored.
+fn cpu_budget(stored: Option<f64>, cpu: &CpuUse, goal: Option<(f64, f64)>) -> Option<String> {
+    let stored = stored.filter(|s| *s > 0.0)?;
+    let mut per: Vec<(&str, f64)> = cpu
+        .cores
+        .iter()
+        .map(|(name, cores)| (name.as_str(), cores / stored * 1e6))
+        .filter(|(_, us)| *us >= 0.05)
+        .collect();
+    per.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = per.iter().map(|(_, us)| us).sum();
+    let cores = cpu.nproc as f64;
+    let listed = per
+        .iter()
+        .map(|(name, us)| format!("{name} {us:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = format!(
+        "CPU per stored event: {total:.1} µs ({listed}), so {cores:.0} cores store at most {}/s \
+         at this cost",
+        n(cores / total * 1e6)
+    );
+    if let Some((goal, js_ceiling)) = goal {
+        let (top, top_us) = per.first().copied().unwrap_or(("-", 0.0));
+        let need = goal * total / 1e6;
+        let _ = write!(
+            out,
+            "; {} events/s would take {need:.1} cores, {top}'s share alone {:.1}",
+            n(goal),
+            goal * top_us / 1e6
+        );
+        if top == "nats" {
+            let _ = write!(
+                out,
+                " (JetStream publish alone, no consumer, peaked at {} msgs/s in this run)",
+                n(js_ceiling)
+            );
+        }
+        let verdict = if goal * top_us / 1e6 >= cores {
+            format!(": {top} alone needs more than the machine's {cores:.0} cores")
+        } else if need > cores {
+            format!(": more than the machine's {cores:.0} cores, {top} the largest share")
+        } else {
+            String::new()
+        };
+        out.push_str(&verdict);
+    }
+    Some(out)
+}
+
+/// Which component bounds a sustained end-to-end figure.
+fn e2e_bound(r: &Results, p: &Phase) -> String {
+    let mut why = e2e_diagnosis(r, p);
+    if let Some(budget) = cpu_budget(p.stored_per_s, &p.cpu, None) {
+        why.push_str("; ");
+        why.push_str(&budget);
+    }
+    why
+}
+
+/// Where the events waited in a sustained phase, and whether the CPU was the limit.
+fn e2e_diagnosis(r: &Results, p: &Phase) -> String {
+    let mut why = Vec::new();
+    let worker_side = p.backlog_max > 2_000 && p.backlog_start > 1_000;
+    if let Some(note) = p.stall_note() {
+        why.push(format!(
+            "worker pull loop: {note}; the same worker stored {}/s while draining a backlog \
+             (every pull full before it expires)",
+            r.worker_alone
+                .as_ref()
+                .map_or("-".into(), |d| n(d.events_per_s))
+        ));
+    } else if worker_side {
+        why.push(format!(
+            "worker → PostgreSQL: the backlog stayed at {}-{} events, so ingestion offered \
+             more than was stored (worker alone drained {}/s; worker batch p99 {})",
+            p.backlog_start,
+            p.backlog_max,
+            r.worker_alone
+                .as_ref()
+                .map_or("-".into(), |d| n(d.events_per_s)),
+            secs(p.worker_batch_p99_s)
+        ));
+    } else {
+        why.push(format!(
+            "ingestion (HTTP → validate → publish): the backlog stayed near zero, so the \
+             worker waited for events (ingestion alone: {}/s)",
+            r.ingest_alone(p.batch).map_or("-".into(), n)
+        ));
+    }
+    if p.cpu.saturated() {
+        why.push(format!(
+            "the machine's CPU was saturated ({:.2} of {} cores busy; by process: {})",
+            p.cpu.machine_busy_cores,
+            p.cpu.nproc,
+            p.cpu.ranking()
+        ));
+    }
+    why.join("; ")
+}
+
+/// Every target of the issue judged on `r`, in the order of the table.
+pub fn evaluate(r: &Results) -> Vec<Target> {
+    let mut t = vec![rate_target(
+        r,
+        SUSTAINED_BATCH,
+        "e2e sustained, 100-event batches, fresh table",
+        25_000.0,
+    )];
+    let mut preloaded = rate_target(
+        r,
+        SUSTAINED_PRELOADED,
+        "e2e sustained, 100-event batches, 10M events in the table",
+        15_000.0,
+    );
+    if let Some(pre) = r.preloaded
+        && pre < 10_000_000
+    {
+        let _ = write!(
+            preloaded.measured,
+            " (table preloaded with {} only)",
+            n(pre as f64)
+        );
+        preloaded.met = None;
+    }
+    t.push(preloaded);
+    t.push(rate_target(
+        r,
+        SUSTAINED_SINGLE,
+        "e2e sustained, single-event requests",
+        10_000.0,
+    ));
+    t.extend(ingest_latency(r));
+    t.extend(e2e_latency(r));
+    t.extend(copy_ratio(r));
+    t.extend(peak_rss(r));
+    t
+}
+
+/// A sustained rate: at least `goal` events/s stored with a backlog that did not grow.
+fn rate_target(r: &Results, name: &str, label: &str, goal: f64) -> Target {
+    let target = format!("{label} ≥ {} events/s", n(goal));
+    let Some(p) = r.phase(name) else {
+        return Target {
+            target,
+            measured: "not measured".into(),
+            met: None,
+            bound_by: "phase skipped (see Skipped)".into(),
+        };
+    };
+    let stored = p.stored_per_s.unwrap_or(0.0);
+    let stable = p.backlog_stable.unwrap_or(false);
+    let met = stored >= goal && stable;
+    Target {
+        target,
+        measured: format!(
+            "{}/s (backlog {})",
+            n(stored),
+            if stable { "stable" } else { "GREW" }
+        ),
+        met: Some(met),
+        bound_by: if met { String::new() } else { e2e_bound(r, p) },
+    }
+}
+
+/// Ingestion's p99 at 5,000 single-event requests/s.
+fn ingest_latency(r: &Results) -> Option<Target> {
+    let p = r.phase(LATENCY_SINGLE)?;
+    let met = p.client_p99_ms <= 10.0 && p.accepted_per_s >= 0.95 * 5_000.0;
+    Some(Target {
+        target: "ingestion p99 ≤ 10 ms at 5,000 single-event requests/s".into(),
+        measured: format!(
+            "p99 {:.1} ms at {}/s (server-side p99 {} ms)",
+            p.client_p99_ms,
+            n(p.accepted_per_s),
+            ms(p.server_p99_ms)
+        ),
+        met: Some(met),
+        bound_by: if met {
+            String::new()
+        } else {
+            ingest_latency_bound(p)
+        },
+    })
+}
+
+/// Where a missed ingestion p99 went: the server, or the loopback and client; and what
+/// competed for the CPU.
+fn ingest_latency_bound(p: &Phase) -> String {
+    let server = p.server_p99_ms.unwrap_or(f64::NAN);
+    let mut why = if server <= 10.0 {
+        format!(
+            "ingestion's own histogram puts p99 at {server:.1} ms (interpolated in its bucket), \
+             the load generator sees {:.1} ms: the rest is loopback, client and scheduling time",
+            p.client_p99_ms
+        )
+    } else {
+        format!("ingestion (server-side p99 {server:.1} ms: validate + publish + PubAck wait)")
+    };
+    if p.cpu.saturated() {
+        let _ = write!(
+            why,
+            "; the machine's CPU was saturated ({:.2} of {} cores: {})",
+            p.cpu.machine_busy_cores,
+            p.cpu.nproc,
+            p.cpu.ranking()
+        );
+    }
+    if p.worker_stalls > 0 {
+        let _ = write!(
+            why,
+            "; the worker stalled {}× in this phase and caught up in bursts (backlog max {}), \
+             which compete for the CPU with ingestion and NATS",
+            p.worker_stalls, p.backlog_max
+        );
+    }
+    why
+}
+
+/// Ingest-to-commit p99 at 10,000 events/s.
+fn e2e_latency(r: &Results) -> Option<Target> {
+    let p = r.phase(LATENCY_E2E)?;
+    let p99 = p.e2e_p99_s.unwrap_or(f64::INFINITY);
+    let met = p99 <= 1.0 && p.accepted_per_s >= 0.95 * 10_000.0;
+    Some(Target {
+        target: "ingest-to-commit p99 ≤ 1 s at 10,000 events/s".into(),
+        measured: format!(
+            "p99 {} (p50 {}) at {}/s",
+            secs(p.e2e_p99_s),
+            secs(p.e2e_p50_s),
+            n(p.accepted_per_s)
+        ),
+        met: Some(met),
+        bound_by: if met {
+            String::new()
+        } else if let Some(note) = p.stall_note() {
+            format!("worker pull loop: {note}")
+        } else {
+            format!(
+                "worker → PostgreSQL (worker batch p99 {}, mean batch {:.0} events, backlog \
+                 max {}); CPU {:.2} of {} cores busy ({})",
+                secs(p.worker_batch_p99_s),
+                p.worker_mean_batch.unwrap_or(0.0),
+                p.backlog_max,
+                p.cpu.machine_busy_cores,
+                p.cpu.nproc,
+                p.cpu.ranking()
+            )
+        },
+    })
+}
+
+/// The sustained 100-event-batch rate against half the raw COPY ceiling of the same run.
+fn copy_ratio(r: &Results) -> Option<Target> {
+    let p = r.phase(SUSTAINED_BATCH)?;
+    let copy = r.copy_ceiling();
+    let ratio = p.stored_per_s.unwrap_or(0.0) / copy.max(1.0);
+    let met = ratio >= 0.5;
+    Some(Target {
+        target: "e2e ≥ 50% of the raw COPY ceiling (same run)".into(),
+        measured: format!(
+            "{:.0}% ({} of {} rows/s)",
+            ratio * 100.0,
+            n(p.stored_per_s.unwrap_or(0.0)),
+            n(copy)
+        ),
+        met: Some(met),
+        bound_by: if met {
+            String::new()
+        } else {
+            copy_ratio_bound(r, p, copy)
+        },
+    })
+}
+
+/// The CPU arithmetic of a missed COPY ratio, and whether ingestion alone fell short.
+fn copy_ratio_bound(r: &Results, p: &Phase, copy: f64) -> String {
+    let mut why = cpu_budget(p.stored_per_s, &p.cpu, Some((0.5 * copy, r.js_ceiling())))
+        .unwrap_or_else(|| e2e_diagnosis(r, p));
+    if let Some(intake) = r.ingest_alone(p.batch)
+        && intake < 0.5 * copy
+    {
+        let _ = write!(
+            why,
+            "; ingestion alone (worker paused, {}-event batches) accepted {}/s, already below \
+             {}/s",
+            p.batch,
+            n(intake),
+            n(0.5 * copy)
+        );
+    }
+    why
+}
+
+/// Peak RSS of each service against its limit.
+fn peak_rss(r: &Results) -> Vec<Target> {
+    [("ingestion", 64u64), ("worker", 128), ("analytics", 64)]
+        .into_iter()
+        .filter_map(|(service, limit)| {
+            let res = r.resources.iter().find(|res| res.name == service)?;
+            let met = res.peak_rss_bytes <= limit * 1024 * 1024;
+            Some(Target {
+                target: format!("peak RSS {service} ≤ {limit} MiB"),
+                measured: mib(res.peak_rss_bytes),
+                met: Some(met),
+                bound_by: if met {
+                    String::new()
+                } else {
+                    format!("{service} itself (VmHWM)")
+                },
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::{CpuUse, Target, cpu_budget, evaluate};
+    use crate::infra::Durability;
+    use crate::results::{Ceilings, Phase, Results, SUSTAINED_BATCH};
+
+    fn cpu(cores: &[(&str, f64)]) -> CpuUse {
+        CpuUse {
+            cores: cores.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            machine_busy_cores: cores.iter().map(|(_, v)| v).sum(),
+            nproc: 2,
+        }
+    }
+
+    #[test]
+    fn the_cpu_budget_names_the_process_that_cannot_fit() {
+        let use_ = cpu(&[
+            ("nats", 0.6),
+            ("worker", 0.44),
+            ("postgres", 0.4),
+            ("ingestion", 0.3),
+        ]);
+        // 20,000 events/s: nats 30 µs, worker 22, postgres 20, ingestion 15 -> 87 µs.
+        let text = cpu_budget(Some(20_000.0), &use_, Some((70_000.0, 90_000.0))).unwrap();
+        assert!(text.starts_with("CPU per stored event: 87.0 µs (nats 30.0, worker 22.0, postgres 20.0, ingestion 15.0)"), "{text}");
+        assert!(text.contains("store at most 22,989/s"), "{text}");
+        assert!(
+            text.contains("70,000 events/s would take 6.1 cores, nats's share alone 2.1"),
+            "{text}"
+        );
+        assert!(text.contains("peaked at 90,000 msgs/s"), "{text}");
+        assert!(
+            text.ends_with("nats alone needs more than the machine's 2 cores"),
+            "{text}"
+        );
+
+        let text = cpu_budget(Some(20_000.0), &use_, Some((30_000.0, 90_000.0))).unwrap();
+        assert!(
+            text.ends_with("more than the machine's 2 cores, nats the largest share"),
+            "{text}"
+        );
+        let text = cpu_budget(Some(20_000.0), &use_, Some((20_000.0, 90_000.0))).unwrap();
+        assert!(text.ends_with("nats's share alone 0.6 (JetStream publish alone, no consumer, peaked at 90,000 msgs/s in this run)"), "{text}");
+        assert_eq!(cpu_budget(Some(0.0), &use_, None), None);
+        assert_eq!(cpu_budget(None, &use_, None), None);
+    }
+
+    #[test]
+    fn a_missed_copy_ratio_says_when_the_intake_alone_falls_short_of_it() {
+        let mut r = Results::new(&Durability::Full, false);
+        r.ceilings = Some(Ceilings {
+            events: 1_000,
+            avg_event_bytes: 374,
+            copy_rows_per_s: 148_000.0,
+            copy_cpu: CpuUse::default(),
+            jetstream_msgs_per_s: 110_000.0,
+            jetstream_cpu: CpuUse::default(),
+        });
+        let phase = |name: &str, accepted: f64, stored: Option<f64>| Phase {
+            name: name.into(),
+            batch: 100,
+            accepted_per_s: accepted,
+            stored_per_s: stored,
+            cpu: cpu(&[("nats", 0.67), ("postgres", 0.5), ("worker", 0.34)]),
+            ..Phase::default()
+        };
+        r.phases
+            .push(phase("ingestion alone, 100-event batches", 69_000.0, None));
+        r.phases
+            .push(phase(SUSTAINED_BATCH, 28_000.0, Some(28_000.0)));
+        let copy_target = |r: &Results| -> Target {
+            evaluate(r)
+                .into_iter()
+                .find(|t| t.target.starts_with("e2e ≥ 50% of the raw COPY"))
+                .unwrap()
+        };
+
+        let t = copy_target(&r);
+        assert_eq!(t.met, Some(false));
+        assert!(
+            t.bound_by.starts_with("CPU per stored event"),
+            "{}",
+            t.bound_by
+        );
+        assert!(
+            t.bound_by.ends_with(
+                "; ingestion alone (worker paused, 100-event batches) accepted 69,000/s, \
+                 already below 74,000/s"
+            ),
+            "{}",
+            t.bound_by
+        );
+
+        r.phases[0].accepted_per_s = 80_000.0;
+        assert!(!copy_target(&r).bound_by.contains("ingestion alone"));
+    }
+}
