@@ -7,6 +7,7 @@
 //!
 //! Everything a test starts is stopped when the handle drops.
 
+mod binary;
 mod events;
 mod nats;
 pub mod openapi;
@@ -15,6 +16,7 @@ mod postgres;
 mod process;
 mod tls;
 
+pub use binary::{LoggingBinary, TempFile, assert_refused_at_start, run_to_exit};
 pub use events::{events, facebook_bottom, facebook_top, generated, tiktok_bottom, tiktok_top};
 pub use nats::{NatsLogin, NatsServer, NkeyUser};
 pub use platform::{

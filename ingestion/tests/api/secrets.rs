@@ -7,11 +7,8 @@ use crate::helpers::{Options, PATIENCE, TestApp, assert_error, fb_top, spawn_app
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
-use testkit::NatsServer;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::path::Path;
+use testkit::{LoggingBinary, NatsServer, TempFile, assert_refused_at_start, run_to_exit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingestion");
 
@@ -114,58 +111,9 @@ async fn post_standard(
     .as_u16()
 }
 
-/// A file in a fresh directory, removed with it when dropped.
-struct SecretFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl SecretFile {
-    fn with(content: &str) -> SecretFile {
-        let dir = std::env::temp_dir().join(format!("secrets-{}", testkit::unique_name()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let path = dir.join("webhook_secret");
-        std::fs::write(&path, content).expect("the secret file is written");
-        SecretFile { dir, path }
-    }
-
-    fn path(&self) -> &str {
-        self.path.to_str().expect("a UTF-8 path")
-    }
-}
-
-impl Drop for SecretFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The binary with a clean environment plus these variables, run until it exits.
-async fn run_to_exit(env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.env_clear().envs(env.iter().copied()).kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(10), cmd.output())
-        .await
-        .expect("the binary exits by itself")
-        .expect("the binary runs")
-}
-
-/// Asserts the binary stopped with status 2 and one stderr line that names every one of
-/// `variables` and does not repeat `secret`.
-fn assert_refused(out: &std::process::Output, variables: &[&str], secret: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{variables:?}: {stderr}");
-    let lines: Vec<&str> = stderr.trim_end().lines().collect();
-    assert_eq!(lines.len(), 1, "one line for {variables:?}: {stderr}");
-    for variable in variables {
-        assert!(lines[0].contains(variable), "names {variable}: {stderr}");
-    }
-    if !secret.is_empty() {
-        assert!(
-            !stderr.contains(secret),
-            "the secret stays out of the message: {stderr}"
-        );
-    }
+/// A file holding secrets, as `WEBHOOK_SECRET_FILE` names it.
+fn secret_file(content: &str) -> TempFile {
+    TempFile::with("webhook_secret", content).expect("the secret file is written")
 }
 
 #[tokio::test]
@@ -181,8 +129,10 @@ async fn an_empty_short_or_placeholder_secret_stops_the_binary_with_one_line_nam
         "whsec_AAAAAAAAAAAAAAAAAAAAAA==",
         "whsec_this*is*not*base64*at*all*is*it",
     ] {
-        let out = run_to_exit(&[("WEBHOOK_SECRET", value)]).await;
-        assert_refused(&out, &["WEBHOOK_SECRET"], value.trim());
+        let out = run_to_exit(BIN, &[("WEBHOOK_SECRET", value)])
+            .await
+            .expect("the binary runs");
+        assert_refused_at_start(&out, &["WEBHOOK_SECRET"], value.trim());
     }
 }
 
@@ -194,76 +144,72 @@ async fn a_bad_secret_file_stops_the_binary_with_one_line_naming_it() {
         "too-short-a-secret\n",
         "change-me-production-webhook-secret",
     ] {
-        let file = SecretFile::with(content);
-        let out = run_to_exit(&[("WEBHOOK_SECRET_FILE", file.path())]).await;
-        assert_refused(&out, &["WEBHOOK_SECRET_FILE"], content.trim());
+        let file = secret_file(content);
+        let out = run_to_exit(BIN, &[("WEBHOOK_SECRET_FILE", file.path())])
+            .await
+            .expect("the binary runs");
+        assert_refused_at_start(&out, &["WEBHOOK_SECRET_FILE"], content.trim());
     }
-    let out = run_to_exit(&[("WEBHOOK_SECRET_FILE", "/nonexistent/webhook_secret")]).await;
-    assert_refused(&out, &["WEBHOOK_SECRET_FILE"], "");
+    let out = run_to_exit(
+        BIN,
+        &[("WEBHOOK_SECRET_FILE", "/nonexistent/webhook_secret")],
+    )
+    .await
+    .expect("the binary runs");
+    assert_refused_at_start(&out, &["WEBHOOK_SECRET_FILE"], "");
 }
 
 #[tokio::test]
 async fn a_secret_and_a_secret_file_together_stop_the_binary_naming_both() {
-    let file = SecretFile::with(NEW);
-    let out = run_to_exit(&[
-        ("WEBHOOK_SECRET", OLD),
-        ("WEBHOOK_SECRET_FILE", file.path()),
-    ])
-    .await;
-    assert_refused(&out, &["WEBHOOK_SECRET", "WEBHOOK_SECRET_FILE"], OLD);
+    let file = secret_file(NEW);
+    let out = run_to_exit(
+        BIN,
+        &[
+            ("WEBHOOK_SECRET", OLD),
+            ("WEBHOOK_SECRET_FILE", file.path()),
+        ],
+    )
+    .await
+    .expect("the binary runs");
+    assert_refused_at_start(&out, &["WEBHOOK_SECRET", "WEBHOOK_SECRET_FILE"], OLD);
 }
 
 /// The real binary with a private nats-server and these extra variables; its stderr
-/// (the logs) is handed back as lines.
+/// (the logs) is read as lines.
 struct Binary {
     _nats: NatsServer,
-    _child: tokio::process::Child,
+    binary: LoggingBinary,
     addr: String,
-    logs: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
 }
 
 impl Binary {
     async fn start(env: &[(&str, &str)]) -> Binary {
         let nats = NatsServer::start().await.expect("nats-server starts");
-        let port = testkit::free_port().expect("a free port");
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.env_clear()
-            .envs([
-                ("PORT", port.to_string()),
-                ("HOST", "127.0.0.1".into()),
-                ("NATS_URL", nats.url()),
-                ("NATS_STREAM", format!("EVENTS_{}", testkit::unique_name())),
-                ("NATS_SUBJECT_PREFIX", testkit::unique_name()),
-                ("LOG_FORMAT", "text".into()),
-            ])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("the binary starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
+        let port = testkit::free_port().expect("a free port").to_string();
+        let (url, stream) = (nats.url(), format!("EVENTS_{}", testkit::unique_name()));
+        let prefix = testkit::unique_name();
+        let mut all = vec![
+            ("PORT", port.as_str()),
+            ("HOST", "127.0.0.1"),
+            ("NATS_URL", url.as_str()),
+            ("NATS_STREAM", stream.as_str()),
+            ("NATS_SUBJECT_PREFIX", prefix.as_str()),
+            ("LOG_FORMAT", "text"),
+        ];
+        all.extend_from_slice(env);
+        let binary = LoggingBinary::spawn(Path::new(BIN), &all).expect("the binary starts");
         Binary {
             _nats: nats,
-            _child: child,
+            binary,
             addr: format!("http://127.0.0.1:{port}"),
-            logs: BufReader::new(stderr).lines(),
         }
     }
 
     /// Reads log lines until one contains `text`; returns it.
     async fn log_line_with(&mut self, text: &str) -> String {
-        let found = tokio::time::timeout(PATIENCE, async {
-            while let Ok(Some(line)) = self.logs.next_line().await {
-                if line.contains(text) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        found
-            .ok()
-            .flatten()
+        self.binary
+            .log_line_with(text, PATIENCE)
+            .await
             .unwrap_or_else(|| panic!("no log line contains {text:?}"))
     }
 
@@ -297,7 +243,7 @@ async fn without_a_secret_the_binary_says_loudly_that_anyone_can_post() {
 #[tokio::test]
 async fn a_secret_file_signs_requests_and_only_its_key_id_is_logged() {
     // A trailing newline, as `echo` and editors write: not part of the secret.
-    let file = SecretFile::with(&format!("{NEW}\n"));
+    let file = secret_file(&format!("{NEW}\n"));
     let mut binary = Binary::start(&[("WEBHOOK_SECRET_FILE", file.path())]).await;
     let line = binary.log_line_with("Webhook signatures required").await;
     let key_id = hex::encode(&<Sha256 as sha2::Digest>::digest(NEW.as_bytes())[..4]);
