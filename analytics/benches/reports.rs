@@ -221,8 +221,8 @@ async fn run(events: usize, clients: usize, requests: usize, cell_budget: Durati
         &url,
         "--db-pool-max",
         &clients.to_string(),
-        "--statement-timeout-ms",
-        "60000",
+        "--db-statement-timeout",
+        "1m",
         // Concurrent clients as fast as they can: the service's own ceiling, not a quota.
         "--analytics-rate-limit-per-sec=0",
     ])

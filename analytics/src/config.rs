@@ -1,8 +1,9 @@
 //! Configuration of the analytics service (`docs/operations.md`); `analytics --help` lists it.
 
-use service_kit::config::{LogFormat, PostgresUrl, positive, postgres_url};
+use service_kit::config::{
+    PostgresUrl, ServiceArgs, default_port, positive, positive_duration, postgres_url,
+};
 use service_kit::secret::{self, Keys};
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// Every setting of the analytics service, from environment variables.
@@ -10,17 +11,14 @@ use std::time::Duration;
 #[command(
     name = "analytics",
     version,
-    about = "Read-only reporting API over PostgreSQL"
+    about = "Read-only reporting API over PostgreSQL",
+    mut_arg("port", default_port("3002"))
 )]
 pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
-    pub host: IpAddr,
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, env = "PORT", default_value_t = 3002)]
-    pub port: u16,
+    #[command(flatten)]
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub http: service_kit::http::HttpArgs,
     /// The primary database (used when no read replica is given).
@@ -36,10 +34,10 @@ pub struct Config {
     /// Connections opened at start-up.
     #[arg(long, env = "DB_POOL_MIN", default_value = "1")]
     pub db_pool_min: usize,
-    /// Milliseconds a report query may run before it is cancelled (503).
-    #[arg(long, env = "STATEMENT_TIMEOUT_MS", default_value = "10000",
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub statement_timeout_ms: u64,
+    /// How long a report query may run before it is cancelled (503), as `10s`.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "10s",
+          value_parser = positive_duration)]
+    pub db_statement_timeout: Duration,
     /// Bearer keys, comma-separated (at least 32 bytes each): when set, reports need
     /// `Authorization: Bearer <one of them>`. Unset means open reports; empty, short or
     /// `change-me` values stop the service at start.
@@ -63,16 +61,6 @@ pub struct Config {
     /// comes through those proxies, or clients can name any address.
     #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
     pub trusted_proxy_hops: usize,
-    /// Seconds a graceful shutdown may take before the process exits anyway.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value = "30",
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub shutdown_timeout_secs: u64,
-    /// Log filter.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    pub rust_log: String,
-    /// `json` (production) or `text`.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
-    pub log_format: LogFormat,
 }
 
 /// What the binary does instead of serving (without one, it serves).
@@ -98,10 +86,6 @@ impl Config {
         self.analytics_api_key
             .as_ref()
             .or(self.analytics_api_key_file.as_ref())
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_secs)
     }
 }
 

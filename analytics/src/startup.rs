@@ -31,7 +31,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         config.read_url(),
         config.db_pool_max,
         &[
-            ("statement_timeout", config.statement_timeout_ms.to_string()),
+            (
+                "statement_timeout",
+                config.db_statement_timeout.as_millis().to_string(),
+            ),
             // Report queries read a few thousand rows at most. Starting parallel workers
             // for them (the planner did, from its estimates for the union of pieces) or
             // JIT-compiling them costs more than the query, and under concurrent clients
@@ -81,7 +84,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             .merge(api_doc::routes()),
         "analytics",
     );
-    let listener = TcpListener::bind((config.host, config.port)).await?;
+    let listener = TcpListener::bind((config.service.host, config.service.port)).await?;
     Ok(App {
         listener,
         router,

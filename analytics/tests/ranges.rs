@@ -442,7 +442,7 @@ async fn every_report_answers_extreme_ranges_with_figures_or_a_400_naming_the_fi
     let platform = Platform::start().await?;
     let services = platform
         .start_services(
-            &["--nats-batch-size=64", "--compact-interval-ms=3600000"],
+            &["--worker-batch-size=64", "--worker-compact-interval=1h"],
             &["--analytics-rate-limit-per-sec=0"],
         )
         .await?;

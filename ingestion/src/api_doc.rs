@@ -136,7 +136,7 @@ pub enum WebhookErrors {
     /// secret, or its timestamp is more than 5 minutes from now (`unauthorized`).
     #[response(status = 401, headers(("X-Correlation-ID" = String, description = "The request's correlation id")))]
     Unauthorized(ErrorBody),
-    /// The body is over `MAX_BODY_BYTES` (default 2 MiB), or one event is over the broker's
+    /// The body is over `HTTP_MAX_BODY_BYTES` (default 2 MiB), or one event is over the broker's
     /// message limit (`payload_too_large`; `details: [{"index"}]`).
     #[response(status = 413, headers(("X-Correlation-ID" = String, description = "The request's correlation id")))]
     PayloadTooLarge(ErrorBody),
@@ -158,7 +158,7 @@ pub enum WebhookErrors {
     ))]
     RateLimited(ErrorBody),
     /// JetStream is unavailable, a PubAck did not arrive in time, or the stream is full; or
-    /// the request was not answered within `HTTP_REQUEST_TIMEOUT_SECS`, or the service is at
+    /// the request was not answered within `HTTP_REQUEST_TIMEOUT`, or the service is at
     /// `HTTP_MAX_CONNECTIONS` (`unavailable`): retry the whole request (duplicates are
     /// dropped by `eventId`).
     #[response(status = 503, headers(
@@ -166,7 +166,7 @@ pub enum WebhookErrors {
         ("X-Correlation-ID" = String, description = "The request's correlation id"),
     ))]
     Unavailable(ErrorBody),
-    /// The body did not arrive within `HTTP_BODY_TIMEOUT_SECS` (`request_timeout`); the
+    /// The body did not arrive within `HTTP_BODY_TIMEOUT` (`request_timeout`); the
     /// connection is closed. Send the request again.
     #[response(status = 408)]
     RequestTimeout(ErrorBody),

@@ -1,10 +1,9 @@
 //! Configuration of the ingestion service (`docs/operations.md`); `ingestion --help` lists it.
 
-use service_kit::config::{LogFormat, positive};
+use service_kit::config::{ServiceArgs, default_port, positive, positive_duration};
 use service_kit::secret::{self, Keys};
 use service_kit::stream::StreamArgs;
 use service_kit::telemetry::TraceArgs;
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// Every setting of the ingestion service, from environment variables.
@@ -12,24 +11,21 @@ use std::time::Duration;
 #[command(
     name = "ingestion",
     version,
-    about = "HTTP webhook: validate events, publish them to JetStream"
+    about = "HTTP webhook: validate events, publish them to JetStream",
+    mut_arg("port", default_port("3001"))
 )]
 pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
-    pub host: IpAddr,
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, env = "PORT", default_value_t = 3001)]
-    pub port: u16,
+    #[command(flatten)]
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub http: service_kit::http::HttpArgs,
     #[command(flatten)]
     pub stream: StreamArgs,
     /// Largest accepted request body, in bytes (413 beyond).
-    #[arg(long, env = "MAX_BODY_BYTES", default_value = "2097152", value_parser = positive)]
-    pub max_body_bytes: usize,
+    #[arg(long, env = "HTTP_MAX_BODY_BYTES", default_value = "2097152", value_parser = positive)]
+    pub http_max_body_bytes: usize,
     /// Secrets that sign requests (docs/api.md, "Signatures"), comma-separated: each plain
     /// (at least 32 bytes) or a Standard Webhooks `whsec_<base64>` key. Unset means no
     /// signature check; empty, short or `change-me` values stop the service at start.
@@ -52,7 +48,7 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_BYTES_PER_SEC", default_value_t = 10 * 1024 * 1024)]
     pub rate_limit_bytes_per_sec: u32,
     /// Body bytes one producer may send at once above its rate; default: one second's
-    /// worth. Never less than MAX_BODY_BYTES, so that any valid request can pass.
+    /// worth. Never less than HTTP_MAX_BODY_BYTES, so that any valid request can pass.
     #[arg(long, env = "RATE_LIMIT_BYTES_BURST",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_bytes_burst: Option<u32>,
@@ -62,20 +58,10 @@ pub struct Config {
     /// through those proxies, or clients can name any address.
     #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
     pub trusted_proxy_hops: usize,
-    /// Milliseconds to wait for the PubAcks of one request before answering 503.
-    #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value = "5000",
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub publish_timeout_ms: u64,
-    /// Seconds a graceful shutdown may take before the process exits anyway.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value = "30",
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub shutdown_timeout_secs: u64,
-    /// Log filter (`info`, `ingestion=debug,info`).
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    pub rust_log: String,
-    /// `json` (production) or `text`.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
-    pub log_format: LogFormat,
+    /// How long to wait for the PubAcks of one request before answering 503 (`5s`).
+    #[arg(long, env = "NATS_PUBLISH_TIMEOUT", default_value = "5s",
+          value_parser = positive_duration)]
+    pub nats_publish_timeout: Duration,
     #[command(flatten)]
     pub traces: TraceArgs,
 }
@@ -96,14 +82,6 @@ impl Config {
         self.webhook_secret
             .as_ref()
             .or(self.webhook_secret_file.as_ref())
-    }
-
-    pub fn publish_timeout(&self) -> Duration {
-        Duration::from_millis(self.publish_timeout_ms)
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_secs)
     }
 }
 

@@ -38,18 +38,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config: Config = config::parse_or_exit("ingestion");
+    let (config, deprecations) = config::parse_or_exit::<Config>("ingestion");
+    let service = &config.service;
     // The container's health check: one line, no logging set up.
     if let Some(Command::Healthcheck(args)) = &config.command {
-        std::process::exit(health::healthcheck("ingestion", config.host, config.port, args).await);
+        std::process::exit(
+            health::healthcheck("ingestion", service.host, service.port, args).await,
+        );
     }
     let telemetry = telemetry::init_with_traces(
-        config.log_format,
-        &config.rust_log,
+        service.log_format,
+        &service.rust_log,
         &config.traces,
         "ingestion",
     )?;
-    let drain = config.shutdown_timeout();
+    deprecations.log();
+    let drain = service.shutdown_timeout;
     let app = build(config).await?;
     tracing::info!(port = app.port(), "Ingestion listening");
     let stopped = app.run_until_stopped(shutdown::signal(), drain).await;

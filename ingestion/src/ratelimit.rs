@@ -58,7 +58,7 @@ impl ProducerLimits {
 
 impl<C: Clock + Clone> ProducerLimits<C> {
     pub fn with_clock(config: &Config, keys: Option<&Keys>, clock: C) -> ProducerLimits<C> {
-        let largest_body = u32::try_from(config.max_body_bytes).unwrap_or(u32::MAX);
+        let largest_body = u32::try_from(config.http_max_body_bytes).unwrap_or(u32::MAX);
         let events = Quota::new(
             config.rate_limit_events_per_sec,
             config.rate_limit_burst,
@@ -176,7 +176,7 @@ mod tests {
         let clock = FakeRelativeClock::default();
         let limits = limits(
             &[
-                "--max-body-bytes=1000",
+                "--http-max-body-bytes=1000",
                 "--rate-limit-bytes-per-sec=1000",
                 "--rate-limit-bytes-burst=2000",
             ],

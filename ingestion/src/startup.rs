@@ -31,7 +31,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let metrics = service_kit::metrics::install();
     let nats = stream::connect(&config.stream, "ingestion").await?;
     let client = nats.client.clone();
-    let js = stream::jetstream(client.clone(), config.publish_timeout());
+    let js = stream::jetstream(client.clone(), config.nats_publish_timeout);
     let stream_ready = Arc::new(AtomicBool::new(false));
     let mut background = vec![
         tokio::spawn(keep_stream(
@@ -46,12 +46,12 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         client: client.clone(),
         js: js.clone(),
         stream_ready: stream_ready.clone(),
-        timeout: config.publish_timeout(),
+        timeout: config.nats_publish_timeout,
     };
     let state = Arc::new(WebhookState {
         publisher,
         subject_prefix: config.stream.nats_subject_prefix.clone(),
-        max_body_bytes: config.max_body_bytes,
+        max_body_bytes: config.http_max_body_bytes,
         signatures: signature_check(&config),
         limits: producer_limits(&config),
         // After `metrics::install()` above: a handle registered before the recorder
@@ -76,7 +76,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         service_kit::http::instrument(api.merge(health::routes(readiness, metrics)), "ingestion")
             .layer(axum::middleware::from_fn(correlation::middleware));
 
-    let listener = TcpListener::bind((config.host, config.port)).await?;
+    let listener = TcpListener::bind((config.service.host, config.service.port)).await?;
     Ok(App {
         listener,
         router,

@@ -3,24 +3,94 @@
 //! Each service describes its configuration as a `clap::Parser` whose fields are named
 //! after the environment variables (`nats_url` <-> `NATS_URL`), so a bad value is reported
 //! in one line that names the variable, and the program stops instead of guessing.
+//! Variables are prefixed by what they configure and durations carry their unit
+//! (`docs/operations.md`, "Naming"); [`RENAMED`] lists the names this replaced.
+
+mod duration;
+mod renamed;
+
+pub use duration::{Written, duration, duration_up_to_a_day, positive_duration};
+pub use renamed::{Deprecated, Deprecations, NotANumber, OldUnit, RENAMED, Renamed, legacy_args};
 
 use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// What every service is configured with: where it listens, how long it may take to stop,
+/// how it logs. Flattened into each service's configuration, which sets its default port
+/// with [`default_port`].
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ServiceArgs {
+    /// Address to listen on (the worker: its health and metrics endpoint).
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT")]
+    pub port: u16,
+    /// How long a graceful shutdown may take before the process exits anyway (`30s`).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub shutdown_timeout: Duration,
+    /// Log filter (`info`, `worker=debug,info`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+    /// `json` (production) or `text`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// Gives `PORT` a service's default: `#[command(mut_arg("port", default_port("3001")))]` on
+/// a configuration that flattens [`ServiceArgs`].
+pub fn default_port(port: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
+    move |arg| arg.required(false).default_value(port)
+}
 
 /// Parses the configuration from the environment and command line, or exits: `--help`
 /// prints and exits 0; a bad value prints one line naming the variable and exits 2.
-pub fn parse_or_exit<T: Parser>(service: &str) -> T {
-    match T::try_parse() {
-        Ok(config) => config,
+/// Variables under their old names ([`RENAMED`]) are read too; the returned
+/// [`Deprecations`] are to be logged once logging is set up.
+pub fn parse_or_exit<T: Parser>(service: &str) -> (T, Deprecations) {
+    let env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    let (legacy, deprecations) = match legacy_args(&T::command(), RENAMED, env) {
+        Ok(legacy) => legacy,
+        Err(e) => {
+            eprintln!("{service}: {e}");
+            std::process::exit(2)
+        }
+    };
+    let mut argv = std::env::args_os();
+    let argv: Vec<OsString> = argv.next().into_iter().chain(legacy).chain(argv).collect();
+    match try_parse_from::<T>(argv) {
+        Ok(config) => (config, deprecations),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
             std::process::exit(0)
         }
         Err(e) => {
-            eprintln!("{service}: {}", describe(&e, &T::command()));
+            let mut line = describe(&e, &T::command());
+            let from_old = deprecations.0.iter().find_map(|d| match d {
+                Deprecated::Used { old, new, .. } if line.contains(&format!(" {new}=")) => {
+                    Some(*old)
+                }
+                _ => None,
+            });
+            if let Some(old) = from_old {
+                line.push_str(&format!(" (set as {old}, its deprecated name)"));
+            }
+            eprintln!("{service}: {line}");
             std::process::exit(2)
         }
     }
+}
+
+/// `T::try_parse_from`, except that a later argument overrides an earlier one of the same
+/// name: the arguments standing for old variables come first, so any given on the command
+/// line win over them.
+pub fn try_parse_from<T: Parser>(argv: Vec<OsString>) -> Result<T, clap::Error> {
+    let mut command = T::command().args_override_self(true);
+    let mut matches = command.try_get_matches_from_mut(argv)?;
+    T::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
 }
 
 /// One line naming the variable and the value that was refused. The value of an argument

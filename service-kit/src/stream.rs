@@ -52,11 +52,11 @@ pub struct StreamArgs {
     #[arg(long, env = "NATS_STREAM_MAX_MSGS", default_value = "20000000",
           value_parser = clap::value_parser!(i64).range(1..))]
     pub nats_stream_max_msgs: i64,
-    /// Seconds within which a re-sent eventId is recognised by the broker (`Nats-Msg-Id`).
+    /// How long a re-sent eventId is recognised by the broker (`Nats-Msg-Id`), as `2m`.
     /// Later duplicates are still stored once, by the database's unique key.
-    #[arg(long, env = "NATS_DUPLICATE_WINDOW_SECS", default_value = "120",
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub nats_duplicate_window_secs: u64,
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW", default_value = "2m",
+          value_parser = crate::config::positive_duration)]
+    pub nats_duplicate_window: Duration,
 }
 
 /// Written by hand so that a password in NATS_URL never reaches a `{:?}`.
@@ -71,10 +71,7 @@ impl fmt::Debug for StreamArgs {
             .field("nats_stream_replicas", &self.nats_stream_replicas)
             .field("nats_stream_max_bytes", &self.nats_stream_max_bytes)
             .field("nats_stream_max_msgs", &self.nats_stream_max_msgs)
-            .field(
-                "nats_duplicate_window_secs",
-                &self.nats_duplicate_window_secs,
-            )
+            .field("nats_duplicate_window", &self.nats_duplicate_window)
             .finish()
     }
 }
@@ -100,7 +97,7 @@ impl StreamArgs {
             discard: stream::DiscardPolicy::New,
             max_bytes: self.nats_stream_max_bytes,
             max_messages: self.nats_stream_max_msgs,
-            duplicate_window: Duration::from_secs(self.nats_duplicate_window_secs),
+            duplicate_window: self.nats_duplicate_window,
             num_replicas: self.nats_stream_replicas,
             description: Some("Validated marketing events awaiting storage".into()),
             ..Default::default()

@@ -9,27 +9,29 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config: Config = config::parse_or_exit("worker");
+    let (config, deprecations) = config::parse_or_exit::<Config>("worker");
+    let service = &config.service;
     // An operator's command: its output is the answer, not interleaved with logs.
     if let Some(Command::Dlq(command)) = &config.command {
         std::process::exit(worker::dlq::admin::main(&config, command).await);
     }
     // The container's health check: one line, no logging set up.
     if let Some(Command::Healthcheck(args)) = &config.command {
-        std::process::exit(health::healthcheck("worker", config.host, config.port, args).await);
+        std::process::exit(health::healthcheck("worker", service.host, service.port, args).await);
     }
     let telemetry = telemetry::init_with_traces(
-        config.log_format,
-        &config.rust_log,
+        service.log_format,
+        &service.rust_log,
         &config.traces,
         "worker",
     )?;
+    deprecations.log();
     let result = match config.command {
         Some(Command::Migrate) => migrate_schema(config.migration_url()).await,
         Some(Command::RebuildRollups) => rebuild_rollups(config.migration_url()).await,
         Some(Command::Dlq(_) | Command::Healthcheck(_)) => Ok(()),
         None => {
-            let drain = config.shutdown_timeout();
+            let drain = config.service.shutdown_timeout;
             let app = build(config).await?;
             tracing::info!(port = app.port(), "Worker health and metrics listening");
             app.run_until_stopped(shutdown::signal(), drain).await

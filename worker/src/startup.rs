@@ -75,10 +75,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let settings = Settings {
         stream: config.stream.nats_stream.clone(),
         durable: config.nats_consumer.clone(),
-        batch_size: config.nats_batch_size,
-        linger: Duration::from_millis(config.batch_linger_ms),
+        batch_size: config.worker_batch_size,
+        linger: config.worker_batch_linger,
         max_ack_pending: config.nats_max_ack_pending,
-        ack_wait: Duration::from_secs(config.nats_ack_wait_secs),
+        ack_wait: config.nats_ack_wait,
         concurrency: config.worker_concurrency,
     };
     let ctx = Arc::new(Ctx {
@@ -113,7 +113,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let readiness = readiness(nats, js, config.stream.nats_stream.clone(), pool, progress);
     background.push(health::spawn_readiness_gauges("worker", readiness.clone()));
     let router = service_kit::http::instrument(health::routes(readiness, metrics), "worker");
-    let listener = TcpListener::bind((config.host, config.port)).await?;
+    let listener = TcpListener::bind((config.service.host, config.service.port)).await?;
     Ok(App {
         listener,
         router,
@@ -224,10 +224,7 @@ async fn supervise(
     };
     tracing::info!(version, "Schema current");
     // After the migrations: the compactor reads tables they create.
-    let (pool, interval) = (
-        ctx.pool.clone(),
-        Duration::from_millis(config.compact_interval_ms),
-    );
+    let (pool, interval) = (ctx.pool.clone(), config.worker_compact_interval);
     let compactor_stop = stop.clone();
     let compactor = tokio::spawn(compactor::supervise(
         move || compactor::run(pool.clone(), interval, compactor_stop.clone()),

@@ -55,8 +55,8 @@ impl Setup {
 /// interval (`None`: its default).
 async fn setup(api_key: Option<&str>, compact_interval_ms: Option<u64>) -> Setup {
     let platform = Platform::start().await.unwrap();
-    let mut worker = vec!["--nats-batch-size=64".to_owned()];
-    worker.extend(compact_interval_ms.map(|ms| format!("--compact-interval-ms={ms}")));
+    let mut worker = vec!["--worker-batch-size=64".to_owned()];
+    worker.extend(compact_interval_ms.map(|ms| format!("--worker-compact-interval={ms}ms")));
     // The report tests ask as fast as they can from one client; the limit has its own
     // test (tests/ratelimit.rs).
     let mut analytics = vec!["--analytics-rate-limit-per-sec=0".to_owned()];

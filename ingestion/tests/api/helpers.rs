@@ -75,7 +75,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
         }
     };
     flag(
-        "max-body-bytes",
+        "http-max-body-bytes",
         options.max_body_bytes.map(|v| v.to_string()),
     );
     flag("webhook-secret", options.webhook_secret);
@@ -92,27 +92,28 @@ pub async fn spawn_app(options: Options) -> TestApp {
         options.trusted_proxy_hops.map(|v| v.to_string()),
     );
     flag(
-        "publish-timeout-ms",
-        options.publish_timeout_ms.map(|v| v.to_string()),
+        "nats-publish-timeout",
+        options.publish_timeout_ms.map(|v| format!("{v}ms")),
     );
     flag(
         "nats-stream-max-msgs",
         options.stream_max_msgs.map(|v| v.to_string()),
     );
     if let Some(http) = options.http {
+        let written = |d| service_kit::config::Written(d).to_string();
         args.extend(
             [
-                ("--http-header-timeout-secs", http.http_header_timeout_secs),
-                ("--http-body-timeout-secs", http.http_body_timeout_secs),
+                ("--http-header-timeout", written(http.http_header_timeout)),
+                ("--http-body-timeout", written(http.http_body_timeout)),
+                ("--http-request-timeout", written(http.http_request_timeout)),
+                ("--http-idle-timeout", written(http.http_idle_timeout)),
                 (
-                    "--http-request-timeout-secs",
-                    http.http_request_timeout_secs,
+                    "--http-max-connections",
+                    http.http_max_connections.to_string(),
                 ),
-                ("--http-idle-timeout-secs", http.http_idle_timeout_secs),
-                ("--http-max-connections", http.http_max_connections as u64),
             ]
             .into_iter()
-            .flat_map(|(flag, value)| [flag.to_owned(), value.to_string()]),
+            .flat_map(|(flag, value)| [flag.to_owned(), value]),
         );
     }
     let config = testkit::parse(args).expect("test configuration parses");

@@ -34,8 +34,11 @@ async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> std::process::Outpu
 async fn a_bad_environment_value_stops_the_binary_with_one_line_naming_the_variable() {
     for (variable, value) in [
         ("PORT", "-5"),
-        ("MAX_BODY_BYTES", "0"),
+        ("HTTP_MAX_BODY_BYTES", "0"),
         ("NATS_URL", "nats://nowhere"),
+        ("NATS_PUBLISH_TIMEOUT", "5000"),
+        // A variable under its deprecated name is still checked, and named.
+        ("PUBLISH_TIMEOUT_MS", "5s"),
     ] {
         let out = run_to_exit(&[], &[(variable, value)]).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -56,13 +59,102 @@ async fn help_lists_the_environment_variables() {
     let help = String::from_utf8_lossy(&out.stdout);
     for variable in [
         "NATS_URL",
-        "MAX_BODY_BYTES",
+        "HTTP_MAX_BODY_BYTES",
         "WEBHOOK_SECRET",
         "PORT",
         "NATS_STREAM",
     ] {
         assert!(help.contains(variable), "--help names {variable}:\n{help}");
     }
+}
+
+#[tokio::test]
+async fn variables_under_their_old_names_still_apply_and_each_is_warned_about_once()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let port = testkit::free_port()?;
+    let mut child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .envs([
+            ("PORT", port.to_string()),
+            ("HOST", "127.0.0.1".into()),
+            ("NATS_URL", nats.url()),
+            ("NATS_STREAM", format!("EVENTS_{}", testkit::unique_name())),
+            ("NATS_SUBJECT_PREFIX", testkit::unique_name()),
+            ("LOG_FORMAT", "json".into()),
+            // Old name alone: used, in its old unit.
+            ("MAX_BODY_BYTES", "1024".into()),
+            ("SHUTDOWN_TIMEOUT_SECS", "5".into()),
+            // Old and new: the new one wins.
+            ("HTTP_IDLE_TIMEOUT_SECS", "1".into()),
+            ("HTTP_IDLE_TIMEOUT", "75s".into()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    testkit::eventually("the binary to be ready", PATIENCE, || async {
+        let r = client
+            .get(format!("{base}/health/readiness"))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await?;
+    let oversize = client
+        .post(format!("{base}/webhook/event"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2048])
+        .send()
+        .await?;
+    assert_eq!(oversize.status(), 413, "MAX_BODY_BYTES=1024 applies");
+    child.start_kill()?;
+    let stderr = String::from_utf8(child.wait_with_output().await?.stderr)?;
+    let warnings: Vec<Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line.get("old_variable").is_some())
+        .collect();
+    let mut named: Vec<(&str, &str, &str)> = warnings
+        .iter()
+        .map(|w| {
+            (
+                w["old_variable"].as_str().unwrap_or_default(),
+                w["new_variable"].as_str().unwrap_or_default(),
+                w["level"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            ("HTTP_IDLE_TIMEOUT_SECS", "HTTP_IDLE_TIMEOUT", "WARN"),
+            ("MAX_BODY_BYTES", "HTTP_MAX_BODY_BYTES", "WARN"),
+            ("SHUTDOWN_TIMEOUT_SECS", "SHUTDOWN_TIMEOUT", "WARN"),
+        ],
+        "{stderr}"
+    );
+    let message = |old: &str| {
+        warnings
+            .iter()
+            .find(|w| w["old_variable"] == old)
+            .and_then(|w| w["message"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        message("SHUTDOWN_TIMEOUT_SECS").contains("set SHUTDOWN_TIMEOUT=5s instead"),
+        "{stderr}"
+    );
+    assert!(
+        message("HTTP_IDLE_TIMEOUT_SECS").contains("ignored because HTTP_IDLE_TIMEOUT is set"),
+        "{stderr}"
+    );
+    Ok(())
 }
 
 #[tokio::test]

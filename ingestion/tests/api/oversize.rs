@@ -9,7 +9,7 @@ use std::io::{Read as _, Write as _};
 use std::time::Duration;
 use tokio::net::TcpSocket;
 
-/// `MAX_BODY_BYTES` by default.
+/// `HTTP_MAX_BODY_BYTES` by default.
 const DEFAULT_LIMIT: usize = 2 * 1024 * 1024;
 const TEN_MIB: usize = 10 * 1024 * 1024;
 

@@ -113,7 +113,7 @@ async fn slow_header_clients_are_disconnected_after_the_header_timeout_while_oth
 -> anyhow::Result<()> {
     let header = Duration::from_secs(2);
     let app = app_with(HttpArgs {
-        http_header_timeout_secs: header.as_secs(),
+        http_header_timeout: header,
         ..HttpArgs::default()
     })
     .await;
@@ -165,7 +165,7 @@ async fn a_body_that_stalls_or_trickles_is_cut_off_with_408_after_the_body_timeo
 -> anyhow::Result<()> {
     let body_timeout = Duration::from_secs(1);
     let app = app_with(HttpArgs {
-        http_body_timeout_secs: body_timeout.as_secs(),
+        http_body_timeout: body_timeout,
         ..HttpArgs::default()
     })
     .await;
@@ -262,8 +262,8 @@ async fn beyond_the_connection_limit_a_request_gets_503_with_retry_after() -> an
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> anyhow::Result<()> {
     let idle = Duration::from_secs(1);
     let app = app_with(HttpArgs {
-        http_idle_timeout_secs: idle.as_secs(),
-        http_header_timeout_secs: 10,
+        http_idle_timeout: idle,
+        http_header_timeout: Duration::from_secs(10),
         ..HttpArgs::default()
     })
     .await;
@@ -286,8 +286,8 @@ async fn a_kept_alive_connection_may_wait_longer_than_the_header_timeout_for_its
 -> anyhow::Result<()> {
     let header = Duration::from_secs(1);
     let app = app_with(HttpArgs {
-        http_header_timeout_secs: header.as_secs(),
-        http_idle_timeout_secs: 10,
+        http_header_timeout: header,
+        http_idle_timeout: Duration::from_secs(10),
         ..HttpArgs::default()
     })
     .await;
@@ -303,10 +303,10 @@ async fn a_kept_alive_connection_may_wait_longer_than_the_header_timeout_for_its
 }
 
 const HTTP_VARIABLES: [&str; 5] = [
-    "HTTP_HEADER_TIMEOUT_SECS",
-    "HTTP_BODY_TIMEOUT_SECS",
-    "HTTP_REQUEST_TIMEOUT_SECS",
-    "HTTP_IDLE_TIMEOUT_SECS",
+    "HTTP_HEADER_TIMEOUT",
+    "HTTP_BODY_TIMEOUT",
+    "HTTP_REQUEST_TIMEOUT",
+    "HTTP_IDLE_TIMEOUT",
     "HTTP_MAX_CONNECTIONS",
 ];
 

@@ -134,10 +134,10 @@ where
         .keep_alive(keep_alive)
         .timer(HeaderTimer {
             traffic: traffic.clone(),
-            header: args.header_timeout(),
-            idle: args.idle_timeout(),
+            header: args.http_header_timeout,
+            idle: args.http_idle_timeout,
         })
-        .header_read_timeout(args.header_timeout())
+        .header_read_timeout(args.http_header_timeout)
         .serve_connection(TokioIo::new(Watched { stream, traffic }), service)
 }
 

@@ -3,6 +3,7 @@
 //! connections may be open at once (`docs/operations.md`, "HTTP limits"). The same
 //! variables in every service.
 
+use crate::config::Written;
 use crate::error::ApiError;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
@@ -27,26 +28,26 @@ const RETRY_AFTER_SECS: u32 = 1;
 /// stops the program at start, naming the variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct HttpArgs {
-    /// Seconds a client has to send a request's line and headers, counted from the moment
+    /// How long a client has to send a request's line and headers, counted from the moment
     /// its connection opened or, on a kept-alive connection, from the request's first
     /// byte. A client that is late is disconnected without an answer (slow-header guard).
-    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECS", default_value = "10",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub http_header_timeout_secs: u64,
-    /// Seconds a client has to send the whole request body once its headers arrived, however
-    /// it trickles; late: 408 `request_timeout` and the connection is closed.
-    #[arg(long, env = "HTTP_BODY_TIMEOUT_SECS", default_value = "30",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub http_body_timeout_secs: u64,
-    /// Seconds from a request's headers to its response (body upload included); late: 503
-    /// `unavailable` with `Retry-After`. Keep it above HTTP_BODY_TIMEOUT_SECS.
-    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_SECS", default_value = "60",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub http_request_timeout_secs: u64,
-    /// Seconds a kept-alive connection may wait for its next request before it is closed.
-    #[arg(long, env = "HTTP_IDLE_TIMEOUT_SECS", default_value = "75",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub http_idle_timeout_secs: u64,
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s",
+          value_parser = crate::config::duration_up_to_a_day)]
+    pub http_header_timeout: Duration,
+    /// How long a client has to send the whole request body once its headers arrived,
+    /// however it trickles; late: 408 `request_timeout` and the connection is closed.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "30s",
+          value_parser = crate::config::duration_up_to_a_day)]
+    pub http_body_timeout: Duration,
+    /// How long from a request's headers to its response (body upload included); late: 503
+    /// `unavailable` with `Retry-After`. Keep it above HTTP_BODY_TIMEOUT.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "60s",
+          value_parser = crate::config::duration_up_to_a_day)]
+    pub http_request_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "75s",
+          value_parser = crate::config::duration_up_to_a_day)]
+    pub http_idle_timeout: Duration,
     /// Most connections open at once. A connection beyond is answered 503 `unavailable`
     /// with `Retry-After` and closed, instead of waiting in a queue.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value = "1024",
@@ -54,32 +55,14 @@ pub struct HttpArgs {
     pub http_max_connections: usize,
 }
 
-impl HttpArgs {
-    pub fn header_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_header_timeout_secs)
-    }
-
-    pub fn body_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_body_timeout_secs)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_request_timeout_secs)
-    }
-
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_idle_timeout_secs)
-    }
-}
-
 impl Default for HttpArgs {
     /// The defaults of the variables.
     fn default() -> Self {
         HttpArgs {
-            http_header_timeout_secs: 10,
-            http_body_timeout_secs: 30,
-            http_request_timeout_secs: 60,
-            http_idle_timeout_secs: 75,
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(30),
+            http_request_timeout: Duration::from_secs(60),
+            http_idle_timeout: Duration::from_secs(75),
             http_max_connections: 1024,
         }
     }
@@ -99,12 +82,12 @@ pub(crate) async fn limit_request(
     let late = (!request.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
     let request = match &late {
         Some(late) => {
-            let deadline = Instant::now() + args.body_timeout();
+            let deadline = Instant::now() + args.http_body_timeout;
             request.map(|body| Body::new(DeadlineBody::new(body, deadline, late.clone())))
         }
         None => request,
     };
-    match tokio::time::timeout(args.request_timeout(), next.run(request)).await {
+    match tokio::time::timeout(args.http_request_timeout, next.run(request)).await {
         // The handler saw the body fail, and answered for that; the client is told why.
         Ok(_) if late.is_some_and(|late| late.load(Ordering::Relaxed)) => {
             metrics::counter!("http_timeouts_total", "kind" => "body").increment(1);
@@ -112,8 +95,8 @@ pub(crate) async fn limit_request(
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
                 format!(
-                    "the request body did not arrive within {} s; send the request again",
-                    args.http_body_timeout_secs
+                    "the request body did not arrive within {}; send the request again",
+                    Written(args.http_body_timeout)
                 ),
             ))
         }
@@ -121,7 +104,7 @@ pub(crate) async fn limit_request(
         Err(_elapsed) => {
             metrics::counter!("http_timeouts_total", "kind" => "request").increment(1);
             tracing::warn!(
-                timeout_secs = args.http_request_timeout_secs,
+                timeout = %Written(args.http_request_timeout),
                 "A request outlasted the request timeout"
             );
             closing(
@@ -129,8 +112,8 @@ pub(crate) async fn limit_request(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     format!(
-                        "the request was not answered within {} s; retry after Retry-After seconds",
-                        args.http_request_timeout_secs
+                        "the request was not answered within {}; retry after Retry-After seconds",
+                        Written(args.http_request_timeout)
                     ),
                 )
                 .with_retry_after(RETRY_AFTER_SECS),
@@ -161,7 +144,7 @@ fn closing(error: ApiError) -> Response {
     response
 }
 
-/// The body did not arrive within `HTTP_BODY_TIMEOUT_SECS`.
+/// The body did not arrive within `HTTP_BODY_TIMEOUT`.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within the body timeout")]
 struct BodyTimedOut;
@@ -228,8 +211,8 @@ mod tests {
 
     fn limits(body_secs: u64, request_secs: u64) -> HttpArgs {
         HttpArgs {
-            http_body_timeout_secs: body_secs,
-            http_request_timeout_secs: request_secs,
+            http_body_timeout: Duration::from_secs(body_secs),
+            http_request_timeout: Duration::from_secs(request_secs),
             ..HttpArgs::default()
         }
     }

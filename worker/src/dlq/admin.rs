@@ -4,8 +4,8 @@
 pub use super::queue::DlqError;
 use super::queue::Queue;
 use super::{act, inspect};
-use crate::config::{Config, duration};
-use service_kit::config::positive;
+use crate::config::Config;
+use service_kit::config::{duration, positive};
 use std::io::Write;
 use std::time::Duration;
 

@@ -95,7 +95,7 @@ fn not_replayed(without_id: &[u64], remembered: &[u64]) -> String {
     if !remembered.is_empty() {
         parts.push(format!(
             "{} whose event id the events stream still remembers (sequence {}): \
-             replay them after NATS_DUPLICATE_WINDOW_SECS",
+             replay them after NATS_DUPLICATE_WINDOW",
             remembered.len(),
             join(remembered)
         ));

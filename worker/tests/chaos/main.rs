@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 /// Worker settings: the defaults, but for a shorter `ack_wait`, so that the messages a
 /// killed worker held come back within the drain of a short run.
-const WORKER_ENV: &[(&str, &str)] = &[("NATS_ACK_WAIT_SECS", "10")];
+const WORKER_ENV: &[(&str, &str)] = &[("NATS_ACK_WAIT", "10s")];
 /// Longest wait for the backlog to drain after the faults (redeliveries after `ack_wait`,
 /// nak delays of up to 30 s after the database was down).
 const DRAIN: Duration = Duration::from_secs(180);

@@ -100,13 +100,13 @@ async fn rows_of(p: &Platform, event_id: &str) -> anyhow::Result<i64> {
 /// A pipeline whose worker has dead-lettered, for real: two invalid events, one valid
 /// event the database refused while a faulty constraint was in place (since removed, so
 /// it can be replayed), and a payload that is not JSON, published without any id. The
-/// events stream remembers event ids for `duplicate_window_secs`.
+/// events stream remembers event ids for `duplicate_window_secs` seconds.
 async fn with_dead_letters(duplicate_window_secs: u64) -> anyhow::Result<(Platform, Service)> {
     let p = Platform::start().await?;
     p.create_stream().await?;
-    let window = duplicate_window_secs.to_string();
+    let window = format!("{duplicate_window_secs}s");
     let worker = p
-        .start_worker(&["--nats-duplicate-window-secs", &window])
+        .start_worker(&["--nats-duplicate-window", &window])
         .await?;
     p.wait_ready(worker.port).await?;
     let db = p.db().await?;
@@ -374,7 +374,7 @@ async fn a_replay_the_broker_drops_as_a_duplicate_keeps_the_dead_letter() -> any
     assert_eq!(answer.code, Some(1), "{answer:?}");
     assert_eq!(answer.stderr.lines().count(), 1, "{answer:?}");
     assert!(
-        answer.stderr.contains("NATS_DUPLICATE_WINDOW_SECS"),
+        answer.stderr.contains("NATS_DUPLICATE_WINDOW"),
         "{answer:?}"
     );
     assert_eq!(sequence_of(&p, "refused-1").await?, seq, "still in the DLQ");

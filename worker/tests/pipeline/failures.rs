@@ -66,10 +66,10 @@ async fn a_batch_that_panics_holds_back_only_the_event_that_panics() {
     }
     let worker = p
         .start_worker(&[
-            "--nats-batch-size",
+            "--worker-batch-size",
             "100",
-            "--batch-linger-ms",
-            "300",
+            "--worker-batch-linger",
+            "300ms",
             "--nats-max-deliver",
             "3",
             "--test-panic-event-id",
@@ -113,7 +113,7 @@ async fn a_compactor_that_panics_is_restarted_and_compacts() {
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     // The worker's own compactor makes one pass at start, then waits ten minutes.
     let worker = p
-        .start_worker(&["--compact-interval-ms", "600000"])
+        .start_worker(&["--worker-compact-interval", "10m"])
         .await
         .unwrap();
     let (status, _) = p

@@ -68,13 +68,13 @@ async fn a_consumer_deleted_behind_the_workers_back_is_recreated() {
 #[tokio::test]
 async fn a_bad_setting_stops_the_worker_with_one_line_naming_it() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env("NATS_BATCH_SIZE", "-3")
+        .env("WORKER_BATCH_SIZE", "-3")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("NATS_BATCH_SIZE"), "{stderr}");
+    assert!(stderr.contains("WORKER_BATCH_SIZE"), "{stderr}");
 
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
         .arg("--help")

@@ -11,7 +11,7 @@ use testkit::{WAIT, events, eventually};
 async fn worker_killed_with_sigkill_mid_stream_stores_every_accepted_event_once() {
     let p = platform().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
-    let env = [("NATS_ACK_WAIT_SECS", "2"), ("NATS_BATCH_SIZE", "200")];
+    let env = [("NATS_ACK_WAIT", "2s"), ("WORKER_BATCH_SIZE", "200")];
     let (mut worker, _) = p.start_worker_process(&env).unwrap();
 
     let all = events("kill", 0..20_000);
@@ -67,7 +67,10 @@ async fn worker_killed_with_sigkill_mid_stream_stores_every_accepted_event_once(
 async fn postgres_restarted_mid_stream_is_retried_without_dead_letters() {
     let mut p = platform().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
-    let worker = p.start_worker(&["--nats-batch-size", "100"]).await.unwrap();
+    let worker = p
+        .start_worker(&["--worker-batch-size", "100"])
+        .await
+        .unwrap();
     let all = events("pgr", 0..6000);
     let mut chunks = all.chunks(100);
     for body in chunks.by_ref().take(20) {
@@ -141,7 +144,7 @@ async fn postgres_down_at_start_up_is_waited_for_and_reported_by_readiness() {
 async fn nats_killed_during_ingestion_gives_503_and_everything_acknowledged_is_stored() {
     let mut p = platform().await.unwrap();
     let ingestion = p
-        .start_ingestion(&["--publish-timeout-ms", "1000"])
+        .start_ingestion(&["--nats-publish-timeout", "1s"])
         .await
         .unwrap();
     let worker = p.start_worker(&[]).await.unwrap();
@@ -268,7 +271,7 @@ async fn sigterm_lets_the_worker_commit_and_ack_its_batches_then_exit_0() {
         }
     }
     let (mut worker, port) = p
-        .start_worker_process(&[("NATS_BATCH_SIZE", "100"), ("WORKER_CONCURRENCY", "2")])
+        .start_worker_process(&[("WORKER_BATCH_SIZE", "100"), ("WORKER_CONCURRENCY", "2")])
         .unwrap();
     eventually("some rows", WAIT, || async {
         (p.row_count().await > 0).then_some(())

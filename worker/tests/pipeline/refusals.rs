@@ -245,7 +245,12 @@ async fn a_row_refused_by_any_statement_is_dead_lettered_with_its_sqlstate_while
     let p = platform().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     let worker = p
-        .start_worker(&["--nats-batch-size", "100", "--batch-linger-ms", "300"])
+        .start_worker(&[
+            "--worker-batch-size",
+            "100",
+            "--worker-batch-linger",
+            "300ms",
+        ])
         .await
         .unwrap();
     p.wait_ready(worker.port).await.unwrap();
@@ -354,7 +359,7 @@ async fn a_slot_whose_sets_the_database_refuses_stays_dirty_while_the_others_are
     let p = platform().await.unwrap();
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     let worker = p
-        .start_worker(&["--compact-interval-ms", "100"])
+        .start_worker(&["--worker-compact-interval", "100ms"])
         .await
         .unwrap();
     p.wait_ready(worker.port).await.unwrap();

@@ -9,7 +9,7 @@ use testkit::{WAIT, events, eventually};
 async fn two_thousand_events_with_two_hundred_resent_are_stored_exactly_once() {
     let p = platform().await.unwrap();
     let ingestion = p
-        .start_ingestion(&["--nats-duplicate-window-secs", "2"])
+        .start_ingestion(&["--nats-duplicate-window", "2s"])
         .await
         .unwrap();
     let worker = p.start_worker(&[]).await.unwrap();
@@ -176,7 +176,12 @@ async fn poison_messages_are_dead_lettered_while_the_rest_of_their_batch_is_stor
     }
 
     let worker = p
-        .start_worker(&["--nats-batch-size", "100", "--batch-linger-ms", "500"])
+        .start_worker(&[
+            "--worker-batch-size",
+            "100",
+            "--worker-batch-linger",
+            "500ms",
+        ])
         .await
         .unwrap();
     p.wait_rows(20).await.unwrap();

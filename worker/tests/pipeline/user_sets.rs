@@ -60,7 +60,7 @@ async fn late_events_are_stored_during_a_compaction_and_added_exactly_once() {
     let ingestion = p.start_ingestion(&[]).await.unwrap();
     // The worker's own compaction rounds never come: this test runs them by hand.
     let worker = p
-        .start_worker(&["--compact-interval-ms", "3600000"])
+        .start_worker(&["--worker-compact-interval", "1h"])
         .await
         .unwrap();
     let db = p.db().await.unwrap();
@@ -191,7 +191,12 @@ async fn incremental_rollups_equal_a_rebuild_from_the_raw_events() {
     // Frequent compaction rounds, so hours are compacted, dirtied by later batches and
     // compacted again while the data arrives.
     let worker = p
-        .start_worker(&["--nats-batch-size", "37", "--compact-interval-ms", "50"])
+        .start_worker(&[
+            "--worker-batch-size",
+            "37",
+            "--worker-compact-interval",
+            "50ms",
+        ])
         .await
         .unwrap();
     // Both sources, every shape, null amounts, out-of-order times and offsets, bucket

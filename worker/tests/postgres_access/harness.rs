@@ -218,7 +218,7 @@ impl Platform {
             format!("{}-worker", self.name),
             "--nats-dlq-stream".into(),
             format!("{}_DLQ", self.name.to_uppercase()),
-            "--compact-interval-ms=200".into(),
+            "--worker-compact-interval=200ms".into(),
         ];
         args.extend(self.stream_args());
         args.extend(extra.iter().map(|s| s.to_string()));

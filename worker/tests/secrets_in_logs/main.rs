@@ -206,7 +206,7 @@ impl Run {
                 self.database_url("leak_worker", &self.secrets.worker_password),
             ),
             ("MIGRATION_DATABASE_URL", self.owner_url()),
-            ("COMPACT_INTERVAL_MS", "200".into()),
+            ("WORKER_COMPACT_INTERVAL", "200ms".into()),
         ]);
         env
     }
@@ -482,7 +482,7 @@ async fn no_password_key_or_signature_appears_in_any_log_line_or_error_message_o
                 run.secrets.webhook_plain, run.secrets.webhook_standard
             ),
         ),
-        ("MAX_BODY_BYTES", MAX_BODY_BYTES.to_string()),
+        ("HTTP_MAX_BODY_BYTES", MAX_BODY_BYTES.to_string()),
     ]);
     let (mut ingestion, ingestion_port) = run.start("ingestion", &ingestion_env);
     let (mut worker, worker_port) = run.start("worker", &run.worker_env());
