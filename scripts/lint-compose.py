@@ -57,7 +57,7 @@ REQUIRED_ENV = {
 # What analytics reads, per its brief, used while analytics/src has no `env = "..."` yet.
 ANALYTICS_FALLBACK_ENV = {
     "HOST", "PORT", "DATABASE_URL", "DATABASE_READ_URL", "DB_POOL_MAX", "DB_POOL_MIN",
-    "ANALYTICS_API_KEY", "RUST_LOG", "LOG_FORMAT", "SHUTDOWN_TIMEOUT_SECS",
+    "ANALYTICS_API_KEY", "RUST_LOG", "LOG_FORMAT", "SHUTDOWN_TIMEOUT",
 }
 
 # Services that must stay scalable (`docker compose up --scale worker=3`).
@@ -105,8 +105,11 @@ class Report:
 
 ENV_ATTR = re.compile(r'\benv\s*=\s*"([A-Z0-9_]+)"')
 STRUCT_BLOCK = re.compile(r"pub struct (\w+)\s*\{(.*?)\n\}", re.DOTALL)
+# `env = "PORT", default_value_t = 3001`, or the default a service gives the shared
+# ServiceArgs' PORT: `mut_arg("port", default_port("3001"))`.
 PORT_DEFAULT = re.compile(
-    r'env\s*=\s*"PORT"\s*,\s*default_value(?:_t)?\s*=\s*"?(\d+)"?', re.DOTALL
+    r'env\s*=\s*"PORT"\s*,\s*default_value(?:_t)?\s*=\s*"?(\d+)"?'
+    r'|default_port\(\s*"?(\d+)"?\s*\)', re.DOTALL
 )
 
 
@@ -143,7 +146,7 @@ def binary_env(root: Path, rep: Report) -> tuple[dict[str, set[str]], dict[str, 
         reads[binary] = names
         m = PORT_DEFAULT.search(text)
         if m:
-            ports[binary] = int(m.group(1))
+            ports[binary] = int(m.group(1) or m.group(2))
     return reads, ports
 
 
