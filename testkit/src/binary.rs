@@ -114,3 +114,39 @@ impl LoggingBinary {
         found.ok().flatten()
     }
 }
+
+/// What `<binary> healthcheck`, the container's health check, answered: its exit code,
+/// stdout and stderr.
+pub type HealthcheckAnswer = (Option<i32>, String, String);
+
+/// Runs `<binary> healthcheck` with only `env` set, until it exits.
+pub async fn healthcheck(
+    binary: impl AsRef<OsStr>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<HealthcheckAnswer> {
+    let out = Command::new(binary)
+        .arg("healthcheck")
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    Ok((out.status.code(), text(&out.stdout), text(&out.stderr)))
+}
+
+/// Panics unless `<binary> healthcheck`, with nothing listening on its `PORT`, exits 1
+/// with one line saying it cannot connect.
+pub async fn assert_healthcheck_fails_when_nothing_listens(binary: impl AsRef<OsStr>) {
+    let port = match crate::free_port() {
+        Ok(port) => port.to_string(),
+        Err(e) => panic!("no free port: {e}"),
+    };
+    let (code, stdout, stderr) = match healthcheck(binary, &[("PORT", &port)]).await {
+        Ok(answer) => answer,
+        Err(e) => panic!("the healthcheck does not run: {e}"),
+    };
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}

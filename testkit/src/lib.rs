@@ -16,7 +16,10 @@ mod postgres;
 mod process;
 mod tls;
 
-pub use binary::{LoggingBinary, TempFile, assert_refused_at_start, run_to_exit};
+pub use binary::{
+    HealthcheckAnswer, LoggingBinary, TempFile, assert_healthcheck_fails_when_nothing_listens,
+    assert_refused_at_start, healthcheck, run_to_exit,
+};
 pub use events::{events, facebook_bottom, facebook_top, generated, tiktok_bottom, tiktok_top};
 pub use nats::{NatsLogin, NatsServer, NkeyUser};
 pub use platform::{

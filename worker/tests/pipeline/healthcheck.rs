@@ -5,17 +5,10 @@ use crate::platform;
 use testkit::{WAIT, eventually};
 
 /// `worker healthcheck` run with only these variables: exit code, stdout, stderr.
-async fn healthcheck(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .arg("healthcheck")
-        .env_clear()
-        .envs(env.iter().copied())
-        .kill_on_drop(true)
-        .output()
+async fn healthcheck(env: &[(&str, &str)]) -> testkit::HealthcheckAnswer {
+    testkit::healthcheck(env!("CARGO_BIN_EXE_worker"), env)
         .await
-        .unwrap();
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -50,9 +43,5 @@ async fn the_healthcheck_subcommand_exits_0_while_ready_and_1_naming_the_databas
 
 #[tokio::test]
 async fn the_healthcheck_subcommand_exits_1_with_one_line_when_nothing_listens() {
-    let port = testkit::free_port().unwrap().to_string();
-    let (code, stdout, stderr) = healthcheck(&[("PORT", &port)]).await;
-    assert_eq!(code, Some(1), "{stdout}{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("cannot connect"), "{stderr}");
+    testkit::assert_healthcheck_fails_when_nothing_listens(env!("CARGO_BIN_EXE_worker")).await;
 }
