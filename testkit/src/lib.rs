@@ -1,9 +1,10 @@
 //! The workspace's test harness: a private nats-server and a private PostgreSQL on free
 //! loopback ports with throw-away data directories, killable and restartable; the
 //! [`Platform`] that starts the services on them (in process from their typed configs,
-//! or the `worker` binary as a process); child processes signalled by PID; a unique name
-//! per test; polling with a deadline instead of sleeps; sample events; the OpenAPI
-//! snapshot assertion.
+//! or the `worker` binary as a process); a service's binary run by its environment
+//! (refused at start, its log read, its `healthcheck`); child processes signalled by PID;
+//! a unique name per test; polling with a deadline instead of sleeps; sample events; the
+//! OpenAPI snapshot assertion.
 //!
 //! Everything a test starts is stopped when the handle drops.
 
