@@ -439,4 +439,33 @@ mod tests {
         let s = Sample::try_parse_from(["s", "--nats-url", "nats://a:1, nats://b:2"]);
         assert!(s.is_ok(), "{s:?}");
     }
+
+    #[derive(Debug, Parser)]
+    #[command(mut_arg("port", default_port("3009")))]
+    struct Service {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    #[test]
+    fn a_service_gives_its_port_default_and_shares_the_rest() -> Result<(), clap::Error> {
+        let parsed = Service::try_parse_from(["service"])?;
+        assert_eq!(
+            parsed.service,
+            ServiceArgs {
+                host: IpAddr::from([0, 0, 0, 0]),
+                port: 3009,
+                shutdown_timeout: Duration::from_secs(30),
+                rust_log: "info".into(),
+                log_format: LogFormat::Json,
+            }
+        );
+        let usage = <Service as clap::CommandFactory>::command()
+            .render_usage()
+            .to_string();
+        assert!(!usage.contains("--port"), "PORT is not required: {usage}");
+        let parsed = Service::try_parse_from(["service", "--shutdown-timeout", "1m30s"])?;
+        assert_eq!(parsed.service.shutdown_timeout, Duration::from_secs(90));
+        Ok(())
+    }
 }
