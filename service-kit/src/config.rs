@@ -169,7 +169,7 @@ pub fn postgres_url(s: &str) -> Result<PostgresUrl, String> {
     // The causes too: "not a valid URL" alone would not say what is wrong.
     crate::db::Target::parse(s)
         .map(|_| PostgresUrl(s.to_owned()))
-        .map_err(|e| crate::db::error_text(&e))
+        .map_err(|e| crate::error::error_text(&e))
 }
 
 /// A PostgreSQL connection string as configured (`DATABASE_URL`, ...). It may hold a

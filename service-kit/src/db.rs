@@ -404,23 +404,6 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// An error and its causes on one line (`a: b: c`), each cause once: a TLS failure's
-/// reason (an unknown issuer, a name the certificate does not cover) is only in a cause,
-/// and readiness and the logs must say it. Connection errors hold no password.
-pub fn error_text(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Opens `min` connections now, so the first requests do not pay for connecting.
 /// Failure is not fatal: the pool reconnects on demand and readiness reports it.
 pub async fn warm(pool: &Pool, min: usize) {
@@ -429,7 +412,7 @@ pub async fn warm(pool: &Pool, min: usize) {
         match pool.get().await {
             Ok(conn) => held.push(conn),
             Err(error) => {
-                let error = error_text(&error);
+                let error = crate::error::error_text(&error);
                 tracing::warn!(%error, "Cannot open database connections yet");
                 break;
             }

@@ -7,6 +7,24 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
+/// An error and its causes on one line (`a: b: c`), each cause once: a TLS failure's
+/// reason (an unknown issuer, a name the certificate does not cover) is only in a cause,
+/// and readiness and the logs must say it. Connection errors hold no password.
+/// Newlines in a message are kept; a caller writing one log line replaces them.
+pub fn error_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// An HTTP error in the shape of `docs/api.md`; it displays as `code: message`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {message}")]

@@ -180,10 +180,10 @@ fn gauge_values(
 pub async fn database_checks(pool: &deadpool_postgres::Pool) -> Vec<Check> {
     let applied = tokio::time::timeout(std::time::Duration::from_secs(2), async {
         // With the causes: a refused TLS handshake says why only there.
-        let client = pool.get().await.map_err(|e| crate::db::error_text(&e))?;
+        let client = pool.get().await.map_err(|e| crate::error::error_text(&e))?;
         crate::schema::applied_version(&client)
             .await
-            .map_err(|e| crate::db::error_text(&e))
+            .map_err(|e| crate::error::error_text(&e))
     })
     .await
     .unwrap_or_else(|_| Err("no answer within 2 s".into()));

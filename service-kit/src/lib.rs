@@ -3,6 +3,7 @@
 //! secrets (fail-closed, `_FILE`, key ids), the database pool, the schema's migration
 //! list, the API error body and per-client rate limits.
 
+pub mod batch;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -18,7 +18,7 @@ pub const END_TO_END_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
-/// Batch-size buckets (events per batch).
+/// Batch-size buckets (events per worker batch, events per ingestion message).
 pub const SIZE_BUCKETS: &[f64] = &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -33,6 +33,12 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("worker_batch_size".into()),
+                        SIZE_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("ingestion_message_events".into()),
                         SIZE_BUCKETS,
                     )
                 })

@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "roles",
         sql: include_str!("../../sql/0011_roles.sql"),
     },
+    Migration {
+        version: 12,
+        name: "partitioned_events",
+        sql: include_str!("../../sql/0012_partitioned_events.sql"),
+    },
 ];
 
 /// The version a current database has.

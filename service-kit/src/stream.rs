@@ -384,7 +384,7 @@ pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Co
 }
 
 /// Why a stream could not be created or verified. The JetStream error is kept as the
-/// source: log it with [`crate::db::error_text`] to show the whole chain.
+/// source: log it with [`crate::error::error_text`] to show the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     #[error("cannot look up stream {stream}")]

@@ -45,10 +45,17 @@ pub async fn run_to_exit(
     env: &[(&str, &str)],
 ) -> anyhow::Result<Output> {
     let mut cmd = Command::new(binary);
-    cmd.env_clear().envs(env.iter().copied()).kill_on_drop(true);
-    match tokio::time::timeout(EXIT_WITHIN, cmd.output()).await {
+    cmd.env_clear().envs(env.iter().copied());
+    output_within(cmd, EXIT_WITHIN).await
+}
+
+/// Runs `cmd` (stdin closed) until it exits and returns its output; kills it and fails if
+/// it runs longer than `within`.
+pub(crate) async fn output_within(mut cmd: Command, within: Duration) -> anyhow::Result<Output> {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    match tokio::time::timeout(within, cmd.output()).await {
         Ok(output) => Ok(output?),
-        Err(_) => anyhow::bail!("the binary did not exit within {EXIT_WITHIN:?}"),
+        Err(_) => anyhow::bail!("the binary did not exit within {within:?}"),
     }
 }
 

@@ -36,14 +36,26 @@ pub fn events(tag: &str, range: Range<usize>) -> Vec<Value> {
 /// `i` happens about `i` seconds after 2026-03-01T00:00:00Z. No duplicates, no invalid
 /// events; ids are UUIDs.
 pub fn generated(seed: u64, n: usize) -> serde_json::Result<Vec<Value>> {
+    generated_late(seed, n, 0.0, time::Duration::seconds(1))
+}
+
+/// As [`generated`], one event every `step`, and a fraction `late` of them (0..=1) up to
+/// 48 hours older than their place in the sequence: late and out of order, as webhooks
+/// retried by an ad platform arrive.
+pub fn generated_late(
+    seed: u64,
+    n: usize,
+    late: f64,
+    step: time::Duration,
+) -> serde_json::Result<Vec<Value>> {
     let mut generator = Generator::new(GeneratorConfig {
         seed,
         duplicates: 0.0,
         invalid: 0.0,
-        out_of_order: 0.0,
+        out_of_order: late,
         clock: EventClock::Virtual {
             start: datetime!(2026-03-01 00:00:00 UTC),
-            step: time::Duration::seconds(1),
+            step,
         },
     });
     let mut batch = Vec::with_capacity(n);

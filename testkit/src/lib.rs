@@ -1,14 +1,17 @@
 //! The workspace's test harness: a private nats-server and a private PostgreSQL on free
 //! loopback ports with throw-away data directories, killable and restartable; the
 //! [`Platform`] that starts the services on them (in process from their typed configs,
-//! or the `worker` binary as a process); a service's binary run by its environment
+//! or the `worker` binary as a process or a command such as `worker migrate`), its
+//! PostgreSQL plain or TLS-only and its database owned by `postgres` or by a
+//! non-superuser owner, reached as any login; a service's binary run by its environment
 //! (refused at start, its log read, its `healthcheck`); child processes signalled by PID;
 //! a unique name per test; polling with a deadline instead of sleeps; sample events; the
-//! OpenAPI snapshot assertion.
+//! OpenAPI snapshot assertion; a headless Chromium for the pages the services serve.
 //!
 //! Everything a test starts is stopped when the handle drops.
 
 mod binary;
+pub mod browser;
 mod events;
 mod nats;
 pub mod openapi;
@@ -21,11 +24,13 @@ pub use binary::{
     HealthcheckAnswer, LoggingBinary, TempFile, assert_healthcheck_fails_when_nothing_listens,
     assert_refused_at_start, healthcheck, run_to_exit,
 };
-pub use events::{events, facebook_bottom, facebook_top, generated, tiktok_bottom, tiktok_top};
+pub use events::{
+    events, facebook_bottom, facebook_top, generated, generated_late, tiktok_bottom, tiktok_top,
+};
 pub use nats::{NatsLogin, NatsServer, NkeyUser};
 pub use platform::{
-    DeadLetter, Names, Platform, PlatformBuilder, Service, Services, WAIT, WorkerLog, parse,
-    rollups,
+    DeadLetter, EVERY_REPORT, Names, Platform, PlatformBuilder, Service, Services, WAIT, WorkerLog,
+    metric_value, parse, rollups,
 };
 pub use postgres::{Postgres, PostgresOptions};
 pub use process::ChildProcess;

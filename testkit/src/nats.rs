@@ -69,7 +69,7 @@ impl NatsServer {
             process: None,
             login: None,
         };
-        server.launch().await?;
+        server.launch_on_free_port().await?;
         Ok(server)
     }
 
@@ -106,7 +106,7 @@ impl NatsServer {
                 users.join("\n    ")
             ),
         )?;
-        server.launch().await?;
+        server.launch_on_free_port().await?;
         Ok(server)
     }
 
@@ -115,6 +115,22 @@ impl NatsServer {
         self.store.path().join("nats-server.conf")
     }
 
+    /// Starts the server on a port of its own, trying another when the one found free was
+    /// taken meanwhile (the server then exits at once).
+    async fn launch_on_free_port(&mut self) -> anyhow::Result<()> {
+        let mut attempts = 0;
+        loop {
+            match self.launch().await {
+                Err(e) if attempts < 4 && e.is::<crate::process::Exited>() => {
+                    attempts += 1;
+                    self.port = crate::free_port()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Starts the server on its port and waits until it accepts connections.
     async fn launch(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(binary());
         cmd.args([
@@ -135,6 +151,15 @@ impl NatsServer {
         let addr = format!("127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(&addr).is_err() {
+            if let Some(status) = self.process.as_mut().and_then(ChildProcess::try_status) {
+                self.process = None;
+                return Err(crate::process::Exited {
+                    name: "nats-server",
+                    port: self.port,
+                    status,
+                }
+                .into());
+            }
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "nats-server did not listen on {addr}"

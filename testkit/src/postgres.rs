@@ -35,6 +35,22 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
+/// A temporary directory that the server's user owns.
+fn owned_tempdir() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix("testkit-pg").tempdir()?;
+    if crate::is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "chown of the PostgreSQL test directory failed"
+        );
+    }
+    Ok(dir)
+}
+
 impl Postgres {
     /// Creates a cluster and starts it.
     pub async fn start() -> anyhow::Result<Postgres> {
@@ -44,7 +60,7 @@ impl Postgres {
     /// Creates a cluster with these binaries, settings and log, and starts it.
     pub async fn start_with(options: PostgresOptions) -> anyhow::Result<Postgres> {
         let mut pg = Postgres::initdb(options)?;
-        pg.launch().await?;
+        pg.launch_on_free_port().await?;
         Ok(pg)
     }
 
@@ -84,23 +100,40 @@ impl Postgres {
              hostnossl all postgres 127.0.0.1/32 trust\n\
              hostssl all all 127.0.0.1/32 trust\n",
         )?;
-        pg.launch().await?;
+        pg.launch_on_free_port().await?;
         Ok(pg)
+    }
+
+    /// A hot standby of this cluster, started: a base backup by `pg_basebackup` (`-R`
+    /// writes the `primary_conninfo` it streams by) on a port of its own, with this
+    /// cluster's options. It replays what the primary writes from then on.
+    pub async fn start_standby(&self) -> anyhow::Result<Postgres> {
+        let dir = owned_tempdir()?;
+        let output = as_postgres(&self.options.bin_dir.join("pg_basebackup"))
+            .args(["-w", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut standby = Postgres {
+            port: crate::free_port()?,
+            dir,
+            process: None,
+            options: self.options.clone(),
+        };
+        standby.launch_on_free_port().await?;
+        Ok(standby)
     }
 
     /// A new cluster in a temporary directory, not started.
     fn initdb(options: PostgresOptions) -> anyhow::Result<Postgres> {
-        let dir = tempfile::Builder::new().prefix("testkit-pg").tempdir()?;
-        if crate::is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()?;
-            anyhow::ensure!(
-                status.success(),
-                "chown of the PostgreSQL test directory failed"
-            );
-        }
+        let dir = owned_tempdir()?;
         let output = as_postgres(&options.bin_dir.join("initdb"))
             .arg("-D")
             .arg(dir.path().join("data"))
@@ -128,6 +161,23 @@ impl Postgres {
         })
     }
 
+    /// Starts the server on a port of its own. A port found free can be taken by another
+    /// process before the server binds it (tests run in parallel, and their connections
+    /// use the same range); the server then exits at once, and a new port is tried.
+    async fn launch_on_free_port(&mut self) -> anyhow::Result<()> {
+        let mut attempts = 0;
+        loop {
+            match self.launch().await {
+                Err(e) if attempts < 4 && e.is::<crate::process::Exited>() => {
+                    attempts += 1;
+                    self.port = crate::free_port()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Starts the server on its port and waits until it accepts connections.
     async fn launch(&mut self) -> anyhow::Result<()> {
         let mut cmd = as_postgres(&self.options.bin_dir.join("postgres"));
         cmd.arg("-D")
@@ -152,6 +202,15 @@ impl Postgres {
         let url = self.url("postgres");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(status) = self.process.as_mut().and_then(ChildProcess::try_status) {
+                self.process = None;
+                return Err(crate::process::Exited {
+                    name: "PostgreSQL",
+                    port: self.port,
+                    status,
+                }
+                .into());
+            }
             match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
@@ -195,6 +254,17 @@ impl Postgres {
         self.dir.path().join("postgres.log")
     }
 
+    /// A client tool of this cluster's PostgreSQL (`pg_dump`, `pg_restore`, `psql`, ...),
+    /// started with `-h 127.0.0.1 -p <port> -U postgres` and no password prompt.
+    pub fn tool(&self, name: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(self.options.bin_dir.join(name));
+        cmd.args(["-w", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// The URL of a database of this cluster.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
@@ -207,6 +277,63 @@ impl Postgres {
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await?;
         Ok(self.url(name))
+    }
+
+    /// Creates a fresh database owned by a new login `owner` that may create roles but is
+    /// no superuser (with `password`, if given); returns its URL as `postgres`.
+    pub async fn create_owned_database(
+        &self,
+        name: &str,
+        owner: &str,
+        password: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let client = self.connect("postgres").await?;
+        let password = password
+            .map(|p| format!(" PASSWORD '{}'", p.replace('\'', "''")))
+            .unwrap_or_default();
+        // Two statements: CREATE DATABASE refuses to run in the implicit transaction of
+        // a multi-statement string.
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE \"{owner}\" LOGIN CREATEROLE{password}"
+            ))
+            .await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\""))
+            .await?;
+        Ok(self.url(name))
+    }
+
+    /// Runs an SQL script with `psql` as `postgres` on `database` (a deployment's own
+    /// script, as an operator runs it); fails if psql fails or writes to stderr.
+    pub async fn run_sql_file(&self, database: &str, script: &Path) -> anyhow::Result<()> {
+        let out = tokio::process::Command::new(self.options.bin_dir.join("psql"))
+            // -w: never prompt for a password (a test must not wait on a terminal).
+            .args([
+                "-X",
+                "-w",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-f")
+            .arg(script)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success() && out.stderr.is_empty(),
+            "psql -f {}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
     }
 
     /// A connected client (its connection task runs in the background).

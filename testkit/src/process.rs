@@ -68,3 +68,13 @@ impl Drop for ChildProcess {
         }
     }
 }
+
+/// A server exited while starting, most often because its port was taken between
+/// [`crate::free_port`] and its bind.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} exited ({status}) while starting on port {port}")]
+pub(crate) struct Exited {
+    pub(crate) name: &'static str,
+    pub(crate) port: u16,
+    pub(crate) status: std::process::ExitStatus,
+}

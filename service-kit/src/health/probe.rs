@@ -148,7 +148,7 @@ pub async fn healthcheck(service: &str, host: IpAddr, port: u16, args: &Healthch
             0
         }
         Err(e) => {
-            eprintln!("{service} healthcheck: {}", crate::db::error_text(&e));
+            eprintln!("{service} healthcheck: {}", crate::error::error_text(&e));
             1
         }
     }

@@ -1,4 +1,5 @@
-//! The platform's database: rows stored, compaction, and the rollups as comparable text.
+//! The platform's database: its URLs and connections by login, rows stored, compaction,
+//! and the rollups as comparable text.
 
 use super::{Platform, WAIT};
 use crate::eventually;
@@ -8,6 +9,39 @@ impl Platform {
     /// A new connection to the database `events`, as the `postgres` superuser.
     pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
         self.pg.connect("events").await
+    }
+
+    /// `postgres://<user>@127.0.0.1:<port>/events<query>`: the database as another login
+    /// (no password), `query` being empty or `?sslmode=...`.
+    pub fn database_url_as(&self, user: &str, query: &str) -> String {
+        format!(
+            "postgres://{user}@127.0.0.1:{}/events{query}",
+            self.pg.port()
+        )
+    }
+
+    /// `?sslmode=verify-full&sslrootcert=<PostgreSQL's certificate>`: the query of a URL
+    /// that checks the server as a deployment should. Fails unless PostgreSQL serves TLS
+    /// ([`PlatformBuilder::postgres_tls`](super::PlatformBuilder::postgres_tls)).
+    pub fn verify_full(&self) -> anyhow::Result<String> {
+        let cert = self
+            .tls
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this platform's PostgreSQL serves no TLS"))?
+            .cert();
+        Ok(format!(
+            "?sslmode=verify-full&sslrootcert={}",
+            cert.display()
+        ))
+    }
+
+    /// A new connection to the database `events` as the login `user`, in plain text (so
+    /// on a plain cluster only) and without a password.
+    pub async fn connect_as(&self, user: &str) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.database_url_as(user, ""), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
     }
 
     /// Rows in `events`, or 0 before the table exists.

@@ -1,6 +1,8 @@
-//! A private platform per test: its own nats-server, PostgreSQL cluster and database,
-//! stream and consumer names; the real services started in this process from their
-//! typed configurations, or the real `worker` binary when a test must kill or signal it.
+//! A private platform per test: its own nats-server, PostgreSQL cluster (plain, or
+//! TLS-only for every role but `postgres`) and database (owned by `postgres`, or by a
+//! non-superuser owner as on a managed PostgreSQL), stream and consumer names; the real
+//! services started in this process from their typed configurations, or the real
+//! `worker` binary when a test must kill or signal it or run an operator's command.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -17,15 +19,17 @@
 
 mod database;
 mod process;
+mod reports;
 mod service;
 mod stream;
 
 pub use database::rollups;
 pub use process::WorkerLog;
+pub use reports::EVERY_REPORT;
 pub use service::{Service, parse};
 pub use stream::DeadLetter;
 
-use crate::{NatsLogin, NatsServer, Postgres, eventually};
+use crate::{NatsLogin, NatsServer, Postgres, SelfSigned, eventually};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,6 +78,10 @@ pub struct Services {
 pub struct PlatformBuilder {
     logins: Option<Vec<NatsLogin>>,
     worker_binary: Option<PathBuf>,
+    tls: bool,
+    owner: Option<String>,
+    owner_password: Option<String>,
+    require_passwords: bool,
 }
 
 impl PlatformBuilder {
@@ -91,6 +99,35 @@ impl PlatformBuilder {
         self
     }
 
+    /// PostgreSQL serving TLS with a new self-signed certificate ([`Platform::tls`]) and
+    /// refusing plain text to every role but `postgres` (see
+    /// [`Postgres::start_with_tls`]).
+    pub fn postgres_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// The database `events` owned by a new login `name` that may create roles but is no
+    /// superuser, like a managed PostgreSQL's admin user: the one `worker migrate` runs as
+    /// in a deployment. Without it `postgres` owns the database.
+    pub fn database_owner(mut self, name: &str) -> Self {
+        self.owner = Some(name.to_owned());
+        self
+    }
+
+    /// The password of the [`database_owner`](Self::database_owner).
+    pub fn database_owner_password(mut self, password: &str) -> Self {
+        self.owner_password = Some(password.to_owned());
+        self
+    }
+
+    /// Every role but `postgres` must give its password (see
+    /// [`Postgres::require_passwords`]).
+    pub fn require_passwords(mut self) -> Self {
+        self.require_passwords = true;
+        self
+    }
+
     /// Starts the servers and creates the database `events`.
     pub async fn start(self) -> anyhow::Result<Platform> {
         service_kit::telemetry::init_for_tests();
@@ -100,11 +137,34 @@ impl PlatformBuilder {
                 None => NatsServer::start().await,
             }
         };
-        let (nats, pg) = tokio::try_join!(nats, Postgres::start())?;
-        let database_url = pg.create_database("events").await?;
+        let tls = self.tls.then(SelfSigned::generate).transpose()?;
+        let pg = async {
+            match &tls {
+                Some(cert) => Postgres::start_with_tls(&cert.cert(), &cert.key()).await,
+                None => Postgres::start().await,
+            }
+        };
+        let (nats, pg) = tokio::try_join!(nats, pg)?;
+        let database_url = match &self.owner {
+            Some(owner) => {
+                pg.create_owned_database("events", owner, self.owner_password.as_deref())
+                    .await?
+            }
+            None => {
+                anyhow::ensure!(
+                    self.owner_password.is_none(),
+                    "a database owner's password without a database owner"
+                );
+                pg.create_database("events").await?
+            }
+        };
+        if self.require_passwords {
+            pg.require_passwords().await?;
+        }
         Ok(Platform {
             nats,
             pg,
+            tls,
             database_url,
             names: Names::new(),
             http: reqwest::Client::new(),
@@ -121,7 +181,10 @@ pub struct Platform {
     pub nats: NatsServer,
     /// The PostgreSQL cluster.
     pub pg: Postgres,
-    /// The URL of the database `events`, as the services get it.
+    /// PostgreSQL's certificate, also the root to trust, when it serves TLS.
+    pub tls: Option<SelfSigned>,
+    /// The URL of the database `events` as `postgres` (plain text even with TLS), as the
+    /// services get it unless told another.
     pub database_url: String,
     /// This test's stream, subject and consumer names.
     pub names: Names,
@@ -156,6 +219,12 @@ impl Platform {
 
     /// The worker's settings as flags, plus `extra` flags.
     pub fn worker_args(&self, extra: &[&str]) -> Vec<String> {
+        self.worker_args_on(&self.database_url, extra)
+    }
+
+    /// As [`Platform::worker_args`], reaching PostgreSQL by `database_url` (another
+    /// login, TLS settings).
+    pub fn worker_args_on(&self, database_url: &str, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             "worker".to_owned(),
             "--host=127.0.0.1".into(),
@@ -165,7 +234,7 @@ impl Platform {
         args.extend(
             [
                 "--database-url",
-                &self.database_url,
+                database_url,
                 "--nats-consumer",
                 &self.names.consumer,
                 "--nats-dlq-stream",
@@ -180,6 +249,15 @@ impl Platform {
     /// The real worker, in this process, with `extra` flags.
     pub async fn start_worker(&self, extra: &[&str]) -> anyhow::Result<Service> {
         Service::worker(parse(self.worker_args(extra))?).await
+    }
+
+    /// The real worker, in this process, reaching PostgreSQL by `database_url`.
+    pub async fn start_worker_on(
+        &self,
+        database_url: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Service> {
+        Service::worker(parse(self.worker_args_on(database_url, extra))?).await
     }
 
     /// The real ingestion service, in this process, with `extra` flags; ready when this
@@ -203,12 +281,22 @@ impl Platform {
     /// The real analytics service, in this process, on the database `events`, with
     /// `extra` flags (its defaults otherwise, the rate limit included).
     pub async fn start_analytics(&self, extra: &[&str]) -> anyhow::Result<Service> {
+        self.start_analytics_on(&self.database_url, extra).await
+    }
+
+    /// The real analytics service, in this process, reaching PostgreSQL by
+    /// `database_url` (another login, TLS settings).
+    pub async fn start_analytics_on(
+        &self,
+        database_url: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Service> {
         let mut args = vec![
             "analytics".to_owned(),
             "--host=127.0.0.1".into(),
             "--port=0".into(),
             "--database-url".into(),
-            self.database_url.clone(),
+            database_url.to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Service::analytics(parse(args)?).await
@@ -238,6 +326,43 @@ impl Platform {
         .await
     }
 
+    /// The value of one series (`name`, or `name{labels}` as exposed) on the `/metrics`
+    /// page of the service on `port`; `None` while the page or the series is absent.
+    pub async fn metric(&self, port: u16, series: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        metric_value(&text, series)
+    }
+
+    /// The readiness probe's answer: its status and JSON body; `None` while it gives
+    /// none.
+    pub async fn readiness(&self, port: u16) -> Option<(u16, Value)> {
+        let url = format!("http://127.0.0.1:{port}/health/readiness");
+        let r = self.http.get(url).send().await.ok()?;
+        Some((r.status().as_u16(), r.json().await.ok()?))
+    }
+
+    /// Waits until the service on `port` is unready (503) with its check `check` failing
+    /// for a reason containing `reason`; returns the reason.
+    pub async fn wait_not_ready(
+        &self,
+        port: u16,
+        check: &str,
+        reason: &str,
+    ) -> anyhow::Result<String> {
+        eventually(&format!("{check} not ready: {reason}"), WAIT, || async {
+            let (status, body) = self.readiness(port).await?;
+            let found = body["checks"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == check)?;
+            let why = found["reason"].as_str().unwrap_or_default();
+            (status == 503 && found["ready"] == false && why.contains(reason))
+                .then(|| why.to_owned())
+        })
+        .await
+    }
+
     /// POSTs events to ingestion; returns the status and the JSON body (`null` if none).
     pub async fn post(&self, port: u16, events: &Value) -> anyhow::Result<(u16, Value)> {
         let r = self
@@ -248,5 +373,27 @@ impl Platform {
             .await?;
         let status = r.status().as_u16();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+/// The value of one series (`name`, or `name{labels}` exactly as exposed) in a Prometheus
+/// text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+
+    #[test]
+    fn a_series_value_is_read_by_its_exact_name() {
+        let text = "# TYPE a_total counter\na_total_more 7\na_total 3\nb{x=\"1\"} +Inf\n";
+        assert_eq!(metric_value(text, "a_total"), Some(3.0));
+        assert_eq!(metric_value(text, "b{x=\"1\"}"), Some(f64::INFINITY));
+        assert_eq!(metric_value(text, "c"), None);
     }
 }

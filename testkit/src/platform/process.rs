@@ -1,10 +1,10 @@
 //! The real `worker` binary as a child process: for tests that kill it with SIGKILL,
 //! signal it, read its log, or run an operator's command.
 
-use super::Platform;
+use super::{Platform, WAIT};
 use crate::ChildProcess;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 /// Where a worker process's log (stderr) goes, and how verbose it is.
 #[derive(Debug, Clone, Copy)]
@@ -73,13 +73,42 @@ impl Platform {
         ChildProcess::spawn("worker", cmd).map(|p| (p, port))
     }
 
+    /// The `worker` binary with these arguments and only these variables (plus `PATH`,
+    /// and a text log at `info` unless `env` says otherwise), run until it exits (at most
+    /// [`WAIT`]). Awaited, not blocking: a worker this test runs in process may hold the
+    /// migration lock the command waits for, and must go on meanwhile.
+    pub async fn run_worker(&self, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Output> {
+        let mut cmd = tokio::process::Command::new(self.worker_binary()?);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .args(args);
+        crate::binary::output_within(cmd, WAIT).await
+    }
+
+    /// `worker migrate`, the deploy step, connecting by `migration_url` (the owner's);
+    /// fails unless it exits 0.
+    pub async fn migrate(&self, migration_url: &str) -> anyhow::Result<()> {
+        let out = self
+            .run_worker(&["migrate"], &[("MIGRATION_DATABASE_URL", migration_url)])
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "worker migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// `worker rebuild-rollups`, the operator's command, on this platform's database.
     pub async fn rebuild_rollups(&self) -> anyhow::Result<()> {
-        let out = tokio::process::Command::new(self.worker_binary()?)
-            .arg("rebuild-rollups")
-            .env("DATABASE_URL", &self.database_url)
-            .env("RUST_LOG", "error")
-            .output()
+        let out = self
+            .run_worker(
+                &["rebuild-rollups"],
+                &[("DATABASE_URL", &self.database_url), ("RUST_LOG", "error")],
+            )
             .await?;
         anyhow::ensure!(
             out.status.success(),

@@ -48,9 +48,7 @@ impl Platform {
         let args =
             parse::<StreamFlags>(["stream".to_owned()].into_iter().chain(self.stream_args()))?
                 .stream;
-        service_kit::stream::ensure_stream(&self.js().await?, &args)
-            .await
-            .map_err(anyhow::Error::msg)
+        Ok(service_kit::stream::ensure_stream(&self.js().await?, &args).await?)
     }
 
     /// Every message of the DLQ stream with its headers (empty if the stream is absent).
