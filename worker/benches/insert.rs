@@ -293,7 +293,10 @@ async fn run_batch(pool: &Pool, cache: &KeyCache, variant: Variant, rows: &[Row]
     let mut client = pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
     let new = match variant {
-        Variant::Copy => store::copy_rows(&tx, "events", rows, &[]).await.unwrap(),
+        Variant::Copy => {
+            store::copy_keys(&tx, "event_keys", rows).await.unwrap();
+            store::copy_rows(&tx, "events", rows, &[]).await.unwrap()
+        }
         Variant::CopyTemp | Variant::CopyTempDrop => {
             let create = if variant == Variant::CopyTemp {
                 format!(
@@ -309,9 +312,14 @@ async fn run_batch(pool: &Pool, cache: &KeyCache, variant: Variant, rows: &[Row]
             };
             tx.batch_execute(&create).await.unwrap();
             store::copy_rows(&tx, table, rows, &[]).await.unwrap();
+            // The dedup is `event_keys` (events is partitioned): keys first, then the
+            // rows whose key is new.
             let insert = format!(
-                "INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM {table} \
-                 ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+                "WITH fresh AS (INSERT INTO event_keys (event_id, event_time) \
+                 SELECT event_id, event_time FROM {table} ON CONFLICT (event_id) DO NOTHING \
+                 RETURNING event_id) \
+                 INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM {table} \
+                 WHERE event_id IN (SELECT event_id FROM fresh) RETURNING event_id"
             );
             // The per-transaction table is a new relation every time: no cached plan.
             let ids = if variant == Variant::CopyTemp {
@@ -369,7 +377,7 @@ async fn run(
 
 async fn reset(client: &tokio_postgres::Client) {
     client
-        .batch_execute("TRUNCATE events; CHECKPOINT")
+        .batch_execute("TRUNCATE events, event_keys; CHECKPOINT")
         .await
         .unwrap();
 }

@@ -25,7 +25,7 @@ use user_sets::store::{build_slot, merge_children};
 use user_sets::{Block, MAX_LEVEL, RAW_SQL, Slot};
 
 /// Arbitrary, fixed key of the compaction lock ("usersets" in ASCII).
-const LOCK_KEY: i64 = 0x7573_6572_7365_7473;
+pub const LOCK_KEY: i64 = 0x7573_6572_7365_7473;
 
 /// Most slots one round (transaction) takes.
 pub const ROUND_SLOTS: i64 = 256;

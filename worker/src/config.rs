@@ -82,6 +82,18 @@ pub struct Config {
     #[arg(long, env = "WORKER_COMPACT_INTERVAL", default_value = "2s",
           value_parser = positive_duration)]
     pub worker_compact_interval: Duration,
+    /// How long PostgreSQL keeps a worker's transaction open while it sends nothing (a
+    /// worker hung mid-batch or mid-compaction) before ending the session: its locks, the
+    /// rows of a batch and the compaction lock, go to the other replicas. As `60s`.
+    #[arg(long, env = "WORKER_IDLE_TRANSACTION_TIMEOUT", default_value = "60s",
+          value_parser = positive_duration)]
+    pub worker_idle_transaction_timeout: Duration,
+    /// Days of raw events kept, counted in whole UTC days before today: older days'
+    /// partitions are dropped (their figures stay in the rollups and per-user sets), and
+    /// an event older than that is dead-lettered as `expired`. Unset or `0`: keep every
+    /// event.
+    #[arg(long, env = "EVENTS_RETENTION_DAYS", default_value = "0")]
+    pub events_retention_days: u32,
     /// Most database connections.
     #[arg(long, env = "DB_POOL_MAX", default_value = "8", value_parser = positive)]
     pub db_pool_max: usize,
@@ -113,6 +125,13 @@ pub enum Command {
 }
 
 impl Config {
+    /// The raw events' retention, if any.
+    pub fn retention(&self) -> Option<crate::partitions::Retention> {
+        (self.events_retention_days > 0).then_some(crate::partitions::Retention {
+            days: self.events_retention_days,
+        })
+    }
+
     /// The connection that may change the schema.
     pub fn migration_url(&self) -> &str {
         self.migration_database_url

@@ -6,20 +6,22 @@
 //! down, shutting down) therefore has no pull outstanding and receives nothing, so an
 //! outage costs no delivery attempts and nothing sits in a client buffer until `ack_wait`.
 
+mod handle;
+mod ledger;
+mod unpack;
+
 use crate::dlq::DeadLetters;
 use crate::gate::DbGate;
-use crate::store::{self, Rejection};
+use crate::store;
 use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use deadpool_postgres::Pool;
 use futures::{FutureExt, StreamExt};
-use service_kit::db::error_text;
-use service_kit::stream::{CORRELATION_HEADER, INGESTED_AT_HEADER};
+use service_kit::error::error_text;
 use service_kit::telemetry::{TARGET, propagation};
-use shared_events::Source;
-use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -35,8 +37,26 @@ pub struct Ctx {
     pub max_deliver: i64,
     /// Users' keys already committed (`store::KeyCache`).
     pub keys: store::KeyCache,
+    /// The events stream's subject prefix: a dead-lettered event of a multi-event message
+    /// keeps the subject a single event of it would have had (`<prefix>.<source>.<type>`).
+    pub subject_prefix: String,
     /// Test failpoint (`WORKER_TEST_PANIC_EVENT_ID`): this message id panics.
     pub panic_event_id: Option<String>,
+    /// Events per message in the latest pull, rounded up (1 until then): a pull asks for
+    /// `WORKER_BATCH_SIZE` events' worth of messages, so multi-event messages do not
+    /// multiply a transaction's size and the memory it holds.
+    pub events_per_message: AtomicUsize,
+    /// `EVENTS_RETENTION_DAYS`: an event older than its horizon is dead-lettered as
+    /// [`EXPIRED`], since its day is dropped or about to be.
+    pub retention: Option<crate::partitions::Retention>,
+}
+
+impl Ctx {
+    /// How many messages the next pull asks for: `batch_size` events at the latest
+    /// pull's events per message, at least one.
+    fn pull_size(&self, batch_size: usize) -> usize {
+        (batch_size / self.events_per_message.load(Ordering::Relaxed).max(1)).max(1)
+    }
 }
 
 /// The `reason` labels of `worker_events_failed_total` (events not stored this time; they
@@ -44,14 +64,18 @@ pub struct Ctx {
 pub const FAILURE_REASONS: [&str; 3] = ["database_unavailable", "dlq_unavailable", "panicked"];
 
 /// The `reason` labels of `worker_events_dlq_total`.
-pub const DLQ_REASONS: [&str; 4] = [
+pub const DLQ_REASONS: [&str; 5] = [
     "undecodable",
     "invalid_event",
+    EXPIRED,
     store::REFUSED_BY_DATABASE,
     MAX_DELIVER_EXCEEDED,
 ];
 
-const MAX_DELIVER_EXCEEDED: &str = "max_deliver_exceeded";
+/// The dead-letter reason of an event older than the retention horizon.
+pub(crate) const EXPIRED: &str = "expired";
+
+pub(crate) const MAX_DELIVER_EXCEEDED: &str = "max_deliver_exceeded";
 
 /// Registers the failure counters at zero, so that `rate()` and alerts see the first
 /// failure, and dashboards show 0 rather than "no data" on a healthy system.
@@ -62,7 +86,11 @@ pub fn register_metrics() {
     for reason in DLQ_REASONS {
         metrics::counter!("worker_events_dlq_total", "reason" => reason).increment(0);
     }
+    for encoding in unpack::ENCODINGS {
+        metrics::counter!("worker_messages_received_total", "encoding" => encoding).increment(0);
+    }
     metrics::counter!(crate::compactor::ERRORS).increment(0);
+    metrics::counter!(crate::partitions::ERRORS).increment(0);
 }
 
 /// The consumer's settings.
@@ -183,7 +211,13 @@ pub async fn run(
             },
         };
 
-        match fetch(&current, settings.batch_size, settings.linger).await {
+        match fetch(
+            &current,
+            ctx.pull_size(settings.batch_size),
+            settings.linger,
+        )
+        .await
+        {
             Ok(batch) if batch.is_empty() => {
                 drop(permit);
                 // Watchdog: an empty pull while the consumer reports pending messages, for
@@ -215,8 +249,7 @@ pub async fn run(
             Ok(batch) => {
                 last_message = Instant::now();
                 backoff = Duration::from_millis(100);
-                metrics::counter!("worker_events_received_total").increment(batch.len() as u64);
-                tasks.spawn(process(ctx.clone(), batch, permit));
+                tasks.spawn(process(ctx.clone(), batch, settings.batch_size, permit));
             }
             Err(error) => {
                 drop(permit);
@@ -310,39 +343,116 @@ fn retry_delay(delivered: i64) -> Duration {
     Duration::from_secs(1 << exp).min(Duration::from_secs(30))
 }
 
-/// Decodes, inserts, acks and dead-letters one batch, within its `batch` span.
+/// Decodes, inserts, acks and dead-letters one pull, within its `batch` span, in
+/// transactions of at most `batch_size` events.
 ///
 /// Nothing reachable from a message should panic; if something does, the panic is caught
 /// here rather than losing the task's messages until `ack_wait`. What the batch did before
 /// is unknown, so each message is processed again alone (a row stored or a message acked
 /// already is deduplicated): its batch-mates go on, and only a message that panics alone
 /// is nak'd, to be dead-lettered after `NATS_MAX_DELIVER` deliveries.
-async fn process(ctx: Arc<Ctx>, messages: Vec<jetstream::Message>, _permit: OwnedSemaphorePermit) {
-    let span = batch_span(&messages);
-    let Err(panic) = caught(process_batch(&ctx, &messages).instrument(span.clone())).await else {
+async fn process(
+    ctx: Arc<Ctx>,
+    messages: Vec<jetstream::Message>,
+    batch_size: usize,
+    _permit: OwnedSemaphorePermit,
+) {
+    let unpacked: Vec<unpack::Unpacked<'_>> = messages.iter().map(unpack::unpack).collect();
+    count_received(&ctx, &messages, &unpacked);
+    let span = batch_span(&unpacked);
+    let mut start = 0;
+    for end in transaction_ends(unpacked.iter().map(unpack::Unpacked::len), batch_size) {
+        let (chunk, events) = (&messages[start..end], &unpacked[start..end]);
+        process_transaction(&ctx, chunk, events, &span).await;
+        start = end;
+    }
+}
+
+/// Where a pull is cut into transactions of at most `batch_size` events, whole messages
+/// each (a message holding more stands alone): the pull before may have held fewer events
+/// per message than this one, so it may have asked for too many.
+fn transaction_ends(events: impl IntoIterator<Item = usize>, batch_size: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let (mut i, mut open) = (0, 0);
+    for n in events {
+        if open > 0 && open + n > batch_size {
+            ends.push(i);
+            open = 0;
+        }
+        open += n;
+        i += 1;
+    }
+    if i > 0 {
+        ends.push(i);
+    }
+    ends
+}
+
+/// One transaction's messages; a panic is caught and its messages tried one by one.
+async fn process_transaction(
+    ctx: &Ctx,
+    messages: &[jetstream::Message],
+    unpacked: &[unpack::Unpacked<'_>],
+    span: &tracing::Span,
+) {
+    let Err(panic) =
+        caught(handle::process_batch(ctx, messages, unpacked).instrument(span.clone())).await
+    else {
         return;
     };
     tracing::error!(
         panic = %panic.message,
-        events = messages.len(),
+        messages = messages.len(),
         "Batch processing panicked; processing its messages one by one"
     );
-    for m in &messages {
+    for (m, events) in messages.iter().zip(unpacked) {
         let one = std::slice::from_ref(m);
-        if let Err(panic) = caught(process_batch(&ctx, one).instrument(span.clone())).await {
-            metrics::counter!("worker_events_failed_total", "reason" => "panicked").increment(1);
+        let work = handle::process_batch(ctx, one, std::slice::from_ref(events));
+        if let Err(panic) = caught(work.instrument(span.clone())).await {
+            metrics::counter!("worker_events_failed_total", "reason" => "panicked")
+                .increment(events.len() as u64);
+            let correlation_ids: std::collections::BTreeSet<&str> = match events {
+                unpack::Unpacked::Events(events) => {
+                    events.iter().map(|e| e.correlation_id.as_ref()).collect()
+                }
+                unpack::Unpacked::Unreadable(_) => Default::default(),
+            };
             tracing::error!(
                 panic = %panic.message,
-                correlation_id = header(m, CORRELATION_HEADER).unwrap_or(""),
-                event_id = header(m, NATS_MESSAGE_ID).unwrap_or(""),
+                ?correlation_ids,
+                message_id = header(m, NATS_MESSAGE_ID).unwrap_or(""),
                 subject = %m.subject,
-                "Event panicked the worker; it will be redelivered"
+                "Message panicked the worker; it will be redelivered"
             );
             let _ = m
                 .ack_with(AckKind::Nak(Some(retry_delay(delivered(m)))))
                 .await;
         }
     }
+}
+
+/// Counts what a pull delivered: messages by encoding, and the events they hold (an
+/// unreadable message counts as one, as its dead letter does); sizes the next pull.
+fn count_received(ctx: &Ctx, messages: &[jetstream::Message], unpacked: &[unpack::Unpacked<'_>]) {
+    let mut by_encoding = [0u64; unpack::ENCODINGS.len()];
+    for m in messages {
+        let encoding = unpack::encoding(m.headers.as_ref());
+        if let Some(i) = unpack::ENCODINGS.iter().position(|e| *e == encoding) {
+            by_encoding[i] += 1;
+        }
+    }
+    for (encoding, n) in unpack::ENCODINGS.iter().zip(by_encoding) {
+        if n > 0 {
+            metrics::counter!("worker_messages_received_total", "encoding" => *encoding)
+                .increment(n);
+        }
+    }
+    let events: usize = unpacked.iter().map(unpack::Unpacked::len).sum();
+    metrics::counter!("worker_events_received_total").increment(events as u64);
+    ctx.events_per_message.store(
+        events.div_ceil(messages.len().max(1)).max(1),
+        Ordering::Relaxed,
+    );
 }
 
 /// A panic caught while processing messages. A panic's payload is text (or nothing),
@@ -368,176 +478,44 @@ async fn caught(work: impl std::future::Future<Output = ()>) -> Result<(), Panic
 }
 
 /// The batch's span, for trace export only (disabled, and free, when export is off): the
-/// child of the trace its messages carry when they all carry the same one (a batch from
+/// child of the trace its events carry when they all carry the same one (a batch from
 /// one request), else a trace of its own linked to each.
-fn batch_span(messages: &[jetstream::Message]) -> tracing::Span {
+fn batch_span(unpacked: &[unpack::Unpacked<'_>]) -> tracing::Span {
     let span = tracing::info_span!(
         target: TARGET,
         "batch",
         otel.kind = "consumer",
         messaging.system = "nats",
         messaging.operation.type = "process",
-        messaging.batch.message_count = messages.len(),
+        messaging.batch.message_count = unpacked.len(),
         otel.status_code = tracing::field::Empty,
     );
-    propagation::follow_messages(&span, messages.iter().map(|m| m.headers.as_ref()));
+    if !span.is_disabled() {
+        let traces: Vec<_> = unpacked
+            .iter()
+            .filter_map(|u| match u {
+                unpack::Unpacked::Events(events) => Some(events),
+                unpack::Unpacked::Unreadable(_) => None,
+            })
+            .flatten()
+            .map(unpack::Event::trace_headers)
+            .collect();
+        propagation::follow_messages(&span, traces.iter().map(Option::as_ref));
+    }
     span
-}
-
-async fn process_batch(ctx: &Ctx, messages: &[jetstream::Message]) {
-    let started = Instant::now();
-    metrics::histogram!("worker_batch_size").record(messages.len() as f64);
-
-    let mut rows = Vec::with_capacity(messages.len());
-    let mut row_message = Vec::with_capacity(messages.len());
-    let mut dead: Vec<(usize, Rejection)> = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        let attempts = delivered(m);
-        if attempts > ctx.max_deliver {
-            dead.push((
-                i,
-                Rejection::new(
-                    MAX_DELIVER_EXCEEDED,
-                    format!("delivered {attempts} times without being stored"),
-                ),
-            ));
-            continue;
-        }
-        if let Some(id) = &ctx.panic_event_id
-            && header(m, NATS_MESSAGE_ID) == Some(id.as_str())
-        {
-            panic!("test failpoint: message {id}");
-        }
-        let ingested_at = header(m, INGESTED_AT_HEADER)
-            .and_then(|v| v.parse::<i128>().ok())
-            .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(n).ok());
-        match store::decode(&m.payload, ingested_at) {
-            Ok(row) => {
-                rows.push(row);
-                row_message.push(i);
-            }
-            Err(rejection) => dead.push((i, rejection)),
-        }
-    }
-
-    match store::insert_batch(&ctx.pool, &ctx.keys, &rows).await {
-        Ok(outcome) => {
-            let committed = time::OffsetDateTime::now_utc();
-            let refused: HashSet<usize> = outcome.rejected.iter().map(|(k, _)| *k).collect();
-            tracing::debug!(
-                events = rows.len() - refused.len(),
-                correlation_ids = ?(0..rows.len())
-                    .filter(|k| !refused.contains(k))
-                    .filter_map(|k| header(&messages[row_message[k]], CORRELATION_HEADER))
-                    .collect::<std::collections::BTreeSet<_>>(),
-                "Batch committed"
-            );
-            let mut duplicates = 0u64;
-            let mut processed = [0u64; Source::ALL.len()];
-            // Looked up once per batch, not once per event.
-            let latency = metrics::histogram!("worker_event_latency_seconds");
-            for (k, row) in rows.iter().enumerate() {
-                if refused.contains(&k) {
-                    continue;
-                }
-                if outcome.inserted[k] {
-                    processed[row.source as usize] += 1;
-                    if let Some(at) = row.ingested_at {
-                        latency.record((committed - at).as_seconds_f64().max(0.0));
-                    }
-                } else {
-                    duplicates += 1;
-                }
-                // After the commit: a lost ack only means a redelivery, which the
-                // unique key turns into a duplicate.
-                if let Err(error) = messages[row_message[k]].ack().await {
-                    tracing::warn!(error = %error_text(&*error), event_id = %row.event_id, "Ack failed; the event will be redelivered and deduplicated");
-                }
-            }
-            for source in Source::ALL {
-                metrics::counter!("worker_events_processed_total", "source" => source.as_str())
-                    .increment(processed[source as usize]);
-            }
-            metrics::counter!("worker_events_duplicate_total").increment(duplicates);
-            for (k, rejection) in outcome.rejected {
-                dead.push((row_message[k], rejection));
-            }
-        }
-        Err(error) => {
-            tracing::Span::current().record("otel.status_code", "ERROR");
-            let error = error_text(&error);
-            ctx.gate.close(&error);
-            metrics::counter!("worker_events_failed_total", "reason" => "database_unavailable")
-                .increment(rows.len() as u64);
-            tracing::warn!(%error, events = rows.len(), "Batch not stored; will be redelivered");
-            for &i in &row_message {
-                let m = &messages[i];
-                let _ = m
-                    .ack_with(AckKind::Nak(Some(retry_delay(delivered(m)))))
-                    .await;
-            }
-        }
-    }
-
-    for (i, rejection) in dead {
-        dead_letter(ctx, &messages[i], rejection).await;
-    }
-    metrics::histogram!("worker_batch_duration_seconds").record(started.elapsed().as_secs_f64());
-}
-
-async fn dead_letter(ctx: &Ctx, m: &jetstream::Message, rejection: Rejection) {
-    let correlation_id = header(m, CORRELATION_HEADER).unwrap_or("");
-    let event_id = header(m, NATS_MESSAGE_ID).unwrap_or("");
-    // A child of the batch span, linked to the message's own trace. The dead letter keeps
-    // the message's headers, `traceparent` included: it stays in the event's trace.
-    let span = tracing::info_span!(
-        target: TARGET,
-        "dlq publish",
-        otel.kind = "producer",
-        messaging.system = "nats",
-        messaging.operation.type = "send",
-        reason = rejection.reason,
-        otel.status_code = tracing::field::Empty,
-    );
-    propagation::link_message(&span, m.headers.as_ref());
-    let published = ctx
-        .dlq
-        .publish(m, &rejection)
-        .instrument(span.clone())
-        .await;
-    if published.is_err() {
-        span.record("otel.status_code", "ERROR");
-    }
-    match published {
-        Ok(()) => {
-            metrics::counter!("worker_events_dlq_total", "reason" => rejection.reason).increment(1);
-            tracing::warn!(
-                correlation_id,
-                event_id,
-                subject = %m.subject,
-                reason = rejection.reason,
-                detail = %rejection.detail,
-                "Event dead-lettered"
-            );
-            if let Err(error) = m.ack_with(AckKind::Term).await {
-                tracing::warn!(error = %error_text(&*error), correlation_id, "Term failed; the DLQ deduplicates the redelivery");
-            }
-        }
-        Err(error) => {
-            metrics::counter!("worker_events_failed_total", "reason" => "dlq_unavailable")
-                .increment(1);
-            let error = error_text(&error);
-            tracing::error!(%error, correlation_id, event_id, "Cannot dead-letter; will retry");
-            let _ = m
-                .ack_with(AckKind::Nak(Some(retry_delay(delivered(m)))))
-                .await;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pull_is_cut_into_transactions_of_whole_messages_within_the_batch_size() {
+        assert_eq!(transaction_ends([1; 5], 1000), [5]);
+        assert_eq!(transaction_ends([100, 100, 100, 1, 1], 250), [2, 5]);
+        assert_eq!(transaction_ends([300, 100, 400, 1], 250), [1, 2, 3, 4]);
+        assert_eq!(transaction_ends([], 10), Vec::<usize>::new());
+    }
 
     #[test]
     fn retry_delay_doubles_up_to_thirty_seconds() {

@@ -1,6 +1,6 @@
 //! The worker: a durable JetStream pull consumer that stores events in PostgreSQL
-//! exactly once (batch insert, `ON CONFLICT (event_id) DO NOTHING`, ack only after the
-//! commit) and dead-letters what can never be stored.
+//! exactly once (batch insert deduplicated by event id, ack only after the commit),
+//! dead-letters what can never be stored, and keeps the daily partitions of `events`.
 
 pub mod compact;
 pub mod compactor;
@@ -9,6 +9,7 @@ mod consumer;
 pub mod dlq;
 mod gate;
 pub mod migrate;
+pub mod partitions;
 mod rollup;
 mod startup;
 pub mod store;

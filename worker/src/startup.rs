@@ -1,21 +1,22 @@
 //! Building the worker and running it: migrations under the advisory lock, the streams,
 //! the consumer, the health/metrics endpoint, and a bounded graceful shutdown.
 
-use crate::compactor;
 use crate::config::Config;
 use crate::consumer::{self, Ctx, Settings};
 use crate::dlq::DeadLetters;
 use crate::gate::DbGate;
 use crate::migrate;
+use crate::{compactor, partitions};
 use anyhow::Context;
 use axum::Router;
 use deadpool_postgres::Pool;
-use service_kit::db::{Target, error_text};
+use service_kit::db::Target;
+use service_kit::error::error_text;
 use service_kit::health::{self, Check, Readiness};
 use service_kit::{schema, stream};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -56,8 +57,18 @@ impl Progress {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let metrics = service_kit::metrics::install();
     consumer::register_metrics();
+    // A hung worker (stopped, swapped out) must not hold its locks for good: the rows of
+    // a batch it was inserting block every replica storing the same events again, and the
+    // compaction lock the others' compaction. PostgreSQL ends its idle transaction.
+    let idle = (
+        "idle_in_transaction_session_timeout",
+        config
+            .worker_idle_transaction_timeout
+            .as_millis()
+            .to_string(),
+    );
     let pool = Target::parse(&config.database_url)
-        .and_then(|target| target.pool(config.db_pool_max, &[]))
+        .and_then(|target| target.pool(config.db_pool_max, &[idle]))
         .context("DATABASE_URL")?;
     let migration = config
         .migration_database_url
@@ -84,11 +95,15 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let ctx = Arc::new(Ctx {
         pool: pool.clone(),
         dlq: DeadLetters::new(js.clone(), config.nats_dlq_stream.clone())
-            .with_max_age(config.nats_dlq_max_age),
+            .with_max_age(config.nats_dlq_max_age)
+            .with_replicas(config.stream.nats_stream_replicas),
         gate,
         max_deliver: config.nats_max_deliver as i64,
+        subject_prefix: config.stream.nats_subject_prefix.clone(),
         panic_event_id: config.test_panic_event_id.clone(),
         keys: Default::default(),
+        events_per_message: AtomicUsize::new(1),
+        retention: config.retention(),
     });
     let supervisor = tokio::spawn(supervise(
         config.clone(),
@@ -230,6 +245,15 @@ async fn supervise(
         move || compactor::run(pool.clone(), interval, compactor_stop.clone()),
         stop.clone(),
     ));
+    // Before consuming, so that the days' partitions are there for the first events (a
+    // failure is logged and retried; events land in the default partition meanwhile).
+    let prepared = partitions::pass(&ctx.pool, config.retention()).await;
+    let partitions = tokio::spawn(partitions::run(
+        ctx.pool.clone(),
+        config.retention(),
+        prepared,
+        stop.clone(),
+    ));
 
     let streams = retry("Streams", &mut stop, || async {
         stream::ensure_stream(&js, &config.stream).await?;
@@ -238,12 +262,12 @@ async fn supervise(
             .await
     });
     if streams.await.is_none() {
-        let _ = compactor.await;
+        let _ = tokio::join!(compactor, partitions);
         return;
     }
     progress.consuming.store(true, Ordering::Relaxed);
     consumer::run(js, settings, ctx, stop).await;
-    let _ = compactor.await;
+    let _ = tokio::join!(compactor, partitions);
 }
 
 /// Why the schema is not current yet: the supervisor retries, readiness's `schema` check

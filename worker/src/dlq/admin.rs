@@ -14,7 +14,7 @@ use std::time::Duration;
 pub enum DlqCommand {
     /// List dead letters, oldest first: sequence, when, reason, detail, event id, subject.
     List {
-        /// Only dead letters with this reason (`undecodable`, `invalid_event`,
+        /// Only dead letters with this reason (`undecodable`, `invalid_event`, `expired`,
         /// `refused_by_database`, `max_deliver_exceeded`).
         #[arg(long)]
         reason: Option<String>,
@@ -83,25 +83,13 @@ pub async fn main(config: &Config, command: &DlqCommand) -> i32 {
         // `worker dlq list | head`: the reader has all it wanted.
         Err(DlqError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
-            eprintln!("worker dlq: {}", one_line(&e));
+            eprintln!(
+                "worker dlq: {}",
+                service_kit::error::error_text(&e).replace(['\n', '\r'], " ")
+            );
             1
         }
     }
-}
-
-/// The error and its sources on one line, without repeating a source that an error's own
-/// message already quotes.
-fn one_line(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let message = e.to_string();
-        if !line.contains(&message) {
-            line = format!("{line}: {message}");
-        }
-        source = e.source();
-    }
-    line.replace(['\n', '\r'], " ")
 }
 
 async fn run(queue: &Queue, command: &DlqCommand, out: &mut dyn Write) -> Result<(), DlqError> {

@@ -49,9 +49,9 @@ impl ToSql for Jsonb<'_> {
 }
 
 /// Loads rows with binary `COPY` into `table` (`events` or a table like it), with no
-/// conflict handling (a duplicate fails it) and no rollup maintenance: the insert path's
-/// first attempt, the ceiling the benchmarks compare the worker's path with, and the
-/// loader of their large data sets (run `rebuild_rollups()` afterwards). `keys` are the rows' user keys ([`user_keys`]), or empty: the column is
+/// dedup (see [`copy_keys`]) and no rollup maintenance: the insert path's first attempt,
+/// the ceiling the benchmarks compare the worker's path with, and the loader of their
+/// large data sets (with their keys; run `rebuild_rollups()` afterwards). `keys` are the rows' user keys ([`user_keys`]), or empty: the column is
 /// then left out (NULL in `events`, which readers look up; a table like it may lack it).
 /// Returns the rows copied.
 pub async fn copy_rows(
@@ -88,6 +88,28 @@ pub async fn copy_rows(
             &key,
         ];
         writer.as_mut().write(&values[..types.len()]).await?;
+    }
+    writer.as_mut().finish().await
+}
+
+/// Loads the rows' dedup keys (id and event time) with binary `COPY` into `table`
+/// (`event_keys` or a table like it): fails on an id stored before or repeated in `rows`,
+/// which sends the insert path's batch to `INSERT ... ON CONFLICT`. A loader of events
+/// loads their keys with them, or the dedup would not know them.
+pub async fn copy_keys(
+    client: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    rows: &[Row],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client
+        .copy_in(&format!(
+            "COPY {table} (event_id, event_time) FROM STDIN BINARY"
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES[..2]);
+    let mut writer = std::pin::pin!(writer);
+    for r in rows {
+        writer.as_mut().write(&[&r.event_id, &r.event_time]).await?;
     }
     writer.as_mut().finish().await
 }

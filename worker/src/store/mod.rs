@@ -3,10 +3,12 @@
 //!
 //! A batch's first attempt is the cheapest: its distinct users get their keys
 //! ([`user_keys`]: from the [`KeyCache`] of committed keys, the rest from one statement),
-//! one binary `COPY` stores every row, and the rollups (`rollup.rs`) add them, all in one
-//! transaction. A duplicate (a redelivery, a resend past JetStream's window) fails the
-//! `COPY`; the second attempt is `INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING`,
-//! whose `RETURNING` says which rows are new, so only those are counted.
+//! one binary `COPY` stores every event id in `event_keys` (the dedup: `events` is
+//! partitioned by time and cannot hold a unique index on the id), another stores every
+//! row, and the rollups (`rollup.rs`) add them, all in one transaction. A duplicate (a
+//! redelivery, a resend past JetStream's window) fails the first `COPY`; the second
+//! attempt inserts the keys with `ON CONFLICT (event_id) DO NOTHING RETURNING` and only
+//! the rows whose key came back, so only those are counted.
 //!
 //! A row can be refused by any statement of the transaction: its user's key, its own
 //! insert, a rollup or the per-user-set lists. The error's SQLSTATE says whose fault it is
@@ -21,7 +23,7 @@ mod copy;
 mod decode;
 mod keys;
 
-pub use copy::copy_rows;
+pub use copy::{copy_keys, copy_rows};
 pub use decode::decode;
 pub use keys::{KeyCache, UserKeys, user_keys};
 
@@ -177,15 +179,26 @@ impl From<WriteError> for Transient {
     }
 }
 
+/// The slow path's write: the keys first (`event_keys` is the dedup: a conflict there means
+/// the event is stored already, whatever its time), then the rows whose key is new. A
+/// repeated id inside the batch counts once, by its first occurrence.
 const INSERT_SQL: &str = "\
+WITH r AS (
+    SELECT DISTINCT ON (id) *
+    FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[],
+                $12::numeric[], $13::int4[])
+         WITH ORDINALITY AS r(id, t, s, f, e, u, d, x, i, c, k, rv, uk, n)
+    ORDER BY id, n
+), fresh AS (
+    INSERT INTO event_keys (event_id, event_time) SELECT id, t FROM r
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+)
 INSERT INTO events (event_id, event_time, source, funnel_stage, event_type, user_id, data, extra,
                     ingested_at, country, campaign_id, revenue, user_key)
-SELECT id, t, s, f, e, u, d::jsonb, x::jsonb, i, c, k, r, uk
-FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], $12::numeric[],
-            $13::int4[])
-     AS r(id, t, s, f, e, u, d, x, i, c, k, r, uk)
-ON CONFLICT (event_id) DO NOTHING
+SELECT id, t, s, f, e, u, d::jsonb, x::jsonb, i, c, k, rv, uk
+FROM r JOIN fresh ON fresh.event_id = r.id
 RETURNING event_id";
 
 /// Inserts a batch in one transaction. A row the database refuses is isolated by
@@ -231,7 +244,7 @@ pub async fn insert_batch(
 /// How an attempt writes the events themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Write {
-    /// Binary `COPY`: fails on a stored id.
+    /// Binary `COPY` of the keys, then of the rows: fails on a stored id.
     Copy,
     /// `INSERT ... ON CONFLICT DO NOTHING RETURNING`.
     Insert,
@@ -315,6 +328,7 @@ async fn write_rows(
     } = user_keys(client, cache, rows).await?;
     let inserted = match write {
         Write::Copy => {
+            copy_keys(client, "event_keys", rows).await?;
             copy_rows(client, "events", rows, &keys).await?;
             vec![true; rows.len()]
         }

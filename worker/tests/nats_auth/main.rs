@@ -9,8 +9,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 use testkit::{
-    ChildProcess, NatsLogin, NkeyUser, Platform, Service, WAIT, WorkerLog, events, eventually,
-    generated,
+    ChildProcess, NatsLogin, NkeyUser, Platform, Service, WAIT, WorkerLog, events, generated,
 };
 
 /// A password no other text of a test contains, so finding it in a log means a leak.
@@ -72,31 +71,11 @@ fn start_worker_binary(
     .unwrap()
 }
 
-/// The readiness answer: status code and body.
-async fn readiness(p: &Platform, port: u16) -> Option<(u16, Value)> {
-    let r = p
-        .http
-        .get(format!("http://127.0.0.1:{port}/health/readiness"))
-        .send()
-        .await
-        .ok()?;
-    Some((r.status().as_u16(), r.json().await.ok()?))
-}
-
-/// The reason of the failing `nats` check, once readiness shows one.
+/// The reason of the failing `nats` check, once readiness shows one about authorization.
 async fn nats_failure(p: &Platform, port: u16) -> String {
-    eventually("a failing nats check with a reason", WAIT, || async {
-        let (status, body) = readiness(p, port).await?;
-        let nats = body["checks"]
-            .as_array()?
-            .iter()
-            .find(|c| c["name"] == "nats")?;
-        let reason = nats["reason"].as_str()?;
-        (status == 503 && nats["ready"] == false && reason.contains("authorization"))
-            .then(|| reason.to_owned())
-    })
-    .await
-    .unwrap()
+    p.wait_not_ready(port, "nats", "authorization")
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -215,7 +194,7 @@ async fn a_worker_with_a_wrong_password_keeps_running_unready_and_never_logs_a_p
     // Still there after several retries: the client keeps trying, the process stays.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(refused.try_status().is_none(), "the worker exited");
-    let (status, _) = readiness(&p, refused_port).await.unwrap();
+    let (status, _) = p.readiness(refused_port).await.unwrap();
     assert_eq!(status, 503);
     refused.signal("TERM").unwrap();
     let exit = refused.wait_exit(WAIT).await.unwrap();
@@ -265,7 +244,7 @@ async fn ingestion_with_a_wrong_password_stays_up_unready_and_answers_posts_503(
         "the password leaked into the answer: {reply}"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (status, _) = readiness(&p, ingestion.port).await.unwrap();
+    let (status, _) = p.readiness(ingestion.port).await.unwrap();
     assert_eq!(status, 503, "still up, still unready");
     stop(ingestion).await;
 }

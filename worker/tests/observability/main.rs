@@ -33,6 +33,7 @@ const RUNTIME_METRICS: &[(&str, &[&str])] = &[
     ("ingestion_events_rejected_total", &["reason"]),
     ("ingestion_events_failed_total", &["reason"]),
     ("worker_events_received_total", &[]),
+    ("worker_messages_received_total", &["encoding"]),
     ("worker_events_processed_total", &["source"]),
     ("worker_events_duplicate_total", &[]),
     ("worker_events_failed_total", &["reason"]),
@@ -43,6 +44,7 @@ const RUNTIME_METRICS: &[(&str, &[&str])] = &[
     ("worker_consumer_ack_pending_messages", &[]),
     ("worker_event_latency_seconds", &[]),
     ("analytics_query_duration_seconds", &["report"]),
+    ("analytics_replica_lag_seconds", &[]),
     ("db_pool_connections", &["service", "state"]),
 ];
 
@@ -224,8 +226,9 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
 
     let p = platform().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // A small stream so one request can find it full (ingestion_events_failed_total).
-    let limit = "50";
+    // A stream of one message, so one request can find it full
+    // (ingestion_events_failed_total): the 50 events below travel as one message.
+    let limit = "1";
     let ingestion = p
         .start_ingestion(&["--nats-stream-max-msgs", limit])
         .await
@@ -269,7 +272,10 @@ async fn every_dashboard_panel_and_rule_returns_data_from_live_services() {
 
     let worker_log = dir.path().join("worker.log");
     let (_worker, worker_port) =
-        start_worker_process(&p, &[("NATS_STREAM_MAX_MSGS", limit)], "warn", &worker_log).unwrap();
+        // The worker raises the limit as it applies its stream settings: room for the
+        // messages below, published while others still wait for it.
+        start_worker_process(&p, &[("NATS_STREAM_MAX_MSGS", "1000")], "warn", &worker_log)
+            .unwrap();
     p.wait_ready(worker_port).await.unwrap();
     let ports = BTreeMap::from([
         ("ingestion", ingestion.port),

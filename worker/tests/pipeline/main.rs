@@ -4,11 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod encodings;
 mod failures;
 mod healthcheck;
 mod lifecycle;
+mod many_workers;
 mod outages;
 mod refusals;
+mod retention;
 mod storage;
 mod user_sets;
 

@@ -208,9 +208,10 @@ async fn nats_killed_during_ingestion_gives_503_and_everything_acknowledged_is_s
 async fn a_full_stream_refuses_new_events_with_503_and_loses_nothing_stored() {
     let p = platform().await.unwrap();
     let ingestion = p
-        .start_ingestion(&["--nats-stream-max-msgs", "50"])
+        .start_ingestion(&["--nats-stream-max-msgs", "1"])
         .await
         .unwrap();
+    // The limit counts messages: 50 events of one request fill the one message allowed.
     let all = events("full", 0..60);
     let (status, _) = p
         .post(ingestion.port, &Value::Array(all[..50].to_vec()))
@@ -222,13 +223,13 @@ async fn a_full_stream_refuses_new_events_with_503_and_loses_nothing_stored() {
     assert_eq!(body["error"]["code"], "unavailable");
     assert_eq!(
         p.stream_messages().await.unwrap(),
-        50,
-        "the oldest events were not dropped"
+        1,
+        "the oldest message was not dropped"
     );
 
     // Once workers catch up the space is freed and the producer's retry succeeds.
     let worker = p
-        .start_worker(&["--nats-stream-max-msgs", "50"])
+        .start_worker(&["--nats-stream-max-msgs", "1"])
         .await
         .unwrap();
     p.wait_rows(50).await.unwrap();

@@ -396,20 +396,8 @@ async fn a_slot_whose_sets_the_database_refuses_stays_dirty_while_the_others_are
     })
     .await
     .unwrap();
-    let text = p
-        .http
-        .get(format!("http://127.0.0.1:{}/metrics", worker.port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let errors = text
-        .lines()
-        .find_map(|l| l.strip_prefix("worker_compactor_errors_total "))
-        .and_then(|v| v.parse::<f64>().ok());
-    assert!(errors.is_some_and(|n| n >= 1.0), "{text}");
+    let errors = p.metric(worker.port, "worker_compactor_errors_total").await;
+    assert!(errors.is_some_and(|n| n >= 1.0), "{errors:?}");
 
     // Once the cause is gone, the slot is compacted like any other.
     db.batch_execute("ALTER TABLE user_sets DROP CONSTRAINT t_set")

@@ -6,7 +6,8 @@ use std::time::Duration;
 use testkit::{WAIT, events, eventually};
 
 #[tokio::test]
-async fn two_thousand_events_with_two_hundred_resent_are_stored_exactly_once() {
+async fn two_thousand_events_resent_within_a_request_as_a_whole_request_and_after_the_window_are_stored_exactly_once()
+ {
     let p = platform().await.unwrap();
     let ingestion = p
         .start_ingestion(&["--nats-duplicate-window", "2s"])
@@ -16,7 +17,7 @@ async fn two_thousand_events_with_two_hundred_resent_are_stored_exactly_once() {
     let all = events("dup", 0..2000);
 
     // 20 requests of 100; the first five each repeat 20 of their own events inside the
-    // same request (100 in-request duplicates).
+    // same request (100 in-request duplicates, which ingestion knows of).
     let mut broker_duplicates = 0;
     for (n, chunk) in all.chunks(100).enumerate() {
         let mut body = chunk.to_vec();
@@ -36,16 +37,25 @@ async fn two_thousand_events_with_two_hundred_resent_are_stored_exactly_once() {
         "in-request repeats are reported as duplicates"
     );
 
-    // 50 re-sent later, inside the broker's duplicate window.
+    // The first request sent again, unchanged, inside the broker's duplicate window: the
+    // same events in the same message, which JetStream reports as a duplicate whole.
+    let mut first = all[..100].to_vec();
+    first.extend_from_slice(&all[..20]);
     let (status, reply) = p
-        .post(ingestion.port, &Value::Array(all[..50].to_vec()))
+        .post(ingestion.port, &Value::Array(first.clone()))
         .await
         .unwrap();
     assert_eq!(
         (status, reply["duplicates"].as_u64()),
-        (202, Some(50)),
+        (202, Some(first.len() as u64)),
         "{reply}"
     );
+    // 50 of them in another composition: a new message to JetStream, stored once anyway.
+    let (status, reply) = p
+        .post(ingestion.port, &Value::Array(all[..50].to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{reply}");
 
     // 50 re-sent after the window: the broker no longer knows them; the database does.
     p.wait_rows(2000).await.unwrap();

@@ -150,8 +150,9 @@ async fn late_events_are_stored_during_a_compaction_and_added_exactly_once() {
 
 #[tokio::test]
 async fn a_late_event_deleted_then_stored_again_is_stored() {
-    // An operator deletes some events (say, a bad import), then they arrive again: their
-    // lists are still there, and must not block the new insert.
+    // An operator deletes some events (say, a bad import) with their dedup keys
+    // (docs/operations.md), then they arrive again: their lists are still there, and must
+    // not block the new insert.
     let p = platform().await.unwrap();
     let mut admin = p.db().await.unwrap();
     worker::migrate::run(&mut admin).await.unwrap();
@@ -167,7 +168,10 @@ async fn a_late_event_deleted_then_stored_again_is_stored() {
     assert!(stored.inserted.iter().all(|new| *new));
     assert_eq!(listed(&admin).await, 20);
 
-    admin.execute("DELETE FROM events", &[]).await.unwrap();
+    admin
+        .batch_execute("DELETE FROM events; DELETE FROM event_keys")
+        .await
+        .unwrap();
     let again = worker::store::insert_batch(&pool, &cache, &rows)
         .await
         .unwrap();

@@ -6,6 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+mod helpers;
 mod roles;
 mod tls;

@@ -1,6 +1,9 @@
 //! The reader and writer roles, `worker migrate`, and a worker that may not migrate.
 
-use crate::harness::{ANALYTICS_USER, OWNER, Platform, WORKER_USER, events};
+use crate::helpers::{
+    ANALYTICS_USER, COMPACT_SOON, OWNER, WORKER_USER, create_login_users, events, platform, post,
+    stats_total, wait_all_compacted,
+};
 use service_kit::schema::latest_version;
 use tokio_postgres::error::SqlState;
 
@@ -26,10 +29,10 @@ async fn applied_migrations(db: &tokio_postgres::Client) -> Vec<(i32, String)> {
 
 #[tokio::test]
 async fn worker_migrate_applies_every_migration_as_the_owner_and_a_second_run_changes_nothing() {
-    let p = Platform::start().await.unwrap();
-    let owner = p.url(OWNER, "");
+    let p = platform().await.unwrap();
+    let owner = p.database_url_as(OWNER, "");
     p.migrate(&owner).await.unwrap();
-    let db = p.admin().await.unwrap();
+    let db = p.db().await.unwrap();
     let first = applied_migrations(&db).await;
     assert_eq!(first.len() as i32, latest_version());
     assert_eq!(first.last().map(|m| m.0), Some(latest_version()));
@@ -57,10 +60,11 @@ async fn worker_migrate_applies_every_migration_as_the_owner_and_a_second_run_ch
 
 #[tokio::test]
 async fn every_table_is_readable_by_both_roles_and_writable_by_the_writer_alone() {
-    let p = Platform::start().await.unwrap();
-    p.migrate(&p.url(OWNER, "")).await.unwrap();
-    let db = p.admin().await.unwrap();
-    // A table a later migration adds without its grants fails here.
+    let p = platform().await.unwrap();
+    p.migrate(&p.database_url_as(OWNER, "")).await.unwrap();
+    let db = p.db().await.unwrap();
+    // A table a later migration adds without its grants fails here. The partitions of
+    // `events` are reached through it, which checks its grants alone.
     let rows = db
         .query(
             "SELECT tablename::text,
@@ -70,7 +74,7 @@ async fn every_table_is_readable_by_both_roles_and_writable_by_the_writer_alone(
                     has_table_privilege('events_writer', oid, 'INSERT'),
                     has_table_privilege('events_writer', oid, 'TRUNCATE')
              FROM pg_tables t JOIN pg_class c ON c.relname = t.tablename
-             WHERE schemaname = 'public' ORDER BY 1",
+             WHERE schemaname = 'public' AND NOT c.relispartition ORDER BY 1",
             &[],
         )
         .await
@@ -86,8 +90,9 @@ async fn every_table_is_readable_by_both_roles_and_writable_by_the_writer_alone(
         assert!(r.get::<_, bool>(3), "the writer reads {table}");
         assert_eq!(
             r.get::<_, bool>(4),
-            table != "schema_migrations",
-            "the writer inserts into {table} unless it is the migrations' own"
+            !["schema_migrations", "events_retention"].contains(&table.as_str()),
+            "the writer inserts into {table} unless the migrations or the owner's \
+             retention function alone write it"
         );
         assert!(
             !r.get::<_, bool>(5),
@@ -98,9 +103,9 @@ async fn every_table_is_readable_by_both_roles_and_writable_by_the_writer_alone(
 
 #[tokio::test]
 async fn analytics_connection_can_select_but_not_insert_drop_or_create() {
-    let p = Platform::start().await.unwrap();
-    p.migrate(&p.url(OWNER, "")).await.unwrap();
-    p.create_login_users().await.unwrap();
+    let p = platform().await.unwrap();
+    p.migrate(&p.database_url_as(OWNER, "")).await.unwrap();
+    create_login_users(&p).await.unwrap();
     let reader = p.connect_as(ANALYTICS_USER).await.unwrap();
 
     let count: i64 = reader
@@ -136,25 +141,52 @@ async fn analytics_connection_can_select_but_not_insert_drop_or_create() {
 
 #[tokio::test]
 async fn the_worker_stores_and_compacts_events_as_the_writer_which_cannot_drop_or_alter() {
-    let p = Platform::start().await.unwrap();
-    p.migrate(&p.url(OWNER, "")).await.unwrap();
-    p.create_login_users().await.unwrap();
-    let ingestion = p.start_ingestion().await.unwrap();
+    let p = platform().await.unwrap();
+    p.migrate(&p.database_url_as(OWNER, "")).await.unwrap();
+    create_login_users(&p).await.unwrap();
+    let ingestion = p.start_ingestion(&[]).await.unwrap();
     // MIGRATE_ON_START is left on: with the schema current the worker changes nothing.
-    let worker = p.start_worker(&p.url(WORKER_USER, ""), &[]).await.unwrap();
+    let worker = p
+        .start_worker_on(&p.database_url_as(WORKER_USER, ""), &[COMPACT_SOON])
+        .await
+        .unwrap();
     p.wait_ready(worker.port).await.unwrap();
-    let analytics = p.start_analytics(&p.url(ANALYTICS_USER, "")).await.unwrap();
+    let analytics = p
+        .start_analytics_on(&p.database_url_as(ANALYTICS_USER, ""), &[])
+        .await
+        .unwrap();
     p.wait_ready(analytics.port).await.unwrap();
 
     let sent = events("writer", 40);
-    assert_eq!(p.post(ingestion.port, &sent).await.unwrap(), 202);
+    assert_eq!(post(&p, ingestion.port, sent).await.unwrap(), 202);
     p.wait_rows(40).await.unwrap();
-    p.wait_compacted().await.unwrap();
-    assert_eq!(p.stats_total(analytics.port).await.unwrap(), 40);
+    wait_all_compacted(&p).await.unwrap();
+    assert_eq!(stats_total(&p, analytics.port).await.unwrap(), 40);
+
+    // The worker made the days' partitions (the past week, today and three days ahead)
+    // through the owner's function, which it may call but not change.
+    let days: i64 = p
+        .db()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_[0-9]{8}$'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(days, 7 + 1 + 3);
 
     let writer = p.connect_as(WORKER_USER).await.unwrap();
     for sql in [
         "DROP TABLE events",
+        "DROP TABLE events_default",
+        "DELETE FROM event_keys",
+        "SELECT count(*) FROM events_default",
+        "CREATE OR REPLACE FUNCTION prepare_event_partitions(a date, b date) RETURNS integer \
+         LANGUAGE sql AS 'SELECT 0'",
         "ALTER TABLE events ADD COLUMN note text",
         "ALTER TABLE rollup_events DROP COLUMN revenue",
         "TRUNCATE rollup_events",
@@ -171,7 +203,7 @@ async fn the_worker_stores_and_compacts_events_as_the_writer_which_cannot_drop_o
     }
     // ... and the pipeline still works after those refusals.
     assert_eq!(
-        p.post(ingestion.port, &events("after", 4)).await.unwrap(),
+        post(&p, ingestion.port, events("after", 4)).await.unwrap(),
         202
     );
     p.wait_rows(44).await.unwrap();
@@ -183,10 +215,10 @@ async fn the_worker_stores_and_compacts_events_as_the_writer_which_cannot_drop_o
 
 #[tokio::test]
 async fn a_worker_whose_role_may_not_migrate_waits_for_worker_migrate_and_says_so() {
-    let p = Platform::start().await.unwrap();
+    let p = platform().await.unwrap();
     // An administrator created the roles and the worker's login before any migration
     // (as on a managed PostgreSQL where the migration user may not create roles).
-    p.admin()
+    p.db()
         .await
         .unwrap()
         .batch_execute(&format!(
@@ -195,11 +227,11 @@ async fn a_worker_whose_role_may_not_migrate_waits_for_worker_migrate_and_says_s
         ))
         .await
         .unwrap();
-    let writer_url = p.url(WORKER_USER, "");
+    let writer_url = p.database_url_as(WORKER_USER, "");
 
     // `worker migrate` as the writer: refused by the database, a failure exit.
     let out = p
-        .worker_binary(&["migrate"], &[("DATABASE_URL", &writer_url)])
+        .run_worker(&["migrate"], &[("DATABASE_URL", &writer_url)])
         .await
         .unwrap();
     assert!(!out.status.success());
@@ -207,7 +239,7 @@ async fn a_worker_whose_role_may_not_migrate_waits_for_worker_migrate_and_says_s
     assert!(stderr.contains("permission denied"), "{stderr}");
 
     // The worker itself tries once (MIGRATE_ON_START), is refused, and waits.
-    let worker = p.start_worker(&writer_url, &[]).await.unwrap();
+    let worker = p.start_worker_on(&writer_url, &[]).await.unwrap();
     let reason = p
         .wait_not_ready(worker.port, "schema", "may not apply them")
         .await
@@ -215,10 +247,10 @@ async fn a_worker_whose_role_may_not_migrate_waits_for_worker_migrate_and_says_s
     assert!(reason.contains("migrations pending"), "{reason}");
     assert!(reason.contains("permission denied"), "{reason}");
 
-    p.migrate(&p.url(OWNER, "")).await.unwrap();
+    p.migrate(&p.database_url_as(OWNER, "")).await.unwrap();
     p.wait_ready(worker.port).await.unwrap();
     let roles_created_beforehand_kept: i64 = p
-        .admin()
+        .db()
         .await
         .unwrap()
         .query_one(
@@ -234,10 +266,10 @@ async fn a_worker_whose_role_may_not_migrate_waits_for_worker_migrate_and_says_s
 
 #[tokio::test]
 async fn a_worker_told_not_to_migrate_waits_even_as_the_owner() {
-    let p = Platform::start().await.unwrap();
-    let owner = p.url(OWNER, "");
+    let p = platform().await.unwrap();
+    let owner = p.database_url_as(OWNER, "");
     let worker = p
-        .start_worker(&owner, &["--migrate-on-start", "false"])
+        .start_worker_on(&owner, &["--migrate-on-start", "false"])
         .await
         .unwrap();
     let reason = p
@@ -246,7 +278,7 @@ async fn a_worker_told_not_to_migrate_waits_even_as_the_owner() {
         .unwrap();
     assert!(reason.contains("version 0"), "{reason}");
     let tables: i64 = p
-        .admin()
+        .db()
         .await
         .unwrap()
         .query_one(

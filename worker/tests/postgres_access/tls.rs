@@ -1,17 +1,20 @@
 //! TLS to a PostgreSQL with a self-signed certificate that refuses plain text to every
 //! role the services use.
 
-use crate::harness::{ANALYTICS_USER, OWNER, Platform, WORKER_USER, events};
+use crate::helpers::{
+    ANALYTICS_USER, COMPACT_SOON, OWNER, WORKER_USER, create_login_users, events,
+    platform_with_tls, post, stats_total, tls_connections, wait_all_compacted,
+};
 
 #[tokio::test]
 async fn with_verify_full_and_the_root_certificate_the_platform_runs_over_tls() {
-    let p = Platform::start_with_tls().await.unwrap();
-    let verify = p.verify_full();
-    p.migrate(&p.url(OWNER, &verify)).await.unwrap();
-    p.create_login_users().await.unwrap();
-    let ingestion = p.start_ingestion().await.unwrap();
+    let p = platform_with_tls().await.unwrap();
+    let verify = p.verify_full().unwrap();
+    p.migrate(&p.database_url_as(OWNER, &verify)).await.unwrap();
+    create_login_users(&p).await.unwrap();
+    let ingestion = p.start_ingestion(&[]).await.unwrap();
     let worker = p
-        .start_worker(&p.url(WORKER_USER, &verify), &[])
+        .start_worker_on(&p.database_url_as(WORKER_USER, &verify), &[COMPACT_SOON])
         .await
         .unwrap();
     p.wait_ready(worker.port).await.unwrap();
@@ -20,19 +23,19 @@ async fn with_verify_full_and_the_root_certificate_the_platform_runs_over_tls() 
         "postgres://{ANALYTICS_USER}@localhost:{}/events{verify}",
         p.pg.port()
     );
-    let analytics = p.start_analytics(&analytics_url).await.unwrap();
+    let analytics = p.start_analytics_on(&analytics_url, &[]).await.unwrap();
     p.wait_ready(analytics.port).await.unwrap();
 
     assert_eq!(
-        p.post(ingestion.port, &events("tls", 24)).await.unwrap(),
+        post(&p, ingestion.port, events("tls", 24)).await.unwrap(),
         202
     );
     p.wait_rows(24).await.unwrap();
-    p.wait_compacted().await.unwrap();
-    assert_eq!(p.stats_total(analytics.port).await.unwrap(), 24);
+    wait_all_compacted(&p).await.unwrap();
+    assert_eq!(stats_total(&p, analytics.port).await.unwrap(), 24);
 
     for user in [WORKER_USER, ANALYTICS_USER] {
-        let (connections, encrypted) = p.tls_connections(user).await.unwrap();
+        let (connections, encrypted) = tls_connections(&p, user).await.unwrap();
         assert!(connections > 0, "{user} is connected");
         assert_eq!(
             encrypted, connections,
@@ -46,11 +49,13 @@ async fn with_verify_full_and_the_root_certificate_the_platform_runs_over_tls() 
 
 #[tokio::test]
 async fn each_sslmode_connects_or_is_refused_as_libpq_would_and_readiness_says_why() {
-    let p = Platform::start_with_tls().await.unwrap();
-    p.migrate(&p.url(OWNER, &p.verify_full())).await.unwrap();
-    p.create_login_users().await.unwrap();
+    let p = platform_with_tls().await.unwrap();
+    p.migrate(&p.database_url_as(OWNER, &p.verify_full().unwrap()))
+        .await
+        .unwrap();
+    create_login_users(&p).await.unwrap();
     let another = testkit::SelfSigned::generate().unwrap();
-    let root = p.cert.as_ref().unwrap().cert();
+    let root = p.tls.as_ref().unwrap().cert();
 
     // Encrypted, with or without checking the certificate.
     for query in [
@@ -59,12 +64,12 @@ async fn each_sslmode_connects_or_is_refused_as_libpq_would_and_readiness_says_w
         format!("?sslmode=verify-ca&sslrootcert={}", root.display()),
     ] {
         let analytics = p
-            .start_analytics(&p.url(ANALYTICS_USER, &query))
+            .start_analytics_on(&p.database_url_as(ANALYTICS_USER, &query), &[])
             .await
             .unwrap();
         p.wait_ready(analytics.port).await.unwrap();
-        assert_eq!(p.stats_total(analytics.port).await.unwrap(), 0, "{query}");
-        let (connections, encrypted) = p.tls_connections(ANALYTICS_USER).await.unwrap();
+        assert_eq!(stats_total(&p, analytics.port).await.unwrap(), 0, "{query}");
+        let (connections, encrypted) = tls_connections(&p, ANALYTICS_USER).await.unwrap();
         assert!(connections > 0 && encrypted == connections, "{query}");
         analytics.stop().await.unwrap();
     }
@@ -93,7 +98,7 @@ async fn each_sslmode_connects_or_is_refused_as_libpq_would_and_readiness_says_w
         ("?sslmode=disable".to_owned(), "no encryption"),
     ] {
         let analytics = p
-            .start_analytics(&p.url(ANALYTICS_USER, &query))
+            .start_analytics_on(&p.database_url_as(ANALYTICS_USER, &query), &[])
             .await
             .unwrap();
         p.wait_not_ready(analytics.port, "database", reason)
@@ -108,7 +113,7 @@ async fn each_sslmode_connects_or_is_refused_as_libpq_would_and_readiness_says_w
         another.cert().display()
     );
     let worker = p
-        .start_worker(&p.url(WORKER_USER, &wrong_root), &[])
+        .start_worker_on(&p.database_url_as(WORKER_USER, &wrong_root), &[])
         .await
         .unwrap();
     p.wait_not_ready(worker.port, "database", "invalid peer certificate")
@@ -120,7 +125,7 @@ async fn each_sslmode_connects_or_is_refused_as_libpq_would_and_readiness_says_w
         p.pg.port()
     );
     let out = p
-        .worker_binary(&["migrate"], &[("MIGRATION_DATABASE_URL", &with_password)])
+        .run_worker(&["migrate"], &[("MIGRATION_DATABASE_URL", &with_password)])
         .await
         .unwrap();
     assert!(!out.status.success());

@@ -24,10 +24,8 @@ use serde_json::Value;
 use service_kit::secret::Key;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use testkit::{ChildProcess, NatsLogin, NatsServer, Postgres, eventually};
-
-const WAIT: Duration = Duration::from_secs(60);
+use std::time::{SystemTime, UNIX_EPOCH};
+use testkit::{ChildProcess, NatsLogin, Platform, WAIT};
 
 /// Requests larger than this are refused with 413 (small, so the test sends little).
 const MAX_BODY_BYTES: usize = 65_536;
@@ -150,31 +148,21 @@ impl Secrets {
     }
 }
 
-/// The private NATS and PostgreSQL, the processes started, and where their output goes.
+/// The private platform (NATS and PostgreSQL requiring their passwords, and the names),
+/// the processes started, and where their output goes.
 struct Run {
-    nats: NatsServer,
-    pg: Postgres,
+    p: Platform,
     secrets: Secrets,
     logs: tempfile::TempDir,
     /// Output of the commands run to completion: (name, text).
     outputs: Vec<(String, String)>,
-    names: String,
-    http: reqwest::Client,
 }
 
 impl Run {
-    fn nats_url(&self) -> String {
-        format!(
-            "nats://app:{}@127.0.0.1:{}",
-            self.secrets.nats_password,
-            self.nats.port()
-        )
-    }
-
     fn database_url(&self, user: &str, password: &str) -> String {
         format!(
             "postgres://{user}:{password}@127.0.0.1:{}/events",
-            self.pg.port()
+            self.p.pg.port()
         )
     }
 
@@ -183,24 +171,19 @@ impl Run {
     }
 
     fn stream_env(&self) -> Vec<(&'static str, String)> {
+        // The password login the platform's NATS admits, in the URL.
         vec![
-            ("NATS_URL", self.nats_url()),
-            (
-                "NATS_STREAM",
-                format!("{}_EVENTS", self.names.to_uppercase()),
-            ),
-            ("NATS_SUBJECT_PREFIX", format!("{}.events", self.names)),
+            ("NATS_URL", self.p.nats.url()),
+            ("NATS_STREAM", self.p.names.stream.clone()),
+            ("NATS_SUBJECT_PREFIX", self.p.names.prefix.clone()),
         ]
     }
 
     fn worker_env(&self) -> Vec<(&'static str, String)> {
         let mut env = self.stream_env();
         env.extend([
-            ("NATS_CONSUMER", format!("{}-worker", self.names)),
-            (
-                "NATS_DLQ_STREAM",
-                format!("{}_DLQ", self.names.to_uppercase()),
-            ),
+            ("NATS_CONSUMER", self.p.names.consumer.clone()),
+            ("NATS_DLQ_STREAM", self.p.names.dlq.clone()),
             (
                 "DATABASE_URL",
                 self.database_url("leak_worker", &self.secrets.worker_password),
@@ -255,19 +238,10 @@ impl Run {
         (ChildProcess::spawn(binary, cmd).unwrap(), port)
     }
 
-    async fn wait_ready(&self, port: u16) {
-        let url = format!("http://127.0.0.1:{port}/health/readiness");
-        eventually(&format!("readiness on {port}"), WAIT, || async {
-            let r = self.http.get(&url).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await
-        .unwrap();
-    }
-
     /// POSTs `body` with these headers; the status.
     async fn post(&self, port: u16, body: Vec<u8>, headers: &[(&str, String)]) -> u16 {
         let mut request = self
+            .p
             .http
             .post(format!("http://127.0.0.1:{port}/webhook/event"))
             .header("Content-Type", "application/json")
@@ -304,7 +278,8 @@ impl Run {
 
     /// `/analytics/stats` with this `Authorization`; the status.
     async fn stats(&self, port: u16, authorization: &str) -> u16 {
-        self.http
+        self.p
+            .http
             .get(format!(
                 "http://127.0.0.1:{port}/analytics/stats\
                  ?from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z"
@@ -315,20 +290,6 @@ impl Run {
             .unwrap()
             .status()
             .as_u16()
-    }
-
-    async fn wait_rows(&self, n: i64) {
-        let db = self.pg.connect("events").await.unwrap();
-        eventually(&format!("{n} stored events"), WAIT, || async {
-            let rows: i64 = db
-                .query_one("SELECT count(*) FROM events", &[])
-                .await
-                .ok()?
-                .get(0);
-            (rows == n).then_some(())
-        })
-        .await
-        .unwrap();
     }
 
     /// Every output: the services' log files and the commands' outputs, as (name, text).
@@ -355,43 +316,27 @@ fn events(tag: &str, n: usize) -> Vec<u8> {
     serde_json::to_vec(&testkit::events(tag, 0..n)).unwrap()
 }
 
-/// A PostgreSQL cluster where the owner and the services' logins need their passwords.
-async fn database(secrets: &Secrets) -> Postgres {
-    let pg = Postgres::start().await.unwrap();
-    let admin = pg.connect("postgres").await.unwrap();
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE leak_owner LOGIN CREATEROLE PASSWORD '{}'",
-            secrets.owner_password
-        ))
-        .await
-        .unwrap();
-    admin
-        .batch_execute("CREATE DATABASE events OWNER leak_owner")
-        .await
-        .unwrap();
-    pg.require_passwords().await.unwrap();
-    pg
-}
-
 #[tokio::test]
 async fn no_password_key_or_signature_appears_in_any_log_line_or_error_message_of_a_full_run() {
     let secrets = Secrets::new();
-    let nats = NatsServer::start_with_logins(&[NatsLogin::Password {
-        user: "app".into(),
-        password: secrets.nats_password.clone(),
-    }])
-    .await
-    .unwrap();
-    let pg = database(&secrets).await;
+    // NATS admits only its password login; PostgreSQL's database is owned by a login
+    // that may create roles, and every login but `postgres` needs its password (SCRAM).
+    let p = Platform::builder()
+        .nats_logins(&[NatsLogin::Password {
+            user: "app".into(),
+            password: secrets.nats_password.clone(),
+        }])
+        .database_owner("leak_owner")
+        .database_owner_password(&secrets.owner_password)
+        .require_passwords()
+        .start()
+        .await
+        .unwrap();
     let mut run = Run {
-        nats,
-        pg,
+        p,
         secrets,
         logs: tempfile::tempdir().unwrap(),
         outputs: Vec::new(),
-        names: testkit::unique_name(),
-        http: reqwest::Client::new(),
     };
 
     // Refused configurations: the error names the variable, never its value.
@@ -462,7 +407,7 @@ async fn no_password_key_or_signature_appears_in_any_log_line_or_error_message_o
         &[("MIGRATION_DATABASE_URL", owner)],
     );
     assert_eq!(code, Some(0), "{:?}", run.outputs.last());
-    let admin = run.pg.connect("events").await.unwrap();
+    let admin = run.p.db().await.unwrap();
     admin
         .batch_execute(&format!(
             "CREATE ROLE leak_worker LOGIN PASSWORD '{}' IN ROLE events_writer;
@@ -495,7 +440,7 @@ async fn no_password_key_or_signature_appears_in_any_log_line_or_error_message_o
     ];
     let (mut analytics, analytics_port) = run.start("analytics", &analytics_env);
     for port in [ingestion_port, worker_port, analytics_port] {
-        run.wait_ready(port).await;
+        run.p.wait_ready(port).await.unwrap();
     }
 
     // Posts: valid in both schemes, then refused ones.
@@ -537,7 +482,7 @@ async fn no_password_key_or_signature_appears_in_any_log_line_or_error_message_o
     let huge = vec![b' '; MAX_BODY_BYTES + 1];
     let headers = run.standard_headers(&huge);
     assert_eq!(run.post(ingestion_port, huge, &headers).await, 413);
-    run.wait_rows(16).await;
+    run.p.wait_rows(16).await.unwrap();
 
     // Reports: both keys open them, a wrong key does not.
     for key in run.secrets.api_keys.clone() {
@@ -552,24 +497,24 @@ async fn no_password_key_or_signature_appears_in_any_log_line_or_error_message_o
     assert_eq!(run.stats(analytics_port, &webhook_as_key).await, 401);
 
     // NATS restarts: ingestion and the worker lose it, log it, and log in again.
-    run.nats.restart().await.unwrap();
+    run.p.nats.restart().await.unwrap();
     for port in [ingestion_port, worker_port] {
-        run.wait_ready(port).await;
+        run.p.wait_ready(port).await.unwrap();
     }
     let body = events("after-nats", 4);
     let headers = run.legacy_headers(&body);
     assert_eq!(run.post(ingestion_port, body, &headers).await, 202);
-    run.wait_rows(20).await;
+    run.p.wait_rows(20).await.unwrap();
 
     // PostgreSQL restarts: the worker's and analytics' connections fail, then log in again.
-    run.pg.restart().await.unwrap();
+    run.p.pg.restart().await.unwrap();
     for port in [worker_port, analytics_port] {
-        run.wait_ready(port).await;
+        run.p.wait_ready(port).await.unwrap();
     }
     let body = events("after-postgres", 4);
     let headers = run.standard_headers(&body);
     assert_eq!(run.post(ingestion_port, body, &headers).await, 202);
-    run.wait_rows(24).await;
+    run.p.wait_rows(24).await.unwrap();
     let key = format!("Bearer {}", run.secrets.api_keys[0]);
     assert_eq!(run.stats(analytics_port, &key).await, 200);
 

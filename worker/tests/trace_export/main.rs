@@ -1,6 +1,7 @@
 //! OpenTelemetry trace export end to end: a tiny OTLP/gRPC collector in this process, the
 //! real ingestion (in this process) and the real `worker` binary, a private nats-server and
-//! PostgreSQL. One trace must run from the webhook through JetStream to the insert.
+//! PostgreSQL. One trace must run from the webhook through JetStream to the insert, and
+//! each event of a multi-event message keeps its own.
 //!
 //! A binary of its own: trace export installs the process-wide tracing subscriber, which
 //! the other test binaries must not get.
@@ -268,4 +269,103 @@ async fn one_trace_runs_from_the_webhook_through_nats_to_the_insert() {
     one(&spans, "worker", "insert", |s| {
         s.parent_span_id == linked.span_id && s.trace_id == linked.trace_id
     });
+}
+
+/// Publishes `events` as one `batch/1` message, each with the trace context of its pair.
+async fn publish_batch(p: &Platform, events: &[(Value, &str)]) {
+    use service_kit::batch::{self, BATCH_V1, ENCODING_HEADER, Outgoing};
+    let jsons: Vec<Vec<u8>> = events
+        .iter()
+        .map(|(e, _)| serde_json::to_vec(e).unwrap())
+        .collect();
+    let mut payload = Vec::new();
+    batch::encode(
+        events
+            .iter()
+            .zip(&jsons)
+            .map(|((_, traceparent), json)| Outgoing {
+                correlation_id: "corr",
+                traceparent: Some(traceparent),
+                tracestate: None,
+                event: json,
+            }),
+        &mut payload,
+    );
+    let id = batch::message_id(events.iter().map(|(e, _)| e["eventId"].as_str().unwrap()));
+    let message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(payload.into())
+        .message_id(id.as_str())
+        .header(ENCODING_HEADER, BATCH_V1);
+    let js = p.js().await.unwrap();
+    js.send_publish(format!("{}.batch", p.names.prefix), message)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_of_a_batch_message_keeps_its_own_trace() {
+    let (collector, endpoint, stop_collector) = Collector::start().await;
+    let p = Platform::builder()
+        .worker_binary(env!("CARGO_BIN_EXE_worker"))
+        .start()
+        .await
+        .unwrap();
+    p.create_stream().await.unwrap();
+    let (t1, s1) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let (t2, s2) = ("1bf7651916cd43dd8448eb211c80319d", "c7ad6b7169203332");
+    let (t3, s3) = ("2cf7651916cd43dd8448eb211c80319e", "d7ad6b7169203333");
+    let parent = |t: &str, s: &str| format!("00-{t}-{s}-01");
+    let (p1, p2, p3) = (parent(t1, s1), parent(t2, s2), parent(t3, s3));
+
+    // A message whose events all come from one request: the batch continues its trace.
+    let one_request = events("one", 0..2);
+    publish_batch(
+        &p,
+        &[(one_request[0].clone(), &p1), (one_request[1].clone(), &p1)],
+    )
+    .await;
+    let (mut worker, worker_port) = p
+        .start_worker_process(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("WORKER_CONCURRENCY", "1"),
+        ])
+        .unwrap();
+    p.wait_ready(worker_port).await.unwrap();
+    p.wait_rows(2).await.unwrap();
+    // Then one of two requests, the second's event poison: the batch links to both, the
+    // dead letter's span to the poison event's own trace.
+    let mut poison = testkit::facebook_top("poison", "2026-03-01T10:00:00Z", "u", "Chile");
+    poison["data"]["user"]["age"] = serde_json::json!("old");
+    publish_batch(&p, &[(events("two", 0..1)[0].clone(), &p2), (poison, &p3)]).await;
+    p.wait_rows(3).await.unwrap();
+    testkit::eventually("the dead letter", testkit::WAIT, || async {
+        (p.dead_letters().await.ok()?.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+
+    worker.signal("TERM").unwrap();
+    let status = worker.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "worker exited with {status}");
+    let spans = collector.spans();
+    let _ = stop_collector.send(());
+
+    let first = one(&spans, "worker", "batch", |s| s.trace_id == t1);
+    assert_eq!(first.parent_span_id, s1, "a child of the request's span");
+    assert!(first.links.is_empty(), "{first:?}");
+    let second = one(&spans, "worker", "batch", |s| !s.links.is_empty());
+    let mut links = second.links.clone();
+    links.sort();
+    assert_eq!(
+        links,
+        [
+            (t2.to_owned(), s2.to_owned()),
+            (t3.to_owned(), s3.to_owned())
+        ]
+    );
+    let dlq = one(&spans, "worker", "dlq publish", |_| true);
+    assert_eq!(dlq.parent_span_id, second.span_id);
+    assert_eq!(dlq.links, [(t3.to_owned(), s3.to_owned())]);
 }
