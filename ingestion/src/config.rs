@@ -1,6 +1,6 @@
 //! Configuration of the ingestion service (`docs/operations.md`); `ingestion --help` lists it.
 
-use service_kit::config::{ServiceArgs, default_port, positive, positive_duration};
+use service_kit::config::{ServiceArgs, default_port, duration, positive, positive_duration};
 use service_kit::secret::{self, Keys};
 use service_kit::stream::StreamArgs;
 use service_kit::telemetry::TraceArgs;
@@ -62,6 +62,19 @@ pub struct Config {
     #[arg(long, env = "NATS_PUBLISH_TIMEOUT", default_value = "5s",
           value_parser = positive_duration)]
     pub nats_publish_timeout: Duration,
+    /// Most events in one JetStream message: the events of one request and of concurrent
+    /// requests share messages (docs/operations.md, "Coalescing").
+    #[arg(long, env = "NATS_MESSAGE_MAX_EVENTS", default_value = "100", value_parser = positive)]
+    pub nats_message_max_events: usize,
+    /// Most bytes in one multi-event message's payload; never more than the server's
+    /// `max_payload` less the headers' allowance, whichever is less.
+    #[arg(long, env = "NATS_MESSAGE_MAX_BYTES", default_value = "262144",
+          value_parser = positive)]
+    pub nats_message_max_bytes: usize,
+    /// Longest a message waits for more events after its first (`0`: send what has
+    /// arrived at once, without waiting).
+    #[arg(long, env = "NATS_MESSAGE_LINGER", default_value = "1ms", value_parser = duration)]
+    pub nats_message_linger: Duration,
     #[command(flatten)]
     pub traces: TraceArgs,
 }

@@ -6,8 +6,9 @@ use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use service_kit::db::error_text;
 use service_kit::error::ApiError;
+use service_kit::error::error_text;
+use std::sync::Arc;
 
 /// An enum of metric labels with `ALL` (in declaration order, so `value as usize` indexes
 /// it) and `as_str`, from one list: the labels registered at start and the labels counted
@@ -147,6 +148,13 @@ pub enum Unstored {
     /// JetStream answered a publish with an error.
     #[error(transparent)]
     Refused(PublishError),
+    /// The coalescer stopped (the service is stopping) before the events were acknowledged.
+    #[error("ingestion is stopping")]
+    Stopped,
+    /// The message holding some of the request's events failed; every request with events
+    /// in it shares the cause.
+    #[error(transparent)]
+    Shared(Arc<Unstored>),
 }
 
 impl Unstored {
@@ -156,7 +164,8 @@ impl Unstored {
             Unstored::Disconnected => Failure::NatsDisconnected,
             Unstored::StreamNotReady => Failure::StreamNotReady,
             Unstored::AckTimeout => Failure::PubackTimeout,
-            Unstored::Send(_) => Failure::PublishError,
+            Unstored::Send(_) | Unstored::Stopped => Failure::PublishError,
+            Unstored::Shared(cause) => cause.reason(),
             Unstored::Refused(e) => match e.kind() {
                 PublishErrorKind::TimedOut => Failure::PubackTimeout,
                 PublishErrorKind::StreamNotFound => Failure::StreamNotFound,

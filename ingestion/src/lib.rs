@@ -2,6 +2,7 @@
 //! JetStream, answering 202 only once every event's PubAck arrived.
 
 mod api_doc;
+mod coalesce;
 mod config;
 mod correlation;
 mod error;

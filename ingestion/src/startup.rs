@@ -1,6 +1,7 @@
 //! Building the service (bound listener, NATS, routes) and running it until stopped.
 
 use crate::api_doc;
+use crate::coalesce::{self, Coalescer, pack::Limits};
 use crate::config::Config;
 use crate::correlation;
 use crate::publish::Publisher;
@@ -22,6 +23,8 @@ pub struct App {
     router: Router,
     http: service_kit::http::HttpArgs,
     client: async_nats::Client,
+    /// Ends once the server has stopped and every message is answered.
+    coalescing: coalesce::Task,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -47,9 +50,12 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         js: js.clone(),
         stream_ready: stream_ready.clone(),
         timeout: config.nats_publish_timeout,
+        batch_subject: format!("{}.batch", config.stream.nats_subject_prefix),
     };
+    // After `metrics::install()`: the coalescer registers its metrics.
+    let (coalescer, coalescing) = Coalescer::start(publisher, coalescing(&config));
     let state = Arc::new(WebhookState {
-        publisher,
+        coalescer,
         subject_prefix: config.stream.nats_subject_prefix.clone(),
         max_body_bytes: config.http_max_body_bytes,
         signatures: signature_check(&config),
@@ -82,6 +88,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         router,
         http: config.http,
         client,
+        coalescing,
         background,
     })
 }
@@ -93,7 +100,8 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then answers the requests already received
-    /// (at most `drain` longer) and flushes what is buffered for NATS.
+    /// (at most `drain` longer: their messages are sent and their PubAcks awaited) and
+    /// flushes what is buffered for NATS.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -101,6 +109,11 @@ impl App {
     ) -> anyhow::Result<()> {
         service_kit::http::serve_with_drain(self.listener, self.router, self.http, shutdown, drain)
             .await?;
+        // No request is received any more: the coalescer sends what it still holds and
+        // answers it, so a request that got its events in gets 202 or 503, never nothing.
+        self.coalescing
+            .stop(drain.max(Duration::from_secs(5)))
+            .await;
         if let Err(error) = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await
         {
             tracing::warn!(%error, "NATS flush timed out");
@@ -110,6 +123,18 @@ impl App {
         }
         tracing::info!("Ingestion stopped");
         Ok(())
+    }
+}
+
+/// The coalescer's settings. The size limit is also bounded, message by message, by what
+/// the server takes (its `max_payload`, known once connected).
+fn coalescing(config: &Config) -> coalesce::Settings {
+    coalesce::Settings {
+        limits: Limits {
+            max_events: config.nats_message_max_events,
+            max_bytes: config.nats_message_max_bytes,
+        },
+        linger: config.nats_message_linger,
     }
 }
 
@@ -172,7 +197,7 @@ async fn keep_stream(js: async_nats::jetstream::Context, args: StreamArgs, ready
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
             Err(error) => {
-                let error = service_kit::db::error_text(&error);
+                let error = service_kit::error::error_text(&error);
                 tracing::warn!(%error, retry_in = ?backoff, "Stream not verified");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));

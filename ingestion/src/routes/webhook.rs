@@ -2,11 +2,12 @@
 //!
 //! Checks run cheapest first and nothing is published unless every event is valid:
 //! content type (415), size (413), signature (401), JSON (400), batch size (422),
-//! every event against the spec (422), then publish and await every PubAck (202/503).
+//! every event against the spec (422), then hand the events to the coalescer and await the
+//! PubAck of every message holding them (202/503).
 
+use crate::coalesce::{Coalescer, pack::Event};
 use crate::correlation::CorrelationId;
 use crate::error::{Failure, Malformed, Outcome, Rejection, WebhookError};
-use crate::publish::{Outgoing, Publisher};
 use crate::signature;
 use axum::Extension;
 use axum::Json;
@@ -42,7 +43,7 @@ pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
 /// What the handler needs.
 #[derive(Debug)]
 pub struct WebhookState {
-    pub publisher: Publisher,
+    pub coalescer: Coalescer,
     pub subject_prefix: String,
     pub max_body_bytes: usize,
     /// The signing keys; `None` when `WEBHOOK_SECRET` is unset (no signature check).
@@ -102,7 +103,11 @@ pub struct Accepted {
     /// Events in the request (duplicates included).
     #[schema(example = 1)]
     accepted: usize,
-    /// Events JetStream recognised as re-sent within its duplicate window.
+    /// Events ingestion knows are duplicates: repeats of an eventId within the request,
+    /// and the events of messages JetStream recognised as re-sent within its duplicate
+    /// window (an identical request sent again, usually). Not a way to learn whether an
+    /// event was stored before: one stored earlier is counted only when it travels again in
+    /// a message identical to its first.
     #[schema(example = 0)]
     duplicates: usize,
 }
@@ -111,8 +116,9 @@ pub struct Accepted {
 ///
 /// Checks run cheapest first and nothing is published unless every event is valid:
 /// content type (415), size (413), signature (401), JSON (400), batch size (422), every
-/// event against the spec (422), then publish and await every PubAck (202, or 503 for the
-/// whole request). When `WEBHOOK_SECRET` is set, requests are signed with one of its
+/// event against the spec (422), then publish (concurrent requests' events share messages)
+/// and await the PubAck of every message holding the request's events (202, or 503 for
+/// the whole request). When `WEBHOOK_SECRET` is set, requests are signed with one of its
 /// secrets in either scheme: `X-Webhook-Timestamp: <unix seconds>` and
 /// `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">`, or
 /// Standard Webhooks' `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64
@@ -135,7 +141,7 @@ pub struct Accepted {
         ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks: `v1,<base64 HMAC-SHA256 of \"<webhook-id>.<webhook-timestamp>.<raw body>\" with a secret>`, several separated by spaces; checked instead of `X-Webhook-Signature` when present."),
     ),
     responses(
-        (status = 202, description = "Every event validated and durably stored in JetStream (PubAck received).", body = Accepted,
+        (status = 202, description = "Every event validated and durably stored in JetStream (the PubAck of every message holding them received).", body = Accepted,
          headers(("X-Correlation-ID" = String, description = "The request's correlation id"))),
         crate::api_doc::WebhookErrors,
     ),
@@ -274,9 +280,9 @@ async fn handle(
         match shared_events::validate(value) {
             Ok(event) => {
                 per_source[event.source as usize] += 1;
-                outgoing.push(Outgoing {
+                outgoing.push(Event {
                     subject: format!("{}.{}", state.subject_prefix, event.subject_suffix()),
-                    event_id: event.event_id,
+                    event_id: event.event_id.to_owned(),
                     payload: payload.clone(),
                 });
             }
@@ -303,7 +309,7 @@ async fn handle(
 
     let accepted = outgoing.len();
     let duplicates = state
-        .publisher
+        .coalescer
         .publish_all(outgoing, request.correlation_id)
         .await?;
     for (counter, events) in state.counters.accepted.iter().zip(per_source) {

@@ -24,6 +24,9 @@ pub struct Options {
     pub rate_limit_events_per_sec: Option<u32>,
     pub rate_limit_bytes_per_sec: Option<u32>,
     pub trusted_proxy_hops: Option<usize>,
+    /// `NATS_MESSAGE_LINGER`, written with its unit (`200ms`).
+    pub message_linger: Option<&'static str>,
+    pub message_max_events: Option<usize>,
     /// The HTTP limits (every `HTTP_*` variable), when not the defaults.
     pub http: Option<service_kit::http::HttpArgs>,
 }
@@ -94,6 +97,14 @@ pub async fn spawn_app(options: Options) -> TestApp {
     flag(
         "nats-publish-timeout",
         options.publish_timeout_ms.map(|v| format!("{v}ms")),
+    );
+    flag(
+        "nats-message-linger",
+        options.message_linger.map(str::to_owned),
+    );
+    flag(
+        "nats-message-max-events",
+        options.message_max_events.map(|v| v.to_string()),
     );
     flag(
         "nats-stream-max-msgs",
@@ -211,39 +222,108 @@ impl TestApp {
         stream.info().await.expect("stream info").state.messages
     }
 
+    /// How many events the stream holds now, whatever the messages holding them.
+    pub async fn stored_event_count(&self) -> u64 {
+        self.stored_events().await.len() as u64
+    }
+
     /// Every message of the stream, in sequence order.
     pub async fn stored_messages(&self) -> Vec<StreamMessage> {
         let js = self
             .jetstream()
             .await
             .expect("test client connects to NATS");
-        let mut stream = js
-            .get_stream(&self.stream)
-            .await
-            .expect("the stream exists");
-        let state = stream.info().await.expect("stream info").state.clone();
-        let mut messages = Vec::new();
-        if state.messages == 0 {
-            return messages;
-        }
-        for sequence in state.first_sequence..=state.last_sequence {
-            match stream.get_raw_message(sequence).await {
-                Ok(message) => messages.push(message),
-                // A gap (deleted message) is not an error.
-                Err(e) if e.to_string().contains("not found") => {}
-                Err(e) => panic!("cannot read message {sequence}: {e}"),
-            }
-        }
-        messages
+        stored_messages(&js, &self.stream).await
     }
 
-    /// The `eventId`s of every stored message (from `Nats-Msg-Id`).
-    pub async fn stored_event_ids(&self) -> Vec<String> {
+    /// Every event of the stream, in order, whichever the encoding of its message.
+    pub async fn stored_events(&self) -> Vec<StoredEvent> {
         self.stored_messages()
             .await
             .iter()
-            .map(|m| header(m, "Nats-Msg-Id").expect("every message has Nats-Msg-Id"))
+            .flat_map(events_of)
             .collect()
+    }
+
+    /// The `eventId`s of every stored event, in order.
+    pub async fn stored_event_ids(&self) -> Vec<String> {
+        self.stored_events()
+            .await
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect()
+    }
+
+    /// Stops the service gracefully (the way SIGTERM does) and waits until it has.
+    pub async fn stop(self) -> NatsServer {
+        self._service
+            .stop()
+            .await
+            .expect("the service stops cleanly");
+        self.nats
+    }
+}
+
+/// Every message of a stream, in sequence order.
+pub async fn stored_messages(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Vec<StreamMessage> {
+    let mut stream = js.get_stream(stream).await.expect("the stream exists");
+    let state = stream.info().await.expect("stream info").state.clone();
+    let mut messages = Vec::new();
+    if state.messages == 0 {
+        return messages;
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        match stream.get_raw_message(sequence).await {
+            Ok(message) => messages.push(message),
+            // A gap (deleted message) is not an error.
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => panic!("cannot read message {sequence}: {e}"),
+        }
+    }
+    messages
+}
+
+/// One event as the stream holds it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event_id: String,
+    pub correlation_id: String,
+    /// The event's JSON bytes as stored.
+    pub json: Vec<u8>,
+    /// The stream sequence of the message holding it.
+    pub sequence: u64,
+}
+
+/// The events of one message: itself, or the envelopes of a `batch/1` message.
+pub fn events_of(message: &StreamMessage) -> Vec<StoredEvent> {
+    let event_id = |json: &[u8]| {
+        let value: Value = serde_json::from_slice(json).expect("an event is JSON");
+        value["eventId"]
+            .as_str()
+            .expect("an event has an eventId")
+            .to_owned()
+    };
+    match header(message, service_kit::batch::ENCODING_HEADER).as_deref() {
+        None => vec![StoredEvent {
+            event_id: event_id(&message.payload),
+            correlation_id: header(message, "X-Correlation-ID").unwrap_or_default(),
+            json: message.payload.to_vec(),
+            sequence: message.sequence,
+        }],
+        Some(service_kit::batch::BATCH_V1) => service_kit::batch::decode(&message.payload)
+            .expect("a batch/1 payload decodes")
+            .into_iter()
+            .map(|envelope| StoredEvent {
+                event_id: event_id(envelope.event.get().as_bytes()),
+                correlation_id: envelope.correlation_id.into_owned(),
+                json: envelope.event.get().as_bytes().to_vec(),
+                sequence: message.sequence,
+            })
+            .collect(),
+        Some(other) => panic!("unknown encoding {other}"),
     }
 }
 

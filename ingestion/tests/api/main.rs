@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod coalesce;
 mod counters;
 mod health;
 mod helpers;

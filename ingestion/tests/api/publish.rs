@@ -2,6 +2,7 @@
 
 use crate::helpers::{Options, assert_error, body_json, fb_top, header, spawn_app};
 use serde_json::{Value, json};
+use service_kit::batch;
 use testkit::events;
 
 #[tokio::test]
@@ -73,30 +74,45 @@ async fn without_a_correlation_id_a_generated_one_is_echoed_and_carried() {
 }
 
 #[tokio::test]
-async fn a_batch_is_stored_event_by_event_each_on_its_own_subject() {
+async fn a_batch_is_stored_as_one_message_holding_each_event_verbatim_in_order() {
     let app = spawn_app(Options::default()).await;
     let batch = events("subj", 0..4);
-    let response = app.post_json(&Value::Array(batch.clone())).await;
+    // Producer formatting (spacing, key order) must survive: the bytes sent are stored.
+    let sent: Vec<String> = batch
+        .iter()
+        .map(|e| serde_json::to_string_pretty(e).unwrap())
+        .collect();
+    let body = format!("[{}]", sent.join(" ,\n"));
+    let response = app
+        .post_with(
+            body,
+            Some("application/json"),
+            &[("X-Correlation-ID", "corr-batch-1")],
+        )
+        .await;
     assert_eq!(response.status(), 202);
     assert_eq!(
         body_json(response).await,
         json!({"accepted": 4, "duplicates": 0})
     );
     let stored = app.stored_messages().await;
-    let subjects: Vec<String> = stored.iter().map(|m| m.subject.to_string()).collect();
-    let p = &app.prefix;
+    assert_eq!(stored.len(), 1, "one message for the request's 4 events");
+    let message = &stored[0];
+    assert_eq!(message.subject.as_str(), format!("{}.batch", app.prefix));
     assert_eq!(
-        subjects,
-        vec![
-            format!("{p}.facebook.ad.view"),
-            format!("{p}.facebook.checkout.complete"),
-            format!("{p}.tiktok.video.view"),
-            format!("{p}.tiktok.purchase"),
-        ]
+        header(message, batch::ENCODING_HEADER).as_deref(),
+        Some(batch::BATCH_V1)
     );
-    for (message, event) in stored.iter().zip(&batch) {
-        let payload: Value = serde_json::from_slice(&message.payload).expect("JSON payload");
-        assert_eq!(&payload, event);
+    let ids: Vec<String> = (0..4).map(|i| format!("subj-{i}")).collect();
+    assert_eq!(
+        header(message, "Nats-Msg-Id"),
+        Some(batch::message_id(ids.iter().map(String::as_str)))
+    );
+    let envelopes = batch::decode(&message.payload).expect("a batch/1 payload");
+    let got: Vec<&str> = envelopes.iter().map(|e| e.event.get()).collect();
+    assert_eq!(got, sent, "each event's bytes as sent, in order");
+    for envelope in &envelopes {
+        assert_eq!(envelope.correlation_id, "corr-batch-1");
     }
 }
 
@@ -111,8 +127,8 @@ async fn duplicates_inside_a_batch_and_across_requests_are_counted_and_stored_on
 
     let first = app.post_json(&body).await;
     assert_eq!(first.status(), 202);
-    // `accepted` counts every event of the request; `duplicates` the ones JetStream
-    // reported as duplicates of recent ones.
+    // `accepted` counts every event of the request; `duplicates` the repeats within it
+    // and the events of messages JetStream reported as re-sent.
     assert_eq!(
         body_json(first).await,
         json!({"accepted": 10, "duplicates": 2})
@@ -125,7 +141,7 @@ async fn duplicates_inside_a_batch_and_across_requests_are_counted_and_stored_on
         json!({"accepted": 10, "duplicates": 10})
     );
 
-    assert_eq!(app.stream_message_count().await, 8);
+    assert_eq!(app.stream_message_count().await, 1);
     let mut ids = app.stored_event_ids().await;
     ids.sort();
     let mut expected: Vec<String> = (0..8).map(|i| format!("dup-{i}")).collect();

@@ -120,7 +120,7 @@ async fn a_producer_over_its_event_quota_gets_429_while_another_key_is_still_acc
 
     assert_eq!(refusals(&app, &a_id).await, Some(1.0));
     assert_eq!(refusals(&app, &b_id).await, Some(0.0));
-    assert_eq!(app.stream_message_count().await, 2040, "nothing of the 429");
+    assert_eq!(app.stored_event_count().await, 2040, "nothing of the 429");
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn large_requests_exceed_the_byte_quota_while_the_event_quota_is_far() {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("bytes"), "the byte quota refused: {body}");
     assert!(retry_after.is_some(), "with Retry-After");
-    assert_eq!(app.stream_message_count().await, 2);
+    assert_eq!(app.stored_event_count().await, 2);
 }
 
 #[tokio::test]

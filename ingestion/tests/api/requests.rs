@@ -12,7 +12,7 @@ async fn webhook_returns_400_when_the_body_is_not_json() {
         let response = app.post_raw(body, Some("application/json")).await;
         assert_error(response, 400, "malformed_json").await;
     }
-    assert_eq!(app.stream_message_count().await, 0);
+    assert_eq!(app.stored_event_count().await, 0);
 }
 
 #[tokio::test]
@@ -22,7 +22,7 @@ async fn webhook_returns_400_when_the_body_is_a_json_scalar() {
         let response = app.post_raw(body, Some("application/json")).await;
         assert_error(response, 400, "malformed_json").await;
     }
-    assert_eq!(app.stream_message_count().await, 0);
+    assert_eq!(app.stored_event_count().await, 0);
 }
 
 #[tokio::test]
@@ -36,11 +36,11 @@ async fn webhook_returns_422_batch_size_for_an_empty_array_and_for_1001_events()
     .await;
     let too_many = Value::Array(events("big", 0..1001));
     assert_error(app.post_json(&too_many).await, 422, "batch_size").await;
-    assert_eq!(app.stream_message_count().await, 0);
+    assert_eq!(app.stored_event_count().await, 0);
     // The largest batch allowed goes through.
     let response = app.post_json(&Value::Array(events("max", 0..1000))).await;
     assert_eq!(response.status(), 202);
-    assert_eq!(app.stream_message_count().await, 1000);
+    assert_eq!(app.stored_event_count().await, 1000);
 }
 
 #[tokio::test]
@@ -56,7 +56,7 @@ async fn webhook_returns_413_when_a_declared_body_is_larger_than_the_limit() {
     assert_error(response, 413, "payload_too_large").await;
     // A body under the limit is fine.
     assert_eq!(app.post_json(&fb_top("small-1")).await.status(), 202);
-    assert_eq!(app.stream_message_count().await, 1);
+    assert_eq!(app.stored_event_count().await, 1);
 }
 
 #[tokio::test]
@@ -94,7 +94,7 @@ async fn webhook_returns_413_when_a_chunked_body_grows_past_the_limit() {
     let json = &rest[rest.find('{').expect("a JSON body")..=rest.rfind('}').expect("end")];
     let body: Value = serde_json::from_str(json).expect("JSON error body");
     assert_error_body(&body, "payload_too_large");
-    assert_eq!(app.stream_message_count().await, 0);
+    assert_eq!(app.stored_event_count().await, 0);
 }
 
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn webhook_returns_415_for_a_wrong_or_missing_content_type() {
         let response = app.post_raw(body.clone(), content_type).await;
         assert_error(response, 415, "unsupported_media_type").await;
     }
-    assert_eq!(app.stream_message_count().await, 0);
+    assert_eq!(app.stored_event_count().await, 0);
     // A charset parameter is fine.
     let response = app
         .post_raw(body, Some("application/json; charset=utf-8"))
@@ -128,7 +128,7 @@ async fn the_alias_route_webhook_accepts_events_too() {
         .await
         .expect("response");
     assert_eq!(response.status(), 202);
-    assert_eq!(app.stream_message_count().await, 1);
+    assert_eq!(app.stored_event_count().await, 1);
 }
 
 #[tokio::test]
@@ -142,7 +142,7 @@ async fn an_event_larger_than_the_broker_takes_gets_413_not_a_retryable_503() {
     let details = assert_error(app.post_json(&batch).await, 413, "payload_too_large").await;
     assert_eq!(details, vec![serde_json::json!({"index": 1})]);
     assert_eq!(
-        app.stream_message_count().await,
+        app.stored_event_count().await,
         0,
         "nothing published partially"
     );

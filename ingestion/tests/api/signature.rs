@@ -88,7 +88,7 @@ async fn with_a_secret_only_correctly_signed_fresh_requests_are_accepted() {
             .await;
         assert_error(response, 401, "unauthorized").await;
     }
-    assert_eq!(app.stream_message_count().await, 0);
+    assert_eq!(app.stored_event_count().await, 0);
 
     // Correct.
     let response = app
@@ -99,7 +99,7 @@ async fn with_a_secret_only_correctly_signed_fresh_requests_are_accepted() {
         )
         .await;
     assert_eq!(response.status(), 202);
-    assert_eq!(app.stream_message_count().await, 1);
+    assert_eq!(app.stored_event_count().await, 1);
 }
 
 #[tokio::test]

@@ -284,7 +284,7 @@ async fn webhook_returns_422_naming_the_field_for_every_broken_rule() {
         all.len(),
         failures.join("\n")
     );
-    assert_eq!(app.stream_message_count().await, 0, "nothing was published");
+    assert_eq!(app.stored_event_count().await, 0, "nothing was published");
 }
 
 #[tokio::test]
@@ -302,7 +302,7 @@ async fn one_bad_event_in_a_batch_of_five_publishes_nothing_and_names_its_index(
         ],
     );
     assert!(details[0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
-    assert_eq!(app.stream_message_count().await, 0);
+    assert_eq!(app.stored_event_count().await, 0);
 }
 
 #[tokio::test]
@@ -344,7 +344,7 @@ async fn a_batch_with_several_problems_lists_every_problem_of_every_event() {
         ],
         "{details:?}"
     );
-    assert_eq!(app.stream_message_count().await, 0);
+    assert_eq!(app.stored_event_count().await, 0);
 }
 
 #[tokio::test]
@@ -378,7 +378,7 @@ async fn an_event_id_with_a_line_break_is_refused_with_422_instead_of_dropping_t
             (json!(2), json!("lf\nid"), json!("eventId")),
         ]
     );
-    assert_eq!(app.stream_message_count().await, 0);
+    assert_eq!(app.stored_event_count().await, 0);
     // The service is still fine.
     assert_eq!(app.post_json(&fb_top("after-1")).await.status(), 202);
 }
