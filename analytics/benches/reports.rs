@@ -101,6 +101,9 @@ async fn load(client: &mut tokio_postgres::Client, url: &str, events: usize) -> 
             .await
             .unwrap()
             .rows;
+        worker::store::copy_keys(&tx, "event_keys", &rows)
+            .await
+            .unwrap();
         worker::store::copy_rows(&tx, "events", &rows, &keys)
             .await
             .unwrap();
@@ -183,7 +186,7 @@ async fn run(events: usize, clients: usize, requests: usize, cell_budget: Durati
         .get(0);
     let setup = if stored != events as i64 {
         client
-            .batch_execute("TRUNCATE events; SELECT rebuild_rollups()")
+            .batch_execute("TRUNCATE events, event_keys; SELECT rebuild_rollups()")
             .await
             .unwrap();
         load(&mut client, &url, events).await

@@ -55,16 +55,8 @@ fn read_error(report: &'static str, e: user_sets::Error) -> ApiError {
     match e {
         user_sets::Error::Database(e) => database_error(report, e),
         user_sets::Error::Unrepresentable => unrepresentable_range(),
-        e => {
-            // The whole chain: "unreadable per-user activity: truncated".
-            let mut detail = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                detail = format!("{detail}: {s}");
-                source = s.source();
-            }
-            corrupt(report, detail)
-        }
+        // The whole chain: "unreadable per-user activity: truncated".
+        e => corrupt(report, service_kit::error::error_text(&e)),
     }
 }
 

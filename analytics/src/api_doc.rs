@@ -8,6 +8,7 @@
 // Documentation-only types: described, never constructed.
 #![allow(dead_code)]
 
+use crate::format::Format;
 use crate::routes;
 use axum::Router;
 use serde_json::Value;
@@ -31,7 +32,8 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
             Every report takes `from` and `to` (RFC 3339; the range `[from, to)` over the events' \
             own time; default the last 7 days). Unknown or repeated parameters are a 400. \
             Counts are integers, money is a decimal string with two places, ratios are numbers \
-            in 0..=1. When `ANALYTICS_API_KEY` is set, reports need `Authorization: Bearer <key>`; \
+            in 0..=1. Every report also answers CSV (`format=csv`, or `Accept: text/csv`); \
+            errors are JSON either way. When `ANALYTICS_API_KEY` is set, reports need `Authorization: Bearer <key>`; \
             health, metrics and this documentation stay open.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
@@ -291,9 +293,42 @@ query_params!(
     /// `interval` of the time series.
     IntervalQuery => vec![query(
         "interval",
-        "Bucket size (UTC-aligned buckets); a range of more than 10,000 buckets is a 400.",
+        "Bucket size: minutes, hours or days of the `tz` zone's local time (UTC-aligned \
+         with the default `tz`); a range of more than 10,000 buckets is a 400.",
         false,
         choice(&["minute", "hour", "day"], Some("hour")),
+    )]
+);
+
+query_params!(
+    /// `format`, taken by every report.
+    FormatQuery => vec![query(
+        "format",
+        "The answer's format: `json` or `csv` (`text/csv; charset=utf-8`, a download named \
+         after the report; its columns are in `docs/api.md`, \"CSV export\"). Absent, the \
+         `Accept` header chooses: CSV when it gives `text/csv` a higher quality than \
+         `application/json`, JSON otherwise (no header, `*/*`, a tie). Given, it overrides \
+         `Accept`. Errors are JSON either way.",
+        false,
+        choice(&Format::NAMES, None),
+    )]
+);
+
+query_params!(
+    /// `tz` of the time series.
+    TzQuery => vec![with_example(
+        "tz",
+        "IANA time zone whose local days and hours are the buckets; any ASCII case. A day \
+         runs from local midnight to the next (23 or 25 hours on a DST change); an hour \
+         repeated by a fall-back is two buckets, one per offset. The zone database is \
+         compiled into the service. An unknown name is a 400 naming `tz`, and so is a range \
+         in which the zone's offset is not a whole number of minutes (local mean time, such \
+         as Africa/Monrovia before 1972); a range whose local times fall outside years \
+         0000 to 9999 is a 400 naming `from` or `to`.",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .default(Some(Value::from("UTC"))),
+        "Europe/Berlin",
     )]
 );
 

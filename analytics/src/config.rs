@@ -1,7 +1,7 @@
 //! Configuration of the analytics service (`docs/operations.md`); `analytics --help` lists it.
 
 use service_kit::config::{
-    PostgresUrl, ServiceArgs, default_port, positive, positive_duration, postgres_url,
+    PostgresUrl, ServiceArgs, default_port, duration, positive, positive_duration, postgres_url,
 };
 use service_kit::secret::{self, Keys};
 use std::time::Duration;
@@ -28,6 +28,10 @@ pub struct Config {
     /// A read replica to query instead of the primary.
     #[arg(long, env = "DATABASE_READ_URL", value_parser = postgres_url, hide_env_values = true)]
     pub database_read_url: Option<PostgresUrl>,
+    /// How far a standby at DATABASE_READ_URL may replay behind its primary before
+    /// readiness fails (the check `replica`), as `30s`; 0 = no limit.
+    #[arg(long, env = "ANALYTICS_MAX_REPLICA_LAG", default_value = "30s", value_parser = duration)]
+    pub analytics_max_replica_lag: Duration,
     /// Most database connections.
     #[arg(long, env = "DB_POOL_MAX", default_value = "8", value_parser = positive)]
     pub db_pool_max: usize,
@@ -79,6 +83,11 @@ impl Config {
         self.database_read_url
             .as_deref()
             .unwrap_or(self.database_url.as_str())
+    }
+
+    /// The replica lag beyond which analytics is not ready; `None`: no limit.
+    pub fn max_replica_lag(&self) -> Option<Duration> {
+        Some(self.analytics_max_replica_lag).filter(|lag| !lag.is_zero())
     }
 
     /// The bearer keys, from `ANALYTICS_API_KEY` or `ANALYTICS_API_KEY_FILE` (never both).

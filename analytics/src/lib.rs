@@ -7,11 +7,15 @@ mod activity;
 mod api_doc;
 mod auth;
 mod config;
+mod format;
+mod page;
 mod params;
 mod range;
 mod ratelimit;
+mod replica;
 mod routes;
 mod startup;
+mod zone;
 
 pub use api_doc::openapi;
 pub use config::{Command, Config};

@@ -2,6 +2,7 @@
 //! `400 invalid_parameter` with `details: [{"field","reason"}]`; unknown and repeated
 //! parameters are errors too, so a typo is never silently ignored.
 
+use crate::format::{Accept, Format};
 use crate::range::{EARLIEST, representable};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -195,6 +196,14 @@ impl Params {
         }
     }
 
+    /// `format`: `json` or `csv`; it overrides what the `Accept` header asked for.
+    pub fn format(&mut self, accept: Accept) -> Format {
+        if !self.values.contains_key("format") {
+            return accept.0;
+        }
+        Format::parse(self.choice("format", &Format::NAMES, "json")).unwrap_or(accept.0)
+    }
+
     /// `limit`: 1..=1000, default 10.
     pub fn limit(&mut self) -> i64 {
         let Some(raw) = self.values.get("limit").cloned() else {
@@ -360,6 +369,25 @@ mod tests {
         let mut p = params(&[("to", "0000-01-01T00:00:00Z")], &["from", "to"]);
         p.range();
         assert_eq!(fields(p), ["to"]);
+    }
+
+    #[test]
+    fn an_explicit_format_overrides_accept_and_a_bad_one_is_named() {
+        let format = |q: &[(&str, &str)], accept| {
+            let mut p = params(q, &["format"]);
+            let format = p.format(Accept(accept));
+            (format, fields(p))
+        };
+        assert_eq!(format(&[], Format::Csv), (Format::Csv, vec![]));
+        assert_eq!(format(&[], Format::Json), (Format::Json, vec![]));
+        let csv = [("format", "csv")];
+        assert_eq!(format(&csv, Format::Json), (Format::Csv, vec![]));
+        let json = [("format", "json")];
+        assert_eq!(format(&json, Format::Csv), (Format::Json, vec![]));
+        for bad in ["xml", "CSV", ""] {
+            let (_, bad) = format(&[("format", bad)], Format::Json);
+            assert_eq!(bad, ["format"]);
+        }
     }
 
     #[test]

@@ -65,6 +65,52 @@ impl Pieces {
         }
         (branches.join("\nUNION ALL\n"), bounds)
     }
+
+    /// How many branches [`Pieces::union_all`] would write.
+    pub fn count(&self) -> usize {
+        self.buckets.len() + self.raw.len()
+    }
+
+    /// [`Pieces::union_all`] for more pieces than a query should list: one branch per
+    /// grain, and one for the raw edges, each joining its ranges as two arrays of bounds
+    /// `LATERAL`, so every range is still its own index range scan and the statement
+    /// stays the same size. The arrays become parameters numbered from `first`, lower
+    /// bounds then upper bounds per branch; they are returned in that order.
+    pub fn lateral(
+        &self,
+        rollup: &str,
+        raw: &str,
+        first: usize,
+    ) -> (String, Vec<Vec<OffsetDateTime>>) {
+        let mut ranges: Vec<(Option<i8>, Vec<OffsetDateTime>, Vec<OffsetDateTime>)> = Vec::new();
+        let pieces = self.buckets.iter().map(|&(g, lo, hi)| (Some(g), lo, hi));
+        for (grain, lo, hi) in pieces.chain(self.raw.iter().map(|&(lo, hi)| (None, lo, hi))) {
+            match ranges.iter_mut().find(|r| r.0 == grain) {
+                Some(r) => {
+                    r.1.push(lo);
+                    r.2.push(hi);
+                }
+                None => ranges.push((grain, vec![lo], vec![hi])),
+            }
+        }
+        let mut branches = Vec::new();
+        let mut arrays = Vec::new();
+        for (grain, los, his) in ranges {
+            let select = match grain {
+                Some(g) => rollup.replace("{grain}", &format!("'{}'", g as u8 as char)),
+                None => raw.to_owned(),
+            };
+            let (lo, hi) = (first + arrays.len(), first + arrays.len() + 1);
+            branches.push(format!(
+                "SELECT p.* FROM unnest(${lo}::timestamptz[], ${hi}::timestamptz[]) AS s(lo, hi) \
+                 CROSS JOIN LATERAL ({}) AS p",
+                select.replace("{lo}", "s.lo").replace("{hi}", "s.hi")
+            ));
+            arrays.push(los);
+            arrays.push(his);
+        }
+        (branches.join("\nUNION ALL\n"), arrays)
+    }
 }
 
 /// Covers `[from, to)` with whole buckets of `grains` (coarsest first) and raw edges. A
@@ -231,6 +277,63 @@ mod tests {
                 (datetime!(9999-12-31 23:59 UTC), LATEST)
             ]
         );
+    }
+
+    #[test]
+    fn lateral_has_one_branch_per_grain_and_its_bounds_in_arrays() {
+        let p = Pieces {
+            buckets: vec![
+                (
+                    b'h' as i8,
+                    datetime!(2026-03-01 0:00 UTC),
+                    datetime!(2026-03-01 18:00 UTC),
+                ),
+                (
+                    b'm' as i8,
+                    datetime!(2026-03-01 18:00 UTC),
+                    datetime!(2026-03-01 19:00 UTC),
+                ),
+                (
+                    b'h' as i8,
+                    datetime!(2026-03-01 19:00 UTC),
+                    datetime!(2026-03-02 18:00 UTC),
+                ),
+            ],
+            raw: vec![(
+                datetime!(2026-03-02 18:00 UTC),
+                datetime!(2026-03-02 18:00:30 UTC),
+            )],
+        };
+        let (sql, arrays) = p.lateral(
+            "SELECT bucket FROM r WHERE grain = {grain} AND bucket >= {lo} AND bucket < {hi}",
+            "SELECT {lo} FROM events WHERE t >= {lo} AND t < {hi}",
+            3,
+        );
+        let branches: Vec<&str> = sql.split("\nUNION ALL\n").collect();
+        assert_eq!(branches.len(), 3);
+        assert!(branches[0].contains("unnest($3::timestamptz[], $4::timestamptz[])"));
+        assert!(branches[0].contains("grain = 'h' AND bucket >= s.lo AND bucket < s.hi"));
+        assert!(branches[1].contains("unnest($5::timestamptz[], $6::timestamptz[])"));
+        assert!(branches[1].contains("grain = 'm'"));
+        assert!(branches[2].contains("SELECT s.lo FROM events WHERE t >= s.lo AND t < s.hi"));
+        assert_eq!(
+            arrays,
+            vec![
+                vec![
+                    datetime!(2026-03-01 0:00 UTC),
+                    datetime!(2026-03-01 19:00 UTC)
+                ],
+                vec![
+                    datetime!(2026-03-01 18:00 UTC),
+                    datetime!(2026-03-02 18:00 UTC)
+                ],
+                vec![datetime!(2026-03-01 18:00 UTC)],
+                vec![datetime!(2026-03-01 19:00 UTC)],
+                vec![datetime!(2026-03-02 18:00 UTC)],
+                vec![datetime!(2026-03-02 18:00:30 UTC)],
+            ]
+        );
+        assert_eq!(p.count(), 4);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::api_doc;
 use crate::auth;
 use crate::config::Config;
 use crate::ratelimit;
+use crate::replica;
 use crate::routes::{self, AppState};
 use axum::Router;
 use axum::routing::get;
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// A built analytics service, listening but not yet serving.
 #[derive(Debug)]
@@ -45,9 +47,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     )
     .map_err(|e| anyhow::Error::new(e).context("DATABASE_READ_URL/DATABASE_URL"))?;
     service_kit::db::warm(&pool, config.db_pool_min).await;
-    let readiness = readiness(pool.clone());
+    let (freshness, observer) = replica::spawn_observer(pool.clone());
+    let readiness = readiness(pool.clone(), freshness.clone(), config.max_replica_lag());
     let limits = Arc::new(client_limits(&config));
     let background = vec![
+        observer,
         service_kit::metrics::spawn_upkeep(metrics.clone()),
         service_kit::ratelimit::spawn_upkeep({
             let limits = limits.clone();
@@ -69,6 +73,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             get(routes::demographics::demographics),
         )
         .with_state(AppState { pool: pool.clone() })
+        // Innermost: stamps what the read database promised before the report started.
+        .layer(axum::middleware::from_fn_with_state(
+            freshness,
+            replica::stamp,
+        ))
         // Inside the key check (layers added later run first), which names the key.
         .layer(axum::middleware::from_fn_with_state(
             limits,
@@ -81,7 +90,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let router = service_kit::http::instrument(
         reports
             .merge(health::routes(readiness, metrics))
-            .merge(api_doc::routes()),
+            .merge(api_doc::routes())
+            .merge(crate::page::routes()),
         "analytics",
     );
     let listener = TcpListener::bind((config.service.host, config.service.port)).await?;
@@ -155,9 +165,19 @@ fn client_limits(config: &Config) -> ratelimit::ClientLimits {
     limits
 }
 
-fn readiness(pool: Pool) -> Readiness {
+/// The database's checks, and `replica`: how far behind a standby is, as last observed.
+fn readiness(
+    pool: Pool,
+    freshness: watch::Receiver<replica::Observation>,
+    max_lag: Option<Duration>,
+) -> Readiness {
     Arc::new(move || {
         let pool = pool.clone();
-        Box::pin(async move { health::database_checks(&pool).await })
+        let replica = freshness.borrow().check(max_lag);
+        Box::pin(async move {
+            let mut checks = health::database_checks(&pool).await;
+            checks.push(replica);
+            checks
+        })
     })
 }

@@ -53,6 +53,17 @@ fn every_report_is_documented() {
         for status in ["200", "400", "401", "500", "503"] {
             assert!(get["responses"][status].is_object(), "{path} {status}");
         }
+        // JSON or CSV, chosen by `format` (or `Accept`).
+        let ok = &get["responses"]["200"]["content"];
+        assert!(ok["application/json"]["schema"].is_object(), "{path}");
+        assert_eq!(ok["text/csv"]["schema"]["type"], "string", "{path}");
+        let format = get["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "format")
+            .unwrap_or_else(|| panic!("{path} takes format"));
+        assert_eq!(format["schema"]["enum"], serde_json::json!(["json", "csv"]));
     }
     for path in ["/health/liveness", "/health/readiness", "/metrics"] {
         assert!(paths[path]["get"].is_object(), "{path}");

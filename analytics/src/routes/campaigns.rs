@@ -1,9 +1,9 @@
 //! `GET /analytics/campaigns/top`: Facebook campaigns by revenue or by events.
 
 use super::{AppState, Pairs, money, query_pieces};
+use crate::format::{Accept, Report};
 use crate::params::Params;
 use crate::range::{Grain, split};
-use axum::Json;
 use axum::extract::State;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -11,7 +11,7 @@ use service_kit::error::ApiError;
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
-pub const PARAMS: &[&str] = &["from", "to", "limit", "by"];
+pub const PARAMS: &[&str] = &["from", "to", "limit", "by", "format"];
 
 /// The top campaigns (Facebook bottom events).
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,18 +55,26 @@ fn sql(parts: &str, order: &str) -> String {
         crate::api_doc::RangeQuery,
         crate::api_doc::LimitQuery,
         crate::api_doc::CampaignOrderQuery,
+        crate::api_doc::FormatQuery,
     ),
     responses(
-        (status = 200, description = "The top campaigns", body = TopCampaigns),
+        (
+            status = 200,
+            description = "The top campaigns: JSON, or CSV when asked (`format`)",
+            content((TopCampaigns = "application/json"), (String = "text/csv")),
+            headers(("Data-As-Of" = String, description = "Every event stored before this instant is in the answer (RFC 3339 UTC): the request's time when reading the primary, earlier from a standby that lags; absent when unknown"), ("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"campaigns-top.csv\"`")),
+        ),
         crate::api_doc::ReportErrors,
     ),
     security((), ("bearer" = [])),
 )]
 pub async fn top(
     State(app): State<AppState>,
+    accept: Accept,
     pairs: Pairs,
-) -> Result<Json<TopCampaigns>, ApiError> {
+) -> Result<Report<TopCampaigns>, ApiError> {
     let mut p = Params::new(pairs.0, PARAMS);
+    let format = p.format(accept);
     let (from, to) = p.range();
     let limit = p.limit();
     let by = p.choice("by", &["revenue", "events"], "revenue");
@@ -92,5 +100,5 @@ pub async fn top(
             revenue: money(r.get::<_, Option<Decimal>>(3)),
         })
         .collect();
-    Ok(Json(TopCampaigns { campaigns }))
+    Ok(Report::new(format, TopCampaigns { campaigns }))
 }

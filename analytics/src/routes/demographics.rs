@@ -7,8 +7,8 @@
 use super::AppState;
 use super::Pairs;
 use crate::activity::{self, Selector, Sets};
+use crate::format::{Accept, Report};
 use crate::params::Params;
-use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
@@ -17,7 +17,7 @@ use user_sets::{AGE_BUCKETS, Dim, FOLLOWER_BUCKETS};
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
-pub const PARAMS: &[&str] = &["from", "to", "source"];
+pub const PARAMS: &[&str] = &["from", "to", "source", "format"];
 
 /// Distinct users by attribute value; the shape depends on `source`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -140,18 +140,29 @@ fn ranked<T>(
     get,
     path = "/analytics/demographics",
     tag = "reports",
-    params(crate::api_doc::RangeQuery, crate::api_doc::RequiredSourceQuery),
+    params(
+        crate::api_doc::RangeQuery,
+        crate::api_doc::RequiredSourceQuery,
+        crate::api_doc::FormatQuery,
+    ),
     responses(
-        (status = 200, description = "The users of the source, by attribute", body = Demographics),
+        (
+            status = 200,
+            description = "The users of the source, by attribute: JSON, or CSV when asked (`format`)",
+            content((Demographics = "application/json"), (String = "text/csv")),
+            headers(("Data-As-Of" = String, description = "Every event stored before this instant is in the answer (RFC 3339 UTC): the request's time when reading the primary, earlier from a standby that lags; absent when unknown"), ("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"demographics.csv\"`")),
+        ),
         crate::api_doc::ReportErrors,
     ),
     security((), ("bearer" = [])),
 )]
 pub async fn demographics(
     State(app): State<AppState>,
+    accept: Accept,
     pairs: Pairs,
-) -> Result<Json<Demographics>, ApiError> {
+) -> Result<Report<Demographics>, ApiError> {
     let mut p = Params::new(pairs.0, PARAMS);
+    let format = p.format(accept);
     let (from, to) = p.range();
     let source = p.required_source();
     p.finish()?;
@@ -178,8 +189,8 @@ pub async fn demographics(
     let countries = ranked(values(&sets, Dim::Country), 20, |country, _, users| {
         CountryUsers { country, users }
     });
-    if source == "facebook" {
-        Ok(Json(Demographics::Facebook(FacebookDemographics {
+    let answer = if source == "facebook" {
+        Demographics::Facebook(FacebookDemographics {
             source,
             age_buckets: fixed(AGE_BUCKETS, values(&sets, Dim::Age)),
             genders: ranked(
@@ -195,9 +206,9 @@ pub async fn demographics(
                     users,
                 }
             }),
-        })))
+        })
     } else {
-        Ok(Json(Demographics::Tiktok(TiktokDemographics {
+        Demographics::Tiktok(TiktokDemographics {
             source,
             follower_buckets: fixed(FOLLOWER_BUCKETS, values(&sets, Dim::Followers)),
             devices: ranked(
@@ -206,6 +217,7 @@ pub async fn demographics(
                 |device, _, users| DeviceUsers { device, users },
             ),
             countries,
-        })))
-    }
+        })
+    };
+    Ok(Report::new(format, answer))
 }

@@ -8,8 +8,8 @@
 use super::stats::type_counts;
 use super::{AppState, Pairs, ratio};
 use crate::activity::{self, Selector};
+use crate::format::{Accept, Report};
 use crate::params::{Filters, Params};
-use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
@@ -19,7 +19,7 @@ use user_sets::{Dim, SetKey};
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
-pub const PARAMS: &[&str] = &["from", "to", "source"];
+pub const PARAMS: &[&str] = &["from", "to", "source", "format"];
 
 /// The funnel of each source, by top events descending.
 #[derive(Debug, Serialize, ToSchema)]
@@ -66,15 +66,29 @@ pub struct Step {
     get,
     path = "/analytics/funnel",
     tag = "reports",
-    params(crate::api_doc::RangeQuery, crate::api_doc::SourceQuery),
+    params(
+        crate::api_doc::RangeQuery,
+        crate::api_doc::SourceQuery,
+        crate::api_doc::FormatQuery,
+    ),
     responses(
-        (status = 200, description = "The funnel of each source", body = Funnel),
+        (
+            status = 200,
+            description = "The funnel of each source: JSON, or CSV when asked (`format`)",
+            content((Funnel = "application/json"), (String = "text/csv")),
+            headers(("Data-As-Of" = String, description = "Every event stored before this instant is in the answer (RFC 3339 UTC): the request's time when reading the primary, earlier from a standby that lags; absent when unknown"), ("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"funnel.csv\"`")),
+        ),
         crate::api_doc::ReportErrors,
     ),
     security((), ("bearer" = [])),
 )]
-pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Funnel>, ApiError> {
+pub async fn funnel(
+    State(app): State<AppState>,
+    accept: Accept,
+    pairs: Pairs,
+) -> Result<Report<Funnel>, ApiError> {
     let mut p = Params::new(pairs.0, PARAMS);
+    let format = p.format(accept);
     let (from, to) = p.range();
     let source = p.source();
     p.finish()?;
@@ -176,7 +190,10 @@ pub async fn funnel(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Fu
         ));
     }
     sources.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    Ok(Json(Funnel {
-        sources: sources.into_iter().map(|s| s.2).collect(),
-    }))
+    Ok(Report::new(
+        format,
+        Funnel {
+            sources: sources.into_iter().map(|s| s.2).collect(),
+        },
+    ))
 }

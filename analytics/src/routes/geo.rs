@@ -8,8 +8,8 @@
 
 use super::{AppState, Pairs, money};
 use crate::activity::{self, Selector};
+use crate::format::{Accept, Report};
 use crate::params::{Filters, Params};
-use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
@@ -19,7 +19,15 @@ use user_sets::{Dim, SetValue};
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
-pub const PARAMS: &[&str] = &["from", "to", "source", "funnelStage", "eventType", "limit"];
+pub const PARAMS: &[&str] = &[
+    "from",
+    "to",
+    "source",
+    "funnelStage",
+    "eventType",
+    "limit",
+    "format",
+];
 
 /// Events, distinct users and revenue by country.
 #[derive(Debug, Serialize, ToSchema)]
@@ -124,15 +132,26 @@ fn events_selector<'a>(f: &Filters, by_country: &Selector<'a>) -> Selector<'a> {
         crate::api_doc::SourceQuery,
         crate::api_doc::StageTypeQuery,
         crate::api_doc::LimitQuery,
+        crate::api_doc::FormatQuery,
     ),
     responses(
-        (status = 200, description = "Countries by events", body = Geo),
+        (
+            status = 200,
+            description = "Countries by events: JSON, or CSV when asked (`format`)",
+            content((Geo = "application/json"), (String = "text/csv")),
+            headers(("Data-As-Of" = String, description = "Every event stored before this instant is in the answer (RFC 3339 UTC): the request's time when reading the primary, earlier from a standby that lags; absent when unknown"), ("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"geo.csv\"`")),
+        ),
         crate::api_doc::ReportErrors,
     ),
     security((), ("bearer" = [])),
 )]
-pub async fn geo(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Geo>, ApiError> {
+pub async fn geo(
+    State(app): State<AppState>,
+    accept: Accept,
+    pairs: Pairs,
+) -> Result<Report<Geo>, ApiError> {
     let mut p = Params::new(pairs.0, PARAMS);
+    let format = p.format(accept);
     let (from, to) = p.range();
     let f = p.filters();
     let limit = p.limit() as usize;
@@ -164,16 +183,19 @@ pub async fn geo(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Geo>,
     let mut countries: Vec<(String, SetValue)> = by_country.into_iter().collect();
     countries.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.0.cmp(&b.0)));
     countries.truncate(limit);
-    Ok(Json(Geo {
-        countries: countries
-            .into_iter()
-            .map(|(country, v)| Country {
-                users: v.users.len() as i64,
-                country,
-                events: v.events,
-                revenue: money(Some(v.revenue)),
-            })
-            .collect(),
-        unknown_country_events: all - known,
-    }))
+    Ok(Report::new(
+        format,
+        Geo {
+            countries: countries
+                .into_iter()
+                .map(|(country, v)| Country {
+                    users: v.users.len() as i64,
+                    country,
+                    events: v.events,
+                    revenue: money(Some(v.revenue)),
+                })
+                .collect(),
+            unknown_country_events: all - known,
+        },
+    ))
 }

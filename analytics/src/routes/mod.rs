@@ -101,12 +101,13 @@ pub async fn query_pieces(
     query(pool, report, sql, &params).await
 }
 
-/// Connection trouble and timeouts may pass (503); anything else is our bug (500).
+/// Connection trouble, timeouts and, on a standby, a query cancelled by a conflict with
+/// recovery (class 40) may pass (503); anything else is our bug (500).
 pub(crate) fn database_error(report: &'static str, e: tokio_postgres::Error) -> ApiError {
     let code = e.code().map(|c| c.code().to_owned());
     tracing::error!(error = %e, report, sqlstate = ?code, "Report query failed");
     match code.as_deref().map(|c| &c[..2]) {
-        None | Some("08") | Some("57") | Some("53") => unavailable(),
+        None | Some("08") | Some("57") | Some("53") | Some("40") => unavailable(),
         _ => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",

@@ -2,9 +2,9 @@
 //! campaign.
 
 use super::{AppState, Pairs, money, query_pieces, sort_desc};
+use crate::format::{Accept, Report};
 use crate::params::Params;
 use crate::range::{Grain, split};
-use axum::Json;
 use axum::extract::State;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -12,7 +12,7 @@ use service_kit::error::ApiError;
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
-pub const PARAMS: &[&str] = &["from", "to", "source", "campaignId"];
+pub const PARAMS: &[&str] = &["from", "to", "source", "campaignId", "format"];
 
 /// Exact revenue and purchases (revenue events with a non-null amount).
 #[derive(Debug, Serialize, ToSchema)]
@@ -70,15 +70,26 @@ fn campaign_sql(parts: &str) -> String {
         crate::api_doc::RangeQuery,
         crate::api_doc::SourceQuery,
         crate::api_doc::CampaignQuery,
+        crate::api_doc::FormatQuery,
     ),
     responses(
-        (status = 200, description = "Revenue in the range", body = Revenue),
+        (
+            status = 200,
+            description = "Revenue in the range: JSON, or CSV when asked (`format`)",
+            content((Revenue = "application/json"), (String = "text/csv")),
+            headers(("Data-As-Of" = String, description = "Every event stored before this instant is in the answer (RFC 3339 UTC): the request's time when reading the primary, earlier from a standby that lags; absent when unknown"), ("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"revenue.csv\"`")),
+        ),
         crate::api_doc::ReportErrors,
     ),
     security((), ("bearer" = [])),
 )]
-pub async fn revenue(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Revenue>, ApiError> {
+pub async fn revenue(
+    State(app): State<AppState>,
+    accept: Accept,
+    pairs: Pairs,
+) -> Result<Report<Revenue>, ApiError> {
     let mut p = Params::new(pairs.0, PARAMS);
+    let format = p.format(accept);
     let (from, to) = p.range();
     let source = p.source();
     let campaign = p.text("campaignId");
@@ -124,18 +135,21 @@ pub async fn revenue(State(app): State<AppState>, pairs: Pairs) -> Result<Json<R
         .iter()
         .try_fold(0i64, |sum, r| sum.checked_add(r.1))
         .ok_or_else(overflow)?;
-    Ok(Json(Revenue {
-        total: money(Some(total)),
-        purchases,
-        by_source: by_source
-            .into_iter()
-            .map(|(source, purchases, revenue)| SourceRevenue {
-                source,
-                revenue: money(Some(revenue)),
-                purchases,
-            })
-            .collect(),
-    }))
+    Ok(Report::new(
+        format,
+        Revenue {
+            total: money(Some(total)),
+            purchases,
+            by_source: by_source
+                .into_iter()
+                .map(|(source, purchases, revenue)| SourceRevenue {
+                    source,
+                    revenue: money(Some(revenue)),
+                    purchases,
+                })
+                .collect(),
+        },
+    ))
 }
 
 /// A total past what an exact decimal holds: amounts are bounded, so only impossible

@@ -1,9 +1,9 @@
 //! `GET /analytics/stats`: event counts by source, funnel stage and event type.
 
 use super::{AppState, Pairs, query_pieces, sort_desc, timestamp};
+use crate::format::{Accept, Report};
 use crate::params::{Filters, Params};
 use crate::range::{Grain, split};
-use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
-pub const PARAMS: &[&str] = &["from", "to", "source", "funnelStage", "eventType"];
+pub const PARAMS: &[&str] = &["from", "to", "source", "funnelStage", "eventType", "format"];
 
 /// Event counts in `[from, to)`, overall and broken down.
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,15 +102,30 @@ pub async fn type_counts(
     get,
     path = "/analytics/stats",
     tag = "reports",
-    params(crate::api_doc::RangeQuery, crate::api_doc::SourceQuery, crate::api_doc::StageTypeQuery),
+    params(
+        crate::api_doc::RangeQuery,
+        crate::api_doc::SourceQuery,
+        crate::api_doc::StageTypeQuery,
+        crate::api_doc::FormatQuery,
+    ),
     responses(
-        (status = 200, description = "Counts in the range", body = Stats),
+        (
+            status = 200,
+            description = "Counts in the range: JSON, or CSV when asked (`format`)",
+            content((Stats = "application/json"), (String = "text/csv")),
+            headers(("Data-As-Of" = String, description = "Every event stored before this instant is in the answer (RFC 3339 UTC): the request's time when reading the primary, earlier from a standby that lags; absent when unknown"), ("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"stats.csv\"`")),
+        ),
         crate::api_doc::ReportErrors,
     ),
     security((), ("bearer" = [])),
 )]
-pub async fn stats(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Stats>, ApiError> {
+pub async fn stats(
+    State(app): State<AppState>,
+    accept: Accept,
+    pairs: Pairs,
+) -> Result<Report<Stats>, ApiError> {
     let mut p = Params::new(pairs.0, PARAMS);
+    let format = p.format(accept);
     let (from, to) = p.range();
     let f = p.filters();
     p.finish()?;
@@ -136,29 +151,32 @@ pub async fn stats(State(app): State<AppState>, pairs: Pairs) -> Result<Json<Sta
         |r| (r.0.clone(), r.1.clone(), r.2.clone()),
     );
 
-    Ok(Json(Stats {
-        from: timestamp(from),
-        to: timestamp(to),
-        total,
-        by_source: by_source
-            .into_iter()
-            .map(|(source, count)| SourceCount { source, count })
-            .collect(),
-        by_funnel_stage: by_stage
-            .into_iter()
-            .map(|(funnel_stage, count)| StageCount {
-                funnel_stage,
-                count,
-            })
-            .collect(),
-        by_event_type: by_type
-            .into_iter()
-            .map(|(source, funnel_stage, event_type, count)| TypeCount {
-                source,
-                funnel_stage,
-                event_type,
-                count,
-            })
-            .collect(),
-    }))
+    Ok(Report::new(
+        format,
+        Stats {
+            from: timestamp(from),
+            to: timestamp(to),
+            total,
+            by_source: by_source
+                .into_iter()
+                .map(|(source, count)| SourceCount { source, count })
+                .collect(),
+            by_funnel_stage: by_stage
+                .into_iter()
+                .map(|(funnel_stage, count)| StageCount {
+                    funnel_stage,
+                    count,
+                })
+                .collect(),
+            by_event_type: by_type
+                .into_iter()
+                .map(|(source, funnel_stage, event_type, count)| TypeCount {
+                    source,
+                    funnel_stage,
+                    event_type,
+                    count,
+                })
+                .collect(),
+        },
+    ))
 }

@@ -1,15 +1,18 @@
-//! `GET /analytics/timeseries`: counts and revenue per UTC-aligned bucket, zero-filled.
+//! `GET /analytics/timeseries`: counts and revenue per bucket of the reader's time zone
+//! (`tz`, UTC by default), zero-filled.
 
-use super::{AppState, Pairs, money, query_pieces, timestamp};
-use crate::params::{Params, unrepresentable_range};
-use crate::range::{Grain, split};
-use axum::Json;
+use super::{AppState, Pairs, money, query, query_pieces};
+use crate::format::{Accept, Report};
+use crate::params::{Filters, Params, unrepresentable_range};
+use crate::range::Grain;
+use crate::zone::{self, Buckets, Zone};
 use axum::extract::State;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use service_kit::error::ApiError;
-use std::collections::HashMap;
 use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
@@ -17,9 +20,11 @@ pub const PARAMS: &[&str] = &[
     "from",
     "to",
     "interval",
+    "tz",
     "source",
     "funnelStage",
     "eventType",
+    "format",
 ];
 
 /// Counts and revenue per bucket, every bucket present (zero-filled), ascending.
@@ -28,13 +33,17 @@ pub struct Timeseries {
     /// `minute`, `hour` or `day`.
     #[schema(example = "hour")]
     pub interval: &'static str,
+    /// The time zone of the buckets, as the IANA database names it (`UTC` by default).
+    #[schema(example = "Europe/Berlin")]
+    pub tz: String,
     pub points: Vec<Point>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Point {
-    /// Start of the bucket, RFC 3339 UTC.
-    #[schema(example = "2026-03-01T12:00:00Z")]
+    /// Start of the bucket: RFC 3339 at the zone's offset at that instant (`Z` at offset
+    /// 0), so a DST day's next bucket shows the new offset.
+    #[schema(example = "2026-03-29T00:00:00+01:00")]
     pub bucket: String,
     /// Events in the bucket (and in `[from, to)`).
     pub count: i64,
@@ -44,13 +53,18 @@ pub struct Point {
 }
 
 /// Most buckets one answer may hold.
-const MAX_BUCKETS: i64 = 10_000;
+const MAX_BUCKETS: usize = 10_000;
+
+/// Most pieces one query lists as branches. More (the days of a zone at +05:30: two
+/// ranges a day) are joined from arrays ([`crate::range::Pieces::lateral`]) and summed per
+/// bucket in the database, so neither the statement nor the rows grow with the range.
+const MAX_BRANCHES: usize = 32;
 
 const ROLLUP: &str = "SELECT bucket, events, revenue, source, funnel_stage, event_type \
     FROM rollup_events WHERE grain = {grain} AND bucket >= {lo} AND bucket < {hi}";
-/// A raw piece is an edge shorter than a minute, inside one minute: one bucket of any
-/// interval. So it is summed here, and placed at its start (a row per event made a busy
-/// minute cost hundreds of MiB of rows in this process).
+/// A raw piece is an edge shorter than a minute, inside one minute and never across a
+/// bucket boundary: one bucket of any interval. So it is summed here, and placed at its
+/// start (a row per event made a busy minute cost hundreds of MiB of rows in this process).
 const RAW: &str = "SELECT {lo}, count(*), coalesce(sum(revenue), 0), source, funnel_stage, \
     event_type FROM events WHERE event_time >= {lo} AND event_time < {hi} \
     GROUP BY source, funnel_stage, event_type";
@@ -80,7 +94,7 @@ fn sql(parts: &str) -> String {
     )
 }
 
-/// Counts and revenue per UTC-aligned bucket, zero-filled.
+/// Counts and revenue per bucket of the reader's time zone, zero-filled.
 ///
 /// Points run from the bucket containing `from` to the bucket containing the last instant
 /// before `to`; only events in `[from, to)` are counted.
@@ -91,149 +105,127 @@ fn sql(parts: &str) -> String {
     params(
         crate::api_doc::RangeQuery,
         crate::api_doc::IntervalQuery,
+        crate::api_doc::TzQuery,
         crate::api_doc::SourceQuery,
         crate::api_doc::StageTypeQuery,
+        crate::api_doc::FormatQuery,
     ),
     responses(
-        (status = 200, description = "One point per bucket", body = Timeseries),
+        (
+            status = 200,
+            description = "One point per bucket: JSON, or CSV when asked (`format`)",
+            content((Timeseries = "application/json"), (String = "text/csv")),
+            headers(("Data-As-Of" = String, description = "Every event stored before this instant is in the answer (RFC 3339 UTC): the request's time when reading the primary, earlier from a standby that lags; absent when unknown"), ("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"timeseries.csv\"`")),
+        ),
         crate::api_doc::ReportErrors,
     ),
     security((), ("bearer" = [])),
 )]
 pub async fn timeseries(
     State(app): State<AppState>,
+    accept: Accept,
     pairs: Pairs,
-) -> Result<Json<Timeseries>, ApiError> {
+) -> Result<Report<Timeseries>, ApiError> {
     let mut p = Params::new(pairs.0, PARAMS);
+    let format = p.format(accept);
     let (from, to) = p.range();
     let interval = p.choice("interval", &["minute", "hour", "day"], "hour");
+    let zone = time_zone(&mut p);
     let f = p.filters();
     let grain = match interval {
         "minute" => Grain::Minute,
         "day" => Grain::Day,
         _ => Grain::Hour,
     };
-    let span = buckets(from, to, grain);
-    if let Some((_, n)) = span
-        && n > MAX_BUCKETS
-    {
-        p.reject(
-            "interval",
-            format!(
-                "the range holds {n} {interval} buckets; at most {MAX_BUCKETS} are allowed: \
-                 take a coarser interval or a shorter range"
-            ),
-        );
-    }
+    let plan = zone.and_then(
+        |zone| match zone::buckets(&zone, from, to, grain, MAX_BUCKETS) {
+            Ok(buckets) => Some((zone, buckets)),
+            Err(e) => {
+                p.reject(e.field(), e.to_string());
+                None
+            }
+        },
+    );
     p.finish()?;
-    let Some((first, buckets)) = span else {
+    let Some((zone, plan)) = plan else {
         return Err(unrepresentable_range());
     };
 
-    // Only rollups no coarser than the interval can be placed in its buckets.
-    let grains: &[Grain] = match grain {
-        Grain::Day => &[Grain::Day, Grain::Hour, Grain::Minute],
-        Grain::Hour => &[Grain::Hour, Grain::Minute],
-        Grain::Minute => &[Grain::Minute],
-    };
-    let pieces = split(from, to, grains);
-    let rows = if f.event_type.is_none() {
-        let (parts, bounds) = pieces.union_all(SERIES_ROLLUP, SERIES_RAW, 3);
-        query_pieces(
-            &app.pool,
-            "timeseries",
-            &series_sql(&parts),
-            &[&f.source, &f.funnel_stage],
-            &bounds,
-        )
-        .await?
-    } else {
-        let (parts, bounds) = pieces.union_all(ROLLUP, RAW, 4);
-        query_pieces(
-            &app.pool,
-            "timeseries",
-            &sql(&parts),
-            &[&f.source, &f.funnel_stage, &f.event_type],
-            &bounds,
-        )
-        .await?
-    };
-    let mut found: HashMap<OffsetDateTime, (i64, Decimal)> = HashMap::with_capacity(rows.len());
+    let rows = rows(&app, &f, &plan).await?;
+    let mut sums = vec![(0_i64, Decimal::ZERO); plan.starts().len()];
     for r in &rows {
-        // Every row's time is in `[from, to)`, so its bucket is one of the points.
-        let Some(bucket) = grain.checked_floor(r.get(0)) else {
+        // Every row's time is in `[from, to)`, so in one of the buckets.
+        let Some(sum) = r
+            .get::<_, Option<OffsetDateTime>>(0)
+            .and_then(|t| plan.index(t))
+            .and_then(|i| sums.get_mut(i))
+        else {
             continue;
         };
-        let sum = found.entry(bucket).or_default();
         sum.0 += r.get::<_, i64>(1);
         sum.1 += r.get::<_, Decimal>(2);
     }
-
-    // The bucket after the last may be past 9999-12-31: the walk stops at the last.
-    let points = std::iter::successors(Some(first), |b| b.checked_add(grain.length()))
-        .take(usize::try_from(buckets).unwrap_or(0))
-        .map(|bucket| {
-            let (count, revenue) = found.get(&bucket).copied().unwrap_or_default();
-            Point {
-                bucket: timestamp(bucket),
-                count,
-                revenue: money(Some(revenue)),
-            }
+    let points = plan
+        .starts()
+        .iter()
+        .zip(sums)
+        .map(|(&start, (count, revenue))| Point {
+            bucket: zone::rfc3339(start),
+            count,
+            revenue: money(Some(revenue)),
         })
         .collect();
-    Ok(Json(Timeseries { interval, points }))
+    Ok(Report::new(
+        format,
+        Timeseries {
+            interval,
+            tz: zone.name().to_owned(),
+            points,
+        },
+    ))
 }
 
-/// The first bucket and how many there are: from the bucket holding `from` to the one
-/// holding the last instant before `to` (none when `from >= to`). `None` when a bound is
-/// outside `time`'s range, which the parameters already refuse.
-fn buckets(
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-    grain: Grain,
-) -> Option<(OffsetDateTime, i64)> {
-    let first = grain.checked_floor(from)?;
-    if from >= to {
-        return Some((first, 0));
-    }
-    let last = grain.checked_floor(to.checked_sub(time::Duration::NANOSECOND)?)?;
-    let steps = (last - first)
-        .whole_seconds()
-        .checked_div(grain.length().whole_seconds())?;
-    Some((first, steps.checked_add(1)?))
+/// `tz`, UTC when absent; `None` (and the parameter named) when the database lacks it.
+fn time_zone(p: &mut Params) -> Option<Zone> {
+    let Some(name) = p.text("tz") else {
+        return Some(Zone::utc());
+    };
+    Zone::get(&name)
+        .map_err(|e| p.reject("tz", e.to_string()))
+        .ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::range::{EARLIEST, LATEST};
-    use time::macros::datetime;
-
-    #[test]
-    fn buckets_run_from_the_one_holding_from_to_the_one_before_to() {
-        let from = datetime!(2026-03-01 10:30 UTC);
-        assert_eq!(
-            buckets(from, datetime!(2026-03-01 12:00 UTC), Grain::Hour),
-            Some((datetime!(2026-03-01 10:00 UTC), 2))
-        );
-        assert_eq!(
-            buckets(from, from, Grain::Hour),
-            Some((datetime!(2026-03-01 10:00 UTC), 0))
-        );
+/// The pieces' rows: `(time, events, revenue)`, each time inside one bucket.
+async fn rows(app: &AppState, f: &Filters, plan: &Buckets) -> Result<Vec<Row>, ApiError> {
+    let pieces = plan.pieces();
+    let series = f.event_type.is_none();
+    let (rollup, raw, mut params): (&str, &str, Vec<&(dyn ToSql + Sync)>) = if series {
+        (SERIES_ROLLUP, SERIES_RAW, vec![&f.source, &f.funnel_stage])
+    } else {
+        let own: Vec<&(dyn ToSql + Sync)> = vec![&f.source, &f.funnel_stage, &f.event_type];
+        (ROLLUP, RAW, own)
+    };
+    let filtered = |parts: &str| {
+        if series {
+            series_sql(parts)
+        } else {
+            sql(parts)
+        }
+    };
+    if pieces.count() <= MAX_BRANCHES {
+        let (parts, bounds) = pieces.union_all(rollup, raw, params.len() + 1);
+        return query_pieces(&app.pool, "timeseries", &filtered(&parts), &params, &bounds).await;
     }
-
-    #[test]
-    fn buckets_of_the_widest_ranges_are_counted_without_overflow() {
-        // Every day of years 0 to 9999: 3,652,425 of them, the last one 9999-12-31.
-        assert_eq!(
-            buckets(EARLIEST, LATEST, Grain::Day),
-            Some((EARLIEST, 3_652_425))
-        );
-        assert_eq!(
-            buckets(EARLIEST, LATEST, Grain::Minute).map(|b| b.1),
-            Some(3_652_425 * 1440)
-        );
-        let day = datetime!(9999-12-31 0:00 UTC);
-        assert_eq!(buckets(day, LATEST, Grain::Hour), Some((day, 24)));
-    }
+    // The bucket starts, then the pieces' arrays.
+    let starts = params.len() + 1;
+    let (parts, arrays) = pieces.lateral(rollup, raw, starts + 1);
+    let statement = format!(
+        "SELECT (${starts}::timestamptz[])[width_bucket(t, ${starts}::timestamptz[])], \
+         sum(n)::bigint, sum(v) FROM ({}) AS q(t, n, v) GROUP BY 1",
+        filtered(&parts)
+    );
+    let bucket_starts = plan.starts().to_vec();
+    params.push(&bucket_starts);
+    params.extend(arrays.iter().map(|a| a as &(dyn ToSql + Sync)));
+    query(&app.pool, "timeseries", &statement, &params).await
 }

@@ -5,8 +5,8 @@
 
 use super::{AppState, Pairs, money};
 use crate::activity;
+use crate::format::{Accept, Report};
 use crate::params::Params;
-use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use service_kit::error::ApiError;
@@ -14,7 +14,7 @@ use shared_events::Source;
 use utoipa::ToSchema;
 
 /// The query parameters this report accepts.
-pub const PARAMS: &[&str] = &["from", "to", "source", "limit", "by"];
+pub const PARAMS: &[&str] = &["from", "to", "source", "limit", "by", "format"];
 
 /// The top users.
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,15 +46,26 @@ pub struct User {
         crate::api_doc::SourceQuery,
         crate::api_doc::LimitQuery,
         crate::api_doc::UserOrderQuery,
+        crate::api_doc::FormatQuery,
     ),
     responses(
-        (status = 200, description = "The top users", body = TopUsers),
+        (
+            status = 200,
+            description = "The top users: JSON, or CSV when asked (`format`)",
+            content((TopUsers = "application/json"), (String = "text/csv")),
+            headers(("Data-As-Of" = String, description = "Every event stored before this instant is in the answer (RFC 3339 UTC): the request's time when reading the primary, earlier from a standby that lags; absent when unknown"), ("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"users-top.csv\"`")),
+        ),
         crate::api_doc::ReportErrors,
     ),
     security((), ("bearer" = [])),
 )]
-pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<TopUsers>, ApiError> {
+pub async fn top(
+    State(app): State<AppState>,
+    accept: Accept,
+    pairs: Pairs,
+) -> Result<Report<TopUsers>, ApiError> {
     let mut p = Params::new(pairs.0, PARAMS);
+    let format = p.format(accept);
     let (from, to) = p.range();
     let source = p.source();
     let limit = p.limit();
@@ -84,5 +95,5 @@ pub async fn top(State(app): State<AppState>, pairs: Pairs) -> Result<Json<TopUs
             revenue: money(Some(u.revenue)),
         })
         .collect();
-    Ok(Json(TopUsers { users }))
+    Ok(Report::new(format, TopUsers { users }))
 }

@@ -83,7 +83,7 @@ async fn every_count_report_matches_the_raw_events_for_every_range_and_filter() 
                     p.0 += 1;
                     p.1 += f.revenue.unwrap_or_default();
                 }
-                let expected = json!({"interval": interval, "points": points.iter().map(|(b, (n, v))| json!({
+                let expected = json!({"interval": interval, "tz": "UTC", "points": points.iter().map(|(b, (n, v))| json!({
                     "bucket": OffsetDateTime::from_unix_timestamp(*b).unwrap().format(&Rfc3339).unwrap(),
                     "count": n, "revenue": money(*v)})).collect::<Vec<_>>()});
                 let got = s

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
 mod counts;
+mod csv;
 mod data;
 mod requests;
 mod user_checks;
