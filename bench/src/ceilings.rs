@@ -78,16 +78,29 @@ pub fn rows(payloads: &Payloads) -> anyhow::Result<Vec<Row>> {
         .collect()
 }
 
-/// One binary COPY of `rows` into `table`, in its own transaction (the worker's loader).
+/// One binary COPY of `rows`' keys into `keys` (when the schema has them) and of the rows
+/// into `table`, in one transaction (the worker's loader, and its first attempt).
 async fn copy_rows(
     client: &mut tokio_postgres::Client,
-    table: &str,
+    (table, keys): (&str, Option<&str>),
     rows: &[Row],
 ) -> anyhow::Result<u64> {
     let tx = client.transaction().await?;
+    if let Some(keys) = keys {
+        store::copy_keys(&tx, keys, rows).await?;
+    }
     let copied = store::copy_rows(&tx, table, rows, &[]).await?;
     tx.commit().await?;
     Ok(copied)
+}
+
+/// Whether the schema keeps dedup keys apart (`event_keys`, since migration 12): not so
+/// when `--bin-dir` runs an older build, whose worker migrated the database.
+async fn has_keys(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass('event_keys') IS NOT NULL", &[])
+        .await?
+        .get(0))
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -96,8 +109,8 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// Raw binary COPY of `rows` into a scratch copy of `events` (same columns, constraints
-/// and indexes): batches of `batch` rows, `connections` at once, one transaction per
+/// Raw binary COPY of `rows` into scratch copies of `events` and `event_keys` (same
+/// columns, constraints and indexes; the keys are the dedup the worker writes too): batches of `batch` rows, `connections` at once, one transaction per
 /// batch, like the worker. Returns the time taken; the scratch table is dropped.
 pub async fn copy_ceiling(
     url: &str,
@@ -106,14 +119,21 @@ pub async fn copy_ceiling(
     connections: usize,
 ) -> anyhow::Result<Duration> {
     let admin = connect(url).await?;
+    let keys = has_keys(&admin).await?;
     admin
         .batch_execute(
-            "DROP TABLE IF EXISTS bench_events_copy;
-             CREATE TABLE bench_events_copy (LIKE events INCLUDING ALL);
-             CHECKPOINT",
+            "DROP TABLE IF EXISTS bench_events_copy, bench_event_keys_copy;
+             CREATE TABLE bench_events_copy (LIKE events INCLUDING ALL);",
         )
         .await
         .context("creating the scratch table")?;
+    if keys {
+        admin
+            .batch_execute("CREATE TABLE bench_event_keys_copy (LIKE event_keys INCLUDING ALL)")
+            .await?;
+    }
+    admin.batch_execute("CHECKPOINT").await?;
+    let scratch = ("bench_events_copy", keys.then_some("bench_event_keys_copy"));
     let chunks = rows.len().div_ceil(batch.max(1));
     let next = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
@@ -133,8 +153,7 @@ pub async fn copy_ceiling(
                         return anyhow::Ok(copied);
                     }
                     let end = ((i + 1) * batch).min(rows.len());
-                    copied +=
-                        copy_rows(&mut client, "bench_events_copy", &rows[i * batch..end]).await?;
+                    copied += copy_rows(&mut client, scratch, &rows[i * batch..end]).await?;
                 }
             })
         })
@@ -149,7 +168,9 @@ pub async fn copy_ceiling(
         "COPY stored {copied} of {} rows",
         rows.len()
     );
-    admin.batch_execute("DROP TABLE bench_events_copy").await?;
+    admin
+        .batch_execute("DROP TABLE IF EXISTS bench_events_copy, bench_event_keys_copy")
+        .await?;
     Ok(took)
 }
 
@@ -161,6 +182,7 @@ pub async fn jetstream_ceiling(
     nats_url: &str,
     payloads: &Payloads,
     window: usize,
+    replicas: usize,
 ) -> anyhow::Result<Duration> {
     use async_nats::jetstream::message::PublishMessage;
     let client = async_nats::connect(nats_url).await?;
@@ -183,6 +205,8 @@ pub async fn jetstream_ceiling(
         "BENCH_RAW",
         "--nats-subject-prefix",
         "benchraw",
+        "--nats-stream-replicas",
+        &replicas.to_string(),
     ])?
     .stream;
     let _ = js.delete_stream("BENCH_RAW").await;
@@ -281,6 +305,9 @@ pub async fn preload(url: &str, n: u64, seed: u64) -> anyhow::Result<Duration> {
         Ok(())
     });
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let keys = has_keys(&connect(url).await?)
+        .await?
+        .then_some("event_keys");
     let mut tasks = Vec::new();
     for _ in 0..2 {
         let mut client = connect(url).await?;
@@ -292,7 +319,7 @@ pub async fn preload(url: &str, n: u64, seed: u64) -> anyhow::Result<Duration> {
                 let Some(rows) = next else {
                     return anyhow::Ok(copied);
                 };
-                copied += copy_rows(&mut client, "events", &rows).await?;
+                copied += copy_rows(&mut client, ("events", keys), &rows).await?;
             }
         }));
     }

@@ -204,46 +204,84 @@ pub fn nats_server_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
 }
 
-/// A private nats-server with JetStream (file store in a temporary directory).
+/// Private nats-servers with JetStream (file stores in temporary directories): one, or
+/// three in one cluster (routes on loopback), as a deployment would run them.
 #[derive(Debug)]
 pub struct Nats {
+    nodes: Vec<NatsNode>,
+}
+
+#[derive(Debug)]
+struct NatsNode {
     port: u16,
     _store: tempfile::TempDir,
     process: ChildProcess,
 }
 
 impl Nats {
-    pub async fn start(log_dir: &Path) -> anyhow::Result<Nats> {
-        let store = tempfile::Builder::new().prefix("bench-nats").tempdir()?;
-        let port = testkit::free_port()?;
-        let log = std::fs::File::create(log_dir.join("nats-server.log"))?;
-        let mut cmd = Command::new(nats_server_bin());
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let process = ChildProcess::spawn("nats-server", cmd)?;
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Starts `nodes` servers (1, or 3 clustered) and waits until each listens.
+    pub async fn start(log_dir: &Path, nodes: usize) -> anyhow::Result<Nats> {
+        let ports: Vec<(u16, u16)> = (0..nodes)
+            .map(|_| Ok((testkit::free_port()?, testkit::free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let routes = ports
+            .iter()
+            .map(|(_, route)| format!("nats://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut started = Vec::with_capacity(nodes);
+        for (i, &(port, route)) in ports.iter().enumerate() {
+            let store = tempfile::Builder::new().prefix("bench-nats").tempdir()?;
+            let log = std::fs::File::create(log_dir.join(format!("nats-server-{i}.log")))?;
+            let mut cmd = Command::new(nats_server_bin());
+            cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(store.path())
+                .args(["-n", &format!("bench-{i}")]);
+            if nodes > 1 {
+                cmd.args(["--cluster_name", "bench", "--cluster"])
+                    .arg(format!("nats://127.0.0.1:{route}"))
+                    .args(["--routes", &routes]);
+            }
+            cmd.stdout(log.try_clone()?).stderr(log);
+            let process = ChildProcess::spawn("nats-server", cmd)?;
+            started.push(NatsNode {
+                port,
+                _store: store,
+                process,
+            });
         }
-        Ok(Nats {
-            port,
-            _store: store,
-            process,
-        })
+        for node in &started {
+            let addr = format!("127.0.0.1:{}", node.port);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while std::net::TcpStream::connect(&addr).is_err() {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "nats-server did not listen on {addr}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(Nats { nodes: started })
     }
 
+    /// The servers' URLs, comma-separated (`NATS_URL`'s form for a cluster).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
+    /// The first server's URL: for this process's own clients (async-nats takes one
+    /// address per string; a cluster's server tells the client about the others).
+    pub fn first_url(&self) -> String {
+        self.nodes
+            .first()
+            .map_or_else(String::new, |n| format!("nats://127.0.0.1:{}", n.port))
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.process.pid()).collect()
     }
 }

@@ -1,8 +1,10 @@
-//! The report in Markdown: the setup, the table of measures, the targets, the resources
-//! and the CPU by phase. Printed at the end of a run and written to `<date>.md`.
+//! The report in Markdown: the setup, the table of measures, the targets, the resources,
+//! the CPU by phase and per stored event. Printed at the end of a run and written to
+//! `<date>.md`.
 
+use crate::control::DrainEnd;
 use crate::procstat::CpuUse;
-use crate::results::{INGEST_BATCH, Phase, Results, SUSTAINED_BATCH};
+use crate::results::{Drain, INGEST_BATCH, Phase, Results, SUSTAINED_BATCH};
 use std::fmt::Write as _;
 
 impl Results {
@@ -16,6 +18,10 @@ impl Results {
         self.targets_table(&mut s);
         self.resources_table(&mut s);
         self.cpu_table(&mut s);
+        self.per_event_table(&mut s);
+        if let Some(disk) = &self.disk {
+            disk.render(&mut s);
+        }
         let _ = writeln!(s, "Consistency: {}.", self.consistency);
         s
     }
@@ -58,8 +64,16 @@ impl Results {
         );
         let _ = writeln!(
             s,
-            "- NATS: {}, JetStream file store (private server)",
-            self.nats_version
+            "- NATS: {}, JetStream file store ({})",
+            self.nats_version,
+            if self.nats_nodes > 1 {
+                format!(
+                    "{} private servers in one cluster on this machine, streams at R{}",
+                    self.nats_nodes, self.nats_nodes
+                )
+            } else {
+                "private server".to_owned()
+            }
         );
         let env: Vec<String> = self
             .passthrough_env
@@ -122,10 +136,9 @@ impl Results {
             {
                 let _ = writeln!(
                     s,
-                    "| worker alone, draining that backlog | {} stored | | 99% of {} events in {:.1} s; all in {} (the pull in flight when the worker was paused waits for `ack_wait`) |",
+                    "| worker alone, draining that backlog | {} stored | | {}; all in {} (the pull in flight when the worker was paused waits for `ack_wait`) |",
                     n(d.events_per_s),
-                    n(d.events as f64),
-                    d.seconds,
+                    drain_window(d),
                     d.all_stored_s
                         .map_or("more than the timeout".into(), |t| format!("{t:.1} s"))
                 );
@@ -180,18 +193,23 @@ impl Results {
     fn targets_table(&self, s: &mut String) {
         let _ = writeln!(s, "## Targets");
         let _ = writeln!(s);
-        let _ = writeln!(s, "| target | measured | verdict | bound by |");
-        let _ = writeln!(s, "|---|---|---|---|");
+        let _ = writeln!(s, "| issue | target | measured | verdict | bound by |");
+        let _ = writeln!(s, "|---|---|---|---|---|");
         for t in &self.targets {
             let verdict = match t.met {
                 Some(true) => "met",
                 Some(false) => "NOT MET",
                 None => "not measured",
             };
+            let issues: Vec<String> = t.issues.iter().map(u32::to_string).collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} |",
-                t.target, t.measured, verdict, t.bound_by
+                "| {} | {} | {} | {} | {} |",
+                issues.join(", "),
+                t.target,
+                t.measured,
+                verdict,
+                t.bound_by
             );
         }
         let _ = writeln!(s);
@@ -286,6 +304,28 @@ impl Results {
     }
 }
 
+/// The worker-alone window: how much of the backlog, how long, and what ended it.
+fn drain_window(d: &Drain) -> String {
+    let events = n(d.events as f64);
+    match d.ended {
+        DrainEnd::MostStored => format!(
+            "{} of {events} events (≥ 99%) in {:.1} s",
+            n(d.stored as f64),
+            d.seconds
+        ),
+        DrainEnd::ProgressPaused => format!(
+            "{} of {events} events in {:.1} s, then nothing stored for 2 s",
+            n(d.stored as f64),
+            d.seconds
+        ),
+        DrainEnd::Timeout => format!(
+            "{} of {events} events in {:.1} s, then the timeout",
+            n(d.stored as f64),
+            d.seconds
+        ),
+    }
+}
+
 /// The phase's headline rate: stored, or accepted when nothing was stored.
 fn figure(p: &Phase) -> String {
     match p.stored_per_s {
@@ -330,7 +370,7 @@ fn notes(p: &Phase) -> Vec<String> {
         notes.push("worker paused (SIGSTOP)".into());
     } else {
         notes.push(format!(
-            "backlog {}→{} (max {}){}",
+            "backlog {}→{} events (max {}){}",
             p.backlog_start,
             p.backlog_end,
             p.backlog_max,

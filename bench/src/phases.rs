@@ -5,9 +5,10 @@
 use crate::ceilings;
 use crate::control::{Controller, Stalls};
 use crate::load::{self, Load, Rate};
+use crate::perevent;
 use crate::procstat::{CpuSnapshot, CpuUse};
 use crate::prom::{self, Histogram};
-use crate::results::{Burst, Ceilings, Drain, INGEST_BATCH, Phase};
+use crate::results::{Burst, Ceilings, Phase};
 use crate::setup::Bench;
 use publisher::Summary;
 use std::sync::Arc;
@@ -76,7 +77,10 @@ struct Snap {
     worker: Option<String>,
     ingestion: String,
     processed: Option<f64>,
+    /// Events accepted and not yet stored.
     backlog: u64,
+    /// JetStream messages not yet acked.
+    messages: u64,
     accepted: u64,
 }
 
@@ -85,6 +89,7 @@ struct Window {
     w0: Snap,
     w1: Snap,
     backlog_max: u64,
+    messages_max: u64,
     stalls: Stalls,
     /// The mean rate the controller offered (adaptive phases).
     mean_offered: Option<f64>,
@@ -115,22 +120,25 @@ impl Bench {
         let processed = worker_text
             .as_deref()
             .map(|t| prom::sum(t, "worker_events_processed_total", &[]));
+        let progress = self.probe.progress().await?;
         Ok(Snap {
             at: Instant::now(),
             cpu,
             worker: worker_text,
             ingestion: self.probe.ingestion_text().await?,
             processed,
-            backlog: self.probe.backlog().await?,
+            backlog: progress.backlog,
+            messages: progress.messages,
             accepted: running.map(load::Running::accepted).unwrap_or(0),
         })
     }
 
-    /// Waits until the backlog is empty; the seconds it took, or `None` on timeout.
+    /// Waits until JetStream holds no unacked message (so no event waits, whatever a
+    /// message holds); the seconds it took, or `None` on timeout.
     pub async fn drain(&self, timeout: Duration) -> anyhow::Result<Option<f64>> {
         let started = Instant::now();
         loop {
-            if self.probe.backlog().await? == 0 {
+            if self.probe.backlog_messages().await? == 0 {
                 return Ok(Some(started.elapsed().as_secs_f64()));
             }
             if started.elapsed() >= timeout {
@@ -165,11 +173,11 @@ impl Bench {
         let warm_end = Instant::now() + warmup;
         while adaptive && Instant::now() < warm_end {
             tokio::time::sleep(TICK).await;
-            let (p, b) = (self.probe.processed().await?, self.probe.backlog().await?);
-            ctl.step(p, running.accepted(), b);
+            let now = self.probe.progress().await?;
+            ctl.step(now.stored.unwrap_or(0.0), running.accepted(), now.backlog);
         }
         let w0 = self.snap(Some(&running), watch_worker).await?;
-        let (backlog_max, stalls) = self.watch(spec, &running, &mut ctl, &w0).await?;
+        let (backlog_max, messages_max, stalls) = self.watch(spec, &running, &mut ctl, &w0).await?;
         let w1 = self.snap(Some(&running), watch_worker).await?;
         let summary = running.finish().await?;
         let drained = if watch_worker {
@@ -186,6 +194,7 @@ impl Bench {
             w0,
             w1,
             backlog_max,
+            messages_max,
             stalls,
             mean_offered: ctl.mean_offered(),
             summary,
@@ -194,35 +203,34 @@ impl Bench {
         })
     }
 
-    /// The window of a phase: the highest backlog, the worker's stalls, and the rate
-    /// steered when the phase is adaptive.
+    /// The window of a phase: the highest backlog (events, and JetStream messages), the
+    /// worker's stalls, and the rate steered when the phase is adaptive.
     async fn watch(
         &self,
         spec: &Spec,
         running: &load::Running,
         ctl: &mut Controller,
         w0: &Snap,
-    ) -> anyhow::Result<(u64, Stalls)> {
-        let watch_worker = !spec.worker_paused;
+    ) -> anyhow::Result<(u64, u64, Stalls)> {
         let adaptive = matches!(spec.mode, Mode::Adaptive { .. });
-        let mut backlog_max = w0.backlog;
+        let (mut backlog_max, mut messages_max) = (w0.backlog, w0.messages);
         let mut stalls = Stalls::new(w0.at, w0.processed, w0.backlog);
         let end = w0.at + spec.window;
         while Instant::now() < end {
             tokio::time::sleep(TICK.min(end.saturating_duration_since(Instant::now()))).await;
-            let b = self.probe.backlog().await?;
-            backlog_max = backlog_max.max(b);
-            if watch_worker {
-                let p = self.probe.processed().await?;
-                stalls.observe(p, b);
+            let now = self.probe.progress().await?;
+            backlog_max = backlog_max.max(now.backlog);
+            messages_max = messages_max.max(now.messages);
+            if let Some(p) = now.stored {
+                stalls.observe(p, now.backlog);
                 if adaptive {
-                    ctl.step(p, running.accepted(), b);
+                    ctl.step(p, running.accepted(), now.backlog);
                 }
             }
             ctl.record();
         }
         stalls.finish();
-        Ok((backlog_max, stalls))
+        Ok((backlog_max, messages_max, stalls))
     }
 
     /// Empties `events` and the rollups and checkpoints, so a phase starts on a fresh table.
@@ -232,7 +240,7 @@ impl Bench {
             .db
             .query_one(
                 "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables \
-                 WHERE schemaname = 'public' AND (tablename = 'events' OR tablename LIKE 'rollup%')",
+                 WHERE schemaname = 'public' AND (tablename IN ('events', 'event_keys') OR tablename LIKE 'rollup%')",
                 &[],
             )
             .await?
@@ -249,6 +257,7 @@ impl Bench {
         let n = self.cli.burst;
         eprintln!("-- burst of {n} events ...");
         let before = self.probe.processed().await?;
+        let ingestion_before = self.probe.ingestion_text().await?;
         let s0 = self.watched.snapshot();
         let started = Instant::now();
         let running = load::start(Load {
@@ -276,6 +285,8 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let cpu = CpuUse::between(&s0, &self.watched.snapshot());
+        let (ingestion_accepted, messages_published) =
+            perevent::ingestion_deltas(&ingestion_before, &self.probe.ingestion_text().await?);
         let burst = Burst {
             events: n,
             accepted: summary.accepted,
@@ -284,6 +295,9 @@ impl Bench {
             stored_after_s: stored_after,
             stored_per_s: stored_after.map(|s| summary.accepted as f64 / s),
             cpu,
+            ingestion_accepted,
+            messages_published,
+            per_event: None,
         };
         eprintln!(
             "   accepted in {:.2} s, stored after {}",
@@ -340,6 +354,8 @@ impl Window {
         };
         let tolerance = (stored.unwrap_or(0) / 50).max(2_000);
         let summary = &self.summary;
+        let (ingestion_accepted, messages_published) =
+            perevent::ingestion_deltas(&w0.ingestion, &w1.ingestion);
         Phase {
             name: spec.name.clone(),
             batch: spec.batch,
@@ -364,7 +380,8 @@ impl Window {
             stored_per_s: stored.map(|s| s as f64 / seconds),
             backlog_start: w0.backlog,
             backlog_end: w1.backlog,
-            backlog_max: self.backlog_max,
+            backlog_max: self.backlog_max.max(w1.backlog),
+            backlog_messages_max: self.messages_max.max(w1.messages),
             backlog_stable: watch_worker
                 .then_some(w1.backlog <= w0.backlog.saturating_add(tolerance)),
             e2e_p50_s: e2e.as_ref().and_then(|h| h.quantile(0.5)),
@@ -377,6 +394,9 @@ impl Window {
             worker_stalled_s: self.stalls.total,
             worker_longest_stall_s: self.stalls.longest,
             cpu: CpuUse::between(&w0.cpu, &w1.cpu),
+            ingestion_accepted,
+            messages_published,
+            per_event: None,
             notes: self.notes(spec, accepted as f64 / seconds),
         }
     }
@@ -429,7 +449,13 @@ impl Bench {
             ceilings::copy_ceiling(&self.pg.url("events"), Arc::clone(&rows), 1000, 3).await?;
         let copy_cpu = CpuUse::between(&s0, &self.watched.snapshot());
         let s0 = self.watched.snapshot();
-        let js = ceilings::jetstream_ceiling(&self.nats.url(), &payloads, 4096).await?;
+        let js = ceilings::jetstream_ceiling(
+            &self.nats.first_url(),
+            &payloads,
+            4096,
+            self.cli.nats_nodes,
+        )
+        .await?;
         let jetstream_cpu = CpuUse::between(&s0, &self.watched.snapshot());
         let measured = Ceilings {
             events: payloads.json.len(),
@@ -438,90 +464,14 @@ impl Bench {
             copy_cpu,
             jetstream_msgs_per_s: payloads.json.len() as f64 / js.as_secs_f64(),
             jetstream_cpu,
+            copy_per_row: None,
+            jetstream_per_message: None,
         };
         eprintln!(
             "   COPY {:.0} rows/s, JetStream {:.0} msgs/s",
             measured.copy_rows_per_s, measured.jetstream_msgs_per_s
         );
         Ok(measured)
-    }
-
-    /// Ingestion alone (worker paused), single events then 100-event batches; then the
-    /// worker alone, draining the backlog they left.
-    pub async fn ingestion_then_worker_alone(
-        &mut self,
-    ) -> anyhow::Result<(Phase, Phase, Option<Drain>)> {
-        let processed_before = self.probe.processed().await?;
-        self.worker.signal("STOP")?;
-        let paused = self.ingestion_alone().await;
-        let backlog = self.probe.backlog().await.unwrap_or(0);
-        // Resume the worker whatever happened, before giving up on an error.
-        self.worker.signal("CONT")?;
-        let (single, batch) = paused?;
-        let drain = self.worker_alone(processed_before, backlog).await?;
-        Ok((single, batch, drain))
-    }
-
-    async fn ingestion_alone(&mut self) -> anyhow::Result<(Phase, Phase)> {
-        let window = Duration::from_secs(self.cli.ingest_duration);
-        let single = self
-            .run_phase(Spec {
-                name: "ingestion alone, single-event requests".into(),
-                batch: 1,
-                concurrency: self.cli.single_concurrency,
-                mode: Mode::Unlimited,
-                window,
-                worker_paused: true,
-            })
-            .await?;
-        let batch = self
-            .run_phase(Spec {
-                name: INGEST_BATCH.into(),
-                batch: 100,
-                concurrency: self.cli.batch_concurrency,
-                mode: Mode::Unlimited,
-                window,
-                worker_paused: true,
-            })
-            .await?;
-        Ok((single, batch))
-    }
-
-    /// The worker draining `backlog` events alone; `None` when 99 % of it was not stored
-    /// within the drain timeout.
-    async fn worker_alone(
-        &mut self,
-        processed_before: f64,
-        backlog: u64,
-    ) -> anyhow::Result<Option<Drain>> {
-        eprintln!("-- worker alone: draining {backlog} events ...");
-        let timeout = self.cli.drain_timeout();
-        let s0 = self.watched.snapshot();
-        // The rate is taken at 99 % of the backlog: the pull the worker had in flight when it
-        // was paused (longer than async-nats waits for a pull) is only redelivered after
-        // `ack_wait`, a tail that says nothing about the worker's speed.
-        let started = Instant::now();
-        let most = processed_before + 0.99 * backlog as f64;
-        let mut at_most = None;
-        while at_most.is_none() && started.elapsed() < timeout {
-            if self.probe.processed().await? >= most {
-                at_most = Some((started.elapsed().as_secs_f64(), self.watched.snapshot()));
-            } else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        let drained = self
-            .drain(timeout.saturating_sub(started.elapsed()))
-            .await?
-            .map(|_| started.elapsed().as_secs_f64());
-        let drained_events = self.probe.processed().await? - processed_before;
-        Ok(at_most.map(|(s, s1)| Drain {
-            events: drained_events as u64,
-            seconds: s,
-            events_per_s: 0.99 * backlog as f64 / s.max(1e-3),
-            all_stored_s: drained,
-            cpu: CpuUse::between(&s0, &s1),
-        }))
     }
 
     /// Every accepted event is stored exactly once: the rows in `events` against what the

@@ -147,7 +147,11 @@ impl Watched {
                 };
                 (name.clone(), s)
             })
-            .collect();
+            // Processes of one name (a NATS cluster's nodes) are summed.
+            .fold(BTreeMap::new(), |mut per, (name, s)| {
+                *per.entry(name).or_insert(0.0) += s;
+                per
+            });
         let (busy, total) = machine_jiffies();
         CpuSnapshot {
             at: Instant::now(),

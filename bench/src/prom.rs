@@ -39,6 +39,15 @@ pub fn sum(text: &str, name: &str, filter: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Like [`sum`], but `None` when the text has no series of `name` matching `filter` (a
+/// binary older than the metric), where [`sum`] would say 0.
+pub fn find(text: &str, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
+    samples(text)
+        .filter(|(n, l, _)| *n == name && matches(l, filter))
+        .map(|(_, _, v)| v)
+        .reduce(|a, b| a + b)
+}
+
 /// A histogram: cumulative counts per upper bound (`+Inf` last), plus the sum.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
@@ -167,6 +176,13 @@ http_request_duration_seconds_bucket{service=\"ingestion\",route=\"/health/readi
             ),
             12.0
         );
+    }
+
+    #[test]
+    fn a_missing_metric_is_none_not_zero() {
+        assert_eq!(find(TEXT, "worker_events_processed_total", &[]), Some(42.0));
+        assert_eq!(find(TEXT, "ingestion_messages_published_total", &[]), None);
+        assert_eq!(sum(TEXT, "ingestion_messages_published_total", &[]), 0.0);
     }
 
     #[test]

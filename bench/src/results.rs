@@ -3,8 +3,10 @@
 //! [`Results`] is what `<date>.json` holds; [`crate::targets`] judges it and
 //! [`crate::markdown`] writes it out.
 
+use crate::control::DrainEnd;
 use crate::infra::Durability;
 use crate::markdown::secs;
+use crate::perevent::PerEvent;
 use crate::procstat::CpuUse;
 use crate::targets::Target;
 use serde::Serialize;
@@ -38,11 +40,14 @@ pub struct Phase {
     /// Events committed to PostgreSQL in the window.
     pub stored: Option<u64>,
     pub stored_per_s: Option<f64>,
-    /// JetStream backlog (undelivered + unacked) at the window's start and end.
+    /// Backlog in events (accepted by ingestion, not yet stored or dead-lettered) at the
+    /// window's start and end.
     pub backlog_start: u64,
     pub backlog_end: u64,
     pub backlog_max: u64,
     pub backlog_stable: Option<bool>,
+    /// The most JetStream messages (undelivered + unacked) seen waiting in the window.
+    pub backlog_messages_max: u64,
     /// `worker_event_latency_seconds`: ingest (PubAck) to commit.
     pub e2e_p50_s: Option<f64>,
     pub e2e_p99_s: Option<f64>,
@@ -58,6 +63,13 @@ pub struct Phase {
     pub worker_stalled_s: f64,
     pub worker_longest_stall_s: f64,
     pub cpu: CpuUse,
+    /// Events ingestion counted accepted in the window (`ingestion_events_accepted_total`).
+    pub ingestion_accepted: u64,
+    /// JetStream messages ingestion had acknowledged in the window
+    /// (`ingestion_messages_published_total`); `None` with binaries older than the metric.
+    pub messages_published: Option<u64>,
+    /// The cost of one event in this phase ([`crate::perevent::fill`]).
+    pub per_event: Option<PerEvent>,
     pub notes: Vec<String>,
 }
 
@@ -108,19 +120,27 @@ pub struct Ceilings {
     pub copy_cpu: CpuUse,
     pub jetstream_msgs_per_s: f64,
     pub jetstream_cpu: CpuUse,
+    /// CPU per row of the raw COPY and per message of the raw publish.
+    pub copy_per_row: Option<PerEvent>,
+    pub jetstream_per_message: Option<PerEvent>,
 }
 
 /// The worker alone, draining the backlog the ingestion-alone phases left.
 #[derive(Debug, Clone, Serialize)]
 pub struct Drain {
-    /// The backlog drained.
+    /// The backlog when the worker resumed, in events.
     pub events: u64,
-    /// Seconds until 99 % of it was stored (the rate's window).
+    /// The rate's window: from the resume to the last progress before it ended.
     pub seconds: f64,
+    /// Events stored in the window.
+    pub stored: u64,
     pub events_per_s: f64,
+    /// What ended the window.
+    pub ended: DrainEnd,
     /// Seconds until all of it was stored (`None`: not within the timeout).
     pub all_stored_s: Option<f64>,
     pub cpu: CpuUse,
+    pub per_event: Option<PerEvent>,
 }
 
 /// The burst: events offered at once, and how long until all were accepted and stored.
@@ -133,6 +153,9 @@ pub struct Burst {
     pub stored_after_s: Option<f64>,
     pub stored_per_s: Option<f64>,
     pub cpu: CpuUse,
+    pub ingestion_accepted: u64,
+    pub messages_published: Option<u64>,
+    pub per_event: Option<PerEvent>,
 }
 
 /// Memory and CPU of one process over the whole run.
@@ -173,6 +196,8 @@ pub struct Results {
     pub durability: String,
     pub pg_settings: Vec<(String, String)>,
     pub nats_version: String,
+    /// nats-server nodes (1, or 3 clustered with streams at R3).
+    pub nats_nodes: usize,
     pub passthrough_env: Vec<(String, String)>,
     pub ceilings: Option<Ceilings>,
     pub worker_alone: Option<Drain>,
@@ -183,7 +208,11 @@ pub struct Results {
     pub preload_seconds: Option<f64>,
     pub resources: Vec<Resource>,
     pub consistency: String,
+    /// What the stored events take on disk, by part.
+    pub disk: Option<crate::disk::Disk>,
     pub skipped: Vec<Skipped>,
+    /// The bound of the CPU-per-stored-event target, µs (`--cpu-per-event-us`).
+    pub cpu_per_event_bound_us: f64,
     /// The verdicts, from [`crate::targets::evaluate`] once everything is measured.
     pub targets: Vec<Target>,
     pub total_seconds: f64,
@@ -286,6 +315,7 @@ impl Results {
             durability: format!("{durability:?}").to_lowercase(),
             pg_settings: Vec::new(),
             nats_version: String::new(),
+            nats_nodes: 1,
             passthrough_env: Vec::new(),
             ceilings: None,
             worker_alone: None,
@@ -296,7 +326,9 @@ impl Results {
             preload_seconds: None,
             resources: Vec::new(),
             consistency: String::new(),
+            disk: None,
             skipped: Vec::new(),
+            cpu_per_event_bound_us: crate::perevent::DEFAULT_CPU_BOUND_US,
             targets: Vec::new(),
             total_seconds: 0.0,
         }
@@ -327,14 +359,20 @@ impl Results {
             .map(|p| p.accepted_per_s)
     }
 
-    /// Writes `<out>/<date>.json` and `.md` (`<date>-quick.*` for --quick).
-    pub fn write(&self, out: &Path, text: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    /// Writes `<out>/<name>.json` and `.md`; the name defaults to the date
+    /// (`<date>-quick` for --quick).
+    pub fn write(
+        &self,
+        out: &Path,
+        name: Option<&str>,
+        text: &str,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
         std::fs::create_dir_all(out)?;
         let day = self.date.get(..10).unwrap_or("results");
-        let stem = if self.quick {
-            format!("{day}-quick")
-        } else {
-            day.to_owned()
+        let stem = match name {
+            Some(name) => name.to_owned(),
+            None if self.quick => format!("{day}-quick"),
+            None => day.to_owned(),
         };
         let json = out.join(format!("{stem}.json"));
         let md = out.join(format!("{stem}.md"));

@@ -71,10 +71,14 @@ pub async fn start(cli: Cli) -> anyhow::Result<Bench> {
     .await?;
     let admin = pg.connect("postgres").await?;
     admin.batch_execute("CREATE DATABASE events").await?;
-    let nats = Nats::start(&log_dir).await?;
+    let nats = Nats::start(&log_dir, cli.nats_nodes).await?;
     let db_url = pg.url("events");
     // Tuning variables of the services pass through from our environment; these do not.
-    let mut env = vec![("NATS_URL", nats.url()), ("DATABASE_URL", db_url.clone())];
+    let mut env = vec![
+        ("NATS_URL", nats.url()),
+        ("DATABASE_URL", db_url.clone()),
+        ("NATS_STREAM_REPLICAS", cli.nats_nodes.to_string()),
+    ];
     // The load comes from one unsigned client, far above the per-producer default quotas
     // (and analytics' per-client one): off unless the environment sets them.
     for name in [
@@ -97,17 +101,23 @@ pub async fn start(cli: Cli) -> anyhow::Result<Bench> {
     ingestion.wait_ready(&http, Duration::from_secs(60)).await?;
     analytics.wait_ready(&http, Duration::from_secs(60)).await?;
     let db = pg.connect("events").await?;
-    let probe = Probe::new(&worker.base(), &ingestion.base(), &nats.url(), db).await?;
-    let watched = Watched {
-        items: vec![
-            ("ingestion".into(), ingestion.pid(), Kind::Single),
-            ("worker".into(), worker.pid(), Kind::Single),
-            ("analytics".into(), analytics.pid(), Kind::Single),
-            ("nats".into(), nats.pid(), Kind::Single),
-            ("postgres".into(), pg.pid(), Kind::Tree),
-            ("load generator".into(), std::process::id(), Kind::Single),
-        ],
-    };
+    let probe = Probe::new(&worker.base(), &ingestion.base(), &nats.first_url(), db).await?;
+    // Every node of a NATS cluster under the one name "nats": their CPU is summed.
+    let mut items = vec![
+        ("ingestion".into(), ingestion.pid(), Kind::Single),
+        ("worker".into(), worker.pid(), Kind::Single),
+        ("analytics".into(), analytics.pid(), Kind::Single),
+    ];
+    items.extend(
+        nats.pids()
+            .into_iter()
+            .map(|pid| ("nats".into(), pid, Kind::Single)),
+    );
+    items.extend([
+        ("postgres".into(), pg.pid(), Kind::Tree),
+        ("load generator".into(), std::process::id(), Kind::Single),
+    ]);
+    let watched = Watched { items };
     let webhook = format!("{}/webhook/event", ingestion.base()).parse()?;
     Ok(Bench {
         cli,
@@ -140,6 +150,7 @@ impl Bench {
                 clean_exit: Some(clean),
             });
         }
+        // A NATS cluster's nodes are summed into one row, as their CPU is.
         for (name, pid, kind) in self.watched.items.clone() {
             if name == "nats" || name == "postgres" {
                 let (rss, cpu) = match kind {
@@ -152,12 +163,18 @@ impl Bench {
                         procstat::tree_cpu_seconds(pid),
                     ),
                 };
-                resources.push(Resource {
-                    name,
-                    peak_rss_bytes: rss,
-                    cpu_seconds: cpu,
-                    clean_exit: None,
-                });
+                match resources.iter_mut().find(|r| r.name == name) {
+                    Some(r) => {
+                        r.peak_rss_bytes += rss;
+                        r.cpu_seconds += cpu;
+                    }
+                    None => resources.push(Resource {
+                        name,
+                        peak_rss_bytes: rss,
+                        cpu_seconds: cpu,
+                        clean_exit: None,
+                    }),
+                }
             }
         }
         resources
