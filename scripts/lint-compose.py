@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Offline lint of the container deployment (no Docker engine needed).
 
-Checks docker-compose.yml, Dockerfile, .dockerignore, deploy/*.env,
+Checks docker-compose.yml (its default services and its `cluster` profile's shape),
+Dockerfile, .dockerignore, deploy/*.env,
 prometheus/prometheus.yml and grafana/provisioning against each other and against the
 Rust sources (the environment variables each binary reads, its default port), and that
 the deployment stays safe by default (docs/operations.md, "Deployment hardening"): every
@@ -78,6 +79,33 @@ def is_one_shot(service: dict) -> bool:
     hc = service.get("healthcheck")
     return (str(service.get("restart")) == "no" and isinstance(hc, dict)
             and bool(hc.get("disable")))
+
+# The `cluster` profile (deploy/cluster.env; docs/operations.md, "Cluster"): the services it
+# adds, each another member of a group the default services start. A member is judged
+# as its group (capabilities, public ports).
+CLUSTER_PROFILE = "cluster"
+CLUSTER_ENV = "cluster.env"
+CLUSTER_MEMBERS = {
+    "nats-2": "nats", "nats-3": "nats",
+    "ingestion-2": "ingestion",
+    "worker-2": "worker",
+    "postgres-standby": "postgres",
+}
+# What the cluster runs, per group, under deploy/cluster.env.
+CLUSTER_SHAPE = {"nats": 3, "ingestion": 2, "worker": 2, "postgres": 2, "analytics": 1}
+
+
+def group(name: str) -> str:
+    """The group a service belongs to: itself, or the default service it is a member of."""
+    return CLUSTER_MEMBERS.get(name, name)
+
+
+def active(service: dict, compose_profiles: str) -> bool:
+    """Whether a service runs with COMPOSE_PROFILES set to this value."""
+    wanted = {p.strip() for p in compose_profiles.split(",") if p.strip()}
+    profiles = service.get("profiles") or []
+    return not profiles or bool(wanted & set(profiles))
+
 
 # Ports that are not Prometheus text format (NATS monitoring is JSON).
 NOT_PROMETHEUS = {("nats", 8222), ("nats", 4222)}
@@ -437,9 +465,13 @@ def lint_profiles(root: Path, rep: Report, compose_text: str) -> None:
                 rep.error(where, "enables the demo publisher (COMPOSE_PROFILES=demo) in production")
         replicas = values.get("NATS_STREAM_REPLICAS", "1")
         if replicas != "1":
-            nats_count = compose_text.count("image: nats:")
+            running = values.get("COMPOSE_PROFILES", "")
+            nats_count = sum(1 for svc in (doc.get("services") or {}).values()
+                             if isinstance(svc, dict) and str(svc.get("image", "")).startswith("nats:")
+                             and active(svc, running))
             if nats_count < int(replicas or 1):
-                rep.error(where, f"NATS_STREAM_REPLICAS={replicas} but compose runs {nats_count} NATS server(s)")
+                rep.error(where, f"NATS_STREAM_REPLICAS={replicas} but compose runs {nats_count} "
+                                 f"NATS server(s) with COMPOSE_PROFILES={running!r}")
 
 
 # --- Hardening ---------------------------------------------------------------------------
@@ -516,7 +548,7 @@ def lint_hardening(root: Path, rep: Report, compose: dict) -> None:
         if "ALL" not in drops:
             rep.error(w, "does not drop every capability (`cap_drop: [ALL]`)")
         added = {str(c).upper().removeprefix("CAP_") for c in svc.get("cap_add") or []}
-        extra = added - CAP_EXCEPTIONS.get(name, set())
+        extra = added - CAP_EXCEPTIONS.get(group(name), set())
         if extra:
             rep.error(w, f"adds capabilities {sorted(extra)} beyond its documented exceptions "
                          "(CAP_EXCEPTIONS in scripts/lint-compose.py)")
@@ -536,7 +568,7 @@ def lint_hardening(root: Path, rep: Report, compose: dict) -> None:
             check_pinned(rep, w, svc["image"])
 
         # Published ports: 127.0.0.1 unless the service faces outside with its secrets set.
-        public = PUBLIC_SERVICES.get(name)
+        public = PUBLIC_SERVICES.get(group(name))
         exposed: dict[str, list[str]] = {}  # entry -> profiles where it is refused
         for profile, env in resolutions:
             dev = profile in ("(no profile)", DEV_PROFILE)
@@ -579,26 +611,57 @@ NATS_LOGIN_VALUE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 NATS_NOT_STRINGS = {"true", "false", "yes", "no", "on", "off"}
 
 
+def mounted_file(root: Path, service: dict, container_path: str) -> Path | None:
+    """The repository file a service mounts at container_path, if any."""
+    for vol in service.get("volumes") or []:
+        parts = str(vol).split(":")
+        if len(parts) >= 2 and parts[1] == container_path and parts[0].startswith("./"):
+            return root / parts[0]
+    return None
+
+
+def nats_config_has_login(root: Path, service: dict, config: str, depth: int = 0) -> bool:
+    """Whether the NATS configuration at `config` in the container, or a file it
+    includes, has an authorization or accounts block."""
+    path = mounted_file(root, service, config)
+    if path is None or not path.is_file() or depth > 3:
+        return False
+    text = path.read_text(encoding="utf-8")
+    if re.search(r"^\s*(authorization|accounts)\b", text, re.M):
+        return True
+    folder = config.rsplit("/", 1)[0]
+    for inc in re.findall(r"^\s*include\s+['\"]?([^'\"\s]+)", text, re.M):
+        target = inc if inc.startswith("/") else f"{folder}/{inc.removeprefix('./')}"
+        if nats_config_has_login(root, service, target, depth + 1):
+            return True
+    return False
+
+
 def lint_nats_auth(root: Path, rep: Report, compose: dict) -> None:
     """NATS requires a login in compose, and ingestion and the worker give one."""
     services = (compose.get("services") or {}) if compose else {}
-    nats = services.get("nats")
-    where = "docker-compose.yml: services.nats"
-    if isinstance(nats, dict):
+    profiles = {p.name: parse_env_file(p, Report()) for p in sorted((root / "deploy").glob("*.env"))}
+    for name, nats in services.items():
+        if not isinstance(nats, dict) or group(name) != "nats":
+            continue
+        where = f"docker-compose.yml: services.{name}"
         command = nats.get("command") or []
         words = command.split() if isinstance(command, str) else [str(w) for w in command]
         config = next((words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-c", "--config")), None)
-        mounted = None
-        for vol in nats.get("volumes") or []:
-            parts = str(vol).split(":")
-            if config and len(parts) >= 2 and parts[1] == config and parts[0].startswith("./"):
-                mounted = root / parts[0]
         if config is None:
             rep.error(where, "runs without a configuration file (-c): NATS would ask for no login")
-        elif mounted is None or not mounted.is_file():
-            rep.error(where, f"its configuration {config} is not a file mounted from this repository")
-        elif not re.search(r"^\s*(authorization|accounts)\b", mounted.read_text(encoding="utf-8"), re.M):
-            rep.error(where, f"{mounted.relative_to(root)} has no authorization or accounts block")
+            continue
+        for profile, env in [("(no profile)", {}), *profiles.items()]:
+            if not active(nats, env.get("COMPOSE_PROFILES", "")):
+                continue
+            resolved = interpolate(config, env)
+            path = mounted_file(root, nats, resolved)
+            if path is None or not path.is_file():
+                rep.error(where, f"its configuration {resolved} ({profile}) is not a file "
+                                 "mounted from this repository")
+            elif not nats_config_has_login(root, nats, resolved):
+                rep.error(where, f"{path.relative_to(root)} ({profile}) has no authorization "
+                                 "or accounts block, nor includes one")
     for name, svc in services.items():
         if not isinstance(svc, dict):
             continue
@@ -619,6 +682,132 @@ def lint_nats_auth(root: Path, rep: Report, compose: dict) -> None:
             if not NATS_LOGIN_VALUE.fullmatch(value) or value.lower() in NATS_NOT_STRINGS:
                 rep.error(f"deploy/{path.name}", f"{var} must be letters, digits, - and _, "
                                                  "starting with a letter (deploy/nats.conf)")
+
+
+# --- The cluster profile ----------------------------------------------------------------
+
+def lint_cluster(root: Path, rep: Report, compose: dict) -> None:
+    """The `cluster` profile has the shape of scripts/run-local.sh --cluster under
+    deploy/cluster.env: three NATS nodes routed to each other with R3 streams, two
+    ingestion replicas and two workers that know every node, a PostgreSQL primary that
+    prepares replication and a streaming standby of it, analytics reading the standby;
+    every service with a healthcheck."""
+    services = (compose.get("services") or {}) if compose else {}
+    where = "docker-compose.yml (cluster profile)"
+    if not any(CLUSTER_PROFILE in (svc.get("profiles") or []) for svc in services.values()
+               if isinstance(svc, dict)):
+        return
+    env_path = root / "deploy" / CLUSTER_ENV
+    if not env_path.is_file():
+        rep.error(where, f"deploy/{CLUSTER_ENV} is missing: it enables the profile and its settings")
+        return
+    env = parse_env_file(env_path, Report())
+    running = env.get("COMPOSE_PROFILES", "")
+    if CLUSTER_PROFILE not in [p.strip() for p in running.split(",")]:
+        rep.error(f"deploy/{CLUSTER_ENV}", f"COMPOSE_PROFILES={running!r} does not enable {CLUSTER_PROFILE!r}")
+    for member in CLUSTER_MEMBERS:
+        svc = services.get(member)
+        if not isinstance(svc, dict):
+            rep.error(where, f"has no service {member!r}")
+        elif CLUSTER_PROFILE not in (svc.get("profiles") or []):
+            rep.error(where, f"services.{member} is not in the {CLUSTER_PROFILE!r} profile only")
+    up = {n: svc for n, svc in services.items() if isinstance(svc, dict) and active(svc, running)}
+    for grp, want in CLUSTER_SHAPE.items():
+        got = sorted(n for n in up if group(n) == grp)
+        if len(got) != want:
+            rep.error(where, f"runs {len(got)} {grp} ({', '.join(got) or 'none'}), the cluster has {want}")
+        for n in got:
+            hc = up[n].get("healthcheck")
+            if not isinstance(hc, dict) or hc.get("disable") or not hc.get("test"):
+                rep.error(where, f"services.{n} has no healthcheck")
+    if env.get("NATS_STREAM_REPLICAS") != "3":
+        rep.error(f"deploy/{CLUSTER_ENV}", "NATS_STREAM_REPLICAS must be 3 (R3 streams on three nodes)")
+    lint_cluster_nats(root, rep, up, env)
+    lint_cluster_clients(rep, up, env)
+    lint_cluster_postgres(rep, up, env)
+
+
+def lint_cluster_nats(root: Path, rep: Report, up: dict, env: dict[str, str]) -> None:
+    """Every node runs a cluster configuration that routes to every node, with its own
+    server name and store."""
+    nodes = sorted(n for n in up if group(n) == "nats")
+    names, stores = set(), set()
+    for n in nodes:
+        w = f"docker-compose.yml (cluster profile): services.{n}"
+        svc = up[n]
+        command = [interpolate(str(c), env) for c in svc.get("command") or []]
+        config = next((command[i + 1] for i, c in enumerate(command[:-1]) if c in ("-c", "--config")), None)
+        path = mounted_file(root, svc, config) if config else None
+        if path is None or not path.is_file():
+            rep.error(w, f"its configuration {config} is not a file mounted from this repository")
+            continue
+        text = path.read_text(encoding="utf-8")
+        routes = set(re.findall(r"nats-route://([A-Za-z0-9_.-]+):6222", text))
+        if not re.search(r"^\s*cluster\s*\{", text, re.M) or routes != set(nodes):
+            rep.error(w, f"{path.relative_to(root)} must have a cluster block routing to every "
+                         f"node on 6222 ({', '.join(nodes)}), routes to {sorted(routes)}")
+        names.add(interpolate(str(env_mapping(svc).get("NATS_SERVER_NAME") or ""), env))
+        stores |= {str(v).split(":")[0] for v in svc.get("volumes") or [] if str(v).endswith(":/data")}
+    if len(names - {""}) != len(nodes):
+        rep.error("docker-compose.yml (cluster profile)", "every NATS node needs its own NATS_SERVER_NAME")
+    if len(stores) != len(nodes):
+        rep.error("docker-compose.yml (cluster profile)", "every NATS node needs its own /data volume")
+
+
+def lint_cluster_clients(rep: Report, up: dict, env: dict[str, str]) -> None:
+    """Ingestion and workers know every node and ask for three replicas; analytics reads
+    the standby."""
+    nodes = {n for n in up if group(n) == "nats"}
+    for n, svc in up.items():
+        if group(n) not in ("ingestion", "worker"):
+            continue
+        w = f"docker-compose.yml (cluster profile): services.{n}"
+        vars_ = env_mapping(svc)
+        hosts = {url_port(u.strip())[0] for u in interpolate(vars_.get("NATS_URL") or "", env).split(",")}
+        if hosts != nodes:
+            rep.error(w, f"NATS_URL names {sorted(h or '?' for h in hosts)}, not every node {sorted(nodes)}")
+        if interpolate(vars_.get("NATS_STREAM_REPLICAS") or "1", env) != "3":
+            rep.error(w, "NATS_STREAM_REPLICAS does not resolve to 3")
+    for n, svc in up.items():
+        if group(n) != "analytics":
+            continue
+        read = interpolate(env_mapping(svc).get("DATABASE_READ_URL") or "", env)
+        host = url_port(read)[0]
+        if host != "postgres-standby":
+            rep.error(f"docker-compose.yml (cluster profile): services.{n}",
+                      f"DATABASE_READ_URL names {host!r}: analytics reads the standby (postgres-standby)")
+
+
+def lint_cluster_postgres(rep: Report, up: dict, env: dict[str, str]) -> None:
+    """The primary prepares replication (deploy/postgres/replication.sh) and the standby
+    is made from it (deploy/postgres/standby.sh), with the same replication login."""
+    w = "docker-compose.yml (cluster profile)"
+    primary, standby = up.get("postgres"), up.get("postgres-standby")
+    if not isinstance(primary, dict) or not isinstance(standby, dict):
+        return
+    if not any("deploy/postgres/replication.sh:/docker-entrypoint-initdb.d/" in str(v)
+               for v in primary.get("volumes") or []):
+        rep.error(w, "services.postgres does not run deploy/postgres/replication.sh at initialisation")
+    for var in ("REPLICATION_USER", "REPLICATION_PASSWORD"):
+        if not env.get(var):
+            rep.error(f"deploy/{CLUSTER_ENV}", f"does not set {var} (the standby's login)")
+        for n, svc in (("postgres", primary), ("postgres-standby", standby)):
+            if var not in env_mapping(svc):
+                rep.error(w, f"services.{n} does not get {var}")
+    entry = [str(e) for e in standby.get("entrypoint") or []]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in standby.get("volumes") or []
+              if ":" in str(v)}
+    script = next((e for e in entry if e.endswith("standby.sh")), None)
+    folder = script.rsplit("/", 1)[0] if script else None
+    if script is None or mounts.get(folder) != "./deploy/postgres":
+        rep.error(w, "services.postgres-standby must start with deploy/postgres/standby.sh, mounted")
+    if env_mapping(standby).get("PRIMARY_HOST") != "postgres":
+        rep.error(w, "services.postgres-standby: PRIMARY_HOST must name the postgres service")
+    dep = (standby.get("depends_on") or {}).get("postgres") if isinstance(standby.get("depends_on"), dict) else None
+    if not isinstance(dep, dict) or dep.get("condition") != "service_healthy":
+        rep.error(w, "services.postgres-standby must wait for postgres to be healthy")
+    if "pg_isready" not in healthcheck_test(standby.get("healthcheck")):
+        rep.error(w, "services.postgres-standby's healthcheck should be pg_isready")
 
 
 # --- Dockerfile --------------------------------------------------------------------------
@@ -998,6 +1187,7 @@ def main() -> int:
     lint_profiles(root, Report(), compose_text)
     compose = lint_compose(root, rep, reads, ports, stages)
     lint_nats_auth(root, rep, compose)
+    lint_cluster(root, rep, compose)
     lint_hardening(root, rep, compose)
     lint_prometheus(root, rep, compose)
     lint_grafana(root, rep, compose)

@@ -1,5 +1,5 @@
 # Installs what the platform needs on a Debian machine, skipping what is present.
-# Sourced by run-local.sh and test.sh.
+# Sourced by run-local.sh, test.sh and check-swagger-ui.sh.
 
 # PostgreSQL: PG_BIN_DIR when given; otherwise the highest of PG_MAJORS installed under
 # PG_LIB_ROOT, else the highest apt can install (Debian 12 ships 15, Debian 13 ships 17).
@@ -118,6 +118,16 @@ install_prerequisites() {
         exit 1
     fi
     export NATS_SERVER_BIN PG_BIN_DIR
+}
+
+# Chromium for the browser tests (the reports page, Swagger UI); CHROMIUM when given.
+install_chromium() {
+    if [ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+        return 0
+    fi
+    echo "Installing chromium from Debian's packages (for the browser tests)..."
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 }
 
 install_nextest() {

@@ -12,21 +12,31 @@
 #                                   user and password made for this run, in
 #                                   $DATA_DIR/nats-auth.conf, which ingestion and the
 #                                   worker get in NATS_URL
+#   scripts/run-local.sh --cluster  (with or without --smoke, --nats-auth) a cluster
+#                                   instead (scripts/cluster.sh): three NATS nodes, R3
+#                                   streams, two ingestion replicas, two workers, a
+#                                   PostgreSQL primary and streaming standby, analytics
+#                                   on the standby; DATA_DIR=./.data/cluster. Its smoke
+#                                   kills a worker and the stream leader under load
+#                                   (scripts/cluster-smoke.sh)
 #
 # Ports (override with the variables): NATS_PORT=14222, PG_PORT=15432 (so a system
 # NATS or PostgreSQL keeps its own), INGESTION_PORT=3001, ANALYTICS_PORT=3002,
-# WORKER_PORT=3003. DATA_DIR=./.data.
+# WORKER_PORT=3003. DATA_DIR=./.data. The cluster's other members listen at offsets from
+# these (scripts/cluster.sh, docs/operations.md "Cluster").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/prerequisites.sh
 
 SMOKE=0
 NATS_AUTH=0
+CLUSTER=0
 for arg in "$@"; do
     case "$arg" in
         --smoke) SMOKE=1 ;;
         --nats-auth) NATS_AUTH=1 ;;
-        *) echo "unknown option $arg (known: --smoke, --nats-auth)" >&2; exit 2 ;;
+        --cluster) CLUSTER=1 ;;
+        *) echo "unknown option $arg (known: --smoke, --nats-auth, --cluster)" >&2; exit 2 ;;
     esac
 done
 NATS_PORT="${NATS_PORT:-14222}"
@@ -34,6 +44,7 @@ PG_PORT="${PG_PORT:-15432}"
 INGESTION_PORT="${INGESTION_PORT:-3001}"
 ANALYTICS_PORT="${ANALYTICS_PORT:-3002}"
 WORKER_PORT="${WORKER_PORT:-3003}"
+if [ "$CLUSTER" = 1 ]; then DATA_DIR="${DATA_DIR:-.data/cluster}"; fi
 DATA_DIR="$(realpath -m "${DATA_DIR:-.data}")"
 LOGS="$DATA_DIR/logs"
 PIDS=()
@@ -43,7 +54,7 @@ echo "Building release binaries..."
 cargo build --release --quiet --bins
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
 
-mkdir -p "$DATA_DIR/nats" "$LOGS"
+mkdir -p "$LOGS"
 # PostgreSQL runs as `postgres`: it must reach its data directory and write its log.
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$DATA_DIR" "$LOGS"
 
@@ -82,6 +93,12 @@ if [ "$NATS_AUTH" = 1 ]; then
     NATS_ARGS+=(-c "$DATA_DIR/nats-auth.conf")
     NATS_LOGIN="events:$NATS_PASSWORD@" NATS_SHOWN_LOGIN="events:***@"
 fi
+if [ "$CLUSTER" = 1 ]; then
+    . scripts/cluster.sh
+    cluster_main
+    exit 0
+fi
+mkdir -p "$DATA_DIR/nats"
 echo "Starting NATS on 127.0.0.1:$NATS_PORT (data in $DATA_DIR/nats${NATS_LOGIN:+, login required})..."
 "$NATS_SERVER_BIN" "${NATS_ARGS[@]}" >"$LOGS/nats.log" 2>&1 &
 PIDS+=($!)
@@ -132,7 +149,7 @@ cat <<INFO
 
 The platform is up (logs in $LOGS):
   ingestion  http://127.0.0.1:$INGESTION_PORT/webhook/event   metrics: /metrics
-  analytics  http://127.0.0.1:$ANALYTICS_PORT/health/readiness
+  reports    http://127.0.0.1:$ANALYTICS_PORT/   (the page; API under /analytics, Swagger UI at /api)
   worker     http://127.0.0.1:$WORKER_PORT/metrics
   NATS       nats://${NATS_SHOWN_LOGIN}127.0.0.1:$NATS_PORT        PostgreSQL  $OWNER_URL
              (the worker logs in as events_worker, analytics as events_analytics)
@@ -186,8 +203,8 @@ if [ "$SMOKE" = 1 ]; then
     }
     report "stats?$R&source=facebook" 'a["total"] > 0 and a["byEventType"][0]["count"] > 0' \
         from to total bySource byFunnelStage byEventType
-    report "timeseries?$R&interval=hour" 'any(p["count"] > 0 and p["revenue"] != "0.00" for p in a["points"])' \
-        interval points bucket count revenue
+    report "timeseries?$R&interval=hour&tz=Europe/Berlin" 'a["tz"] == "Europe/Berlin" and any(p["count"] > 0 and p["revenue"] != "0.00" for p in a["points"])' \
+        interval tz points bucket count revenue
     report "revenue?$R&campaignId=cmp-12" 'a["purchases"] > 0 and a["total"] != "0.00"' \
         total purchases bySource
     report "campaigns/top?$R&by=events&limit=5" 'len(a["campaigns"]) == 5 and a["campaigns"][-1]["events"] > 0' \
@@ -200,7 +217,12 @@ if [ "$SMOKE" = 1 ]; then
         users source userId events revenue
     report "demographics?$R&source=tiktok" 'sum(b["users"] for b in a["followerBuckets"]) > 0 and a["devices"][0]["users"] > 0' \
         source followerBuckets devices countries
-    echo "Smoke: the README's eight report examples answer with their fields and non-zero figures."
+    # The CSV example: the header row the API document gives, and a country row with events.
+    csv=$(curl -fsS "$A/geo?$R&format=csv") || { echo "GET $A/geo?...&format=csv failed" >&2; exit 1; }
+    [ "$(head -n 1 <<<"$csv" | tr -d '\r')" = "section,country,events,users,revenue" ] &&
+        grep -Eq '^countries,[^,]+,[1-9]' <<<"$csv" ||
+        { echo "GET $A/geo?...&format=csv: not the documented CSV with data: $csv" >&2; exit 1; }
+    echo "Smoke: the README's nine report examples answer with their fields and non-zero figures."
     echo "Smoke test passed."
     exit 0
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace against real nats-server, PostgreSQL and Prometheus
-# binaries (each test starts its own on free loopback ports), after the format, lint and
-# Prometheus rule checks and the test of which PostgreSQL major the scripts pick.
+# Runs every test of the workspace against real nats-server, PostgreSQL, Prometheus and
+# Chromium binaries (each test starts its own on free loopback ports), after the format,
+# lint and Prometheus rule checks and the test of which PostgreSQL major the scripts pick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # With UPDATE_OPENAPI the OpenAPI drift tests rewrite the committed openapi.json instead of
@@ -15,6 +15,7 @@ fi
 . scripts/prerequisites.sh
 . scripts/prometheus.sh
 install_prerequisites
+install_chromium
 install_nextest
 install_prometheus
 check_prometheus_rules
