@@ -387,14 +387,9 @@ mod tests {
     fn results() -> Results {
         let mut r = Results::new(&Durability::Full, false);
         r.ceilings = Some(Ceilings {
-            events: 1_000,
-            avg_event_bytes: 374,
-            copy_rows_per_s: 148_000.0,
             copy_cpu: cpu(&[("postgres", 1.48)]),
-            jetstream_msgs_per_s: 100_000.0,
             jetstream_cpu: cpu(&[("nats", 1.0)]),
-            copy_per_row: None,
-            jetstream_per_message: None,
+            ..Ceilings::at(148_000.0, 100_000.0)
         });
         r.phases.push(Phase {
             name: INGEST_BATCH.into(),

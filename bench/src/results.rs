@@ -125,6 +125,23 @@ pub struct Ceilings {
     pub jetstream_per_message: Option<PerEvent>,
 }
 
+#[cfg(test)]
+impl Ceilings {
+    /// The ceilings of a test: 1,000 events of 374 bytes at these rates, no CPU measured.
+    pub fn at(copy_rows_per_s: f64, jetstream_msgs_per_s: f64) -> Ceilings {
+        Ceilings {
+            events: 1_000,
+            avg_event_bytes: 374,
+            copy_rows_per_s,
+            copy_cpu: CpuUse::default(),
+            jetstream_msgs_per_s,
+            jetstream_cpu: CpuUse::default(),
+            copy_per_row: None,
+            jetstream_per_message: None,
+        }
+    }
+}
+
 /// The worker alone, draining the backlog the ingestion-alone phases left.
 #[derive(Debug, Clone, Serialize)]
 pub struct Drain {

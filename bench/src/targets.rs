@@ -436,16 +436,7 @@ mod tests {
     #[test]
     fn a_missed_copy_ratio_says_when_the_intake_alone_falls_short_of_it() {
         let mut r = Results::new(&Durability::Full, false);
-        r.ceilings = Some(Ceilings {
-            events: 1_000,
-            avg_event_bytes: 374,
-            copy_rows_per_s: 148_000.0,
-            copy_cpu: CpuUse::default(),
-            jetstream_msgs_per_s: 110_000.0,
-            jetstream_cpu: CpuUse::default(),
-            copy_per_row: None,
-            jetstream_per_message: None,
-        });
+        r.ceilings = Some(Ceilings::at(148_000.0, 110_000.0));
         let phase = |name: &str, accepted: f64, stored: Option<f64>| Phase {
             name: name.into(),
             batch: 100,
@@ -488,16 +479,7 @@ mod tests {
     #[test]
     fn issue_19s_targets_sit_beside_issue_4s_with_their_own_bounds() {
         let mut r = Results::new(&Durability::Full, false);
-        r.ceilings = Some(Ceilings {
-            events: 1_000,
-            avg_event_bytes: 374,
-            copy_rows_per_s: 148_000.0,
-            copy_cpu: CpuUse::default(),
-            jetstream_msgs_per_s: 110_000.0,
-            jetstream_cpu: CpuUse::default(),
-            copy_per_row: None,
-            jetstream_per_message: None,
-        });
+        r.ceilings = Some(Ceilings::at(148_000.0, 110_000.0));
         let stable = |name: &str, stored: f64| Phase {
             name: name.into(),
             batch: 100,
