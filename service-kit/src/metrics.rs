@@ -21,6 +21,11 @@ pub const END_TO_END_BUCKETS: &[f64] = &[
 /// Batch-size buckets (events per worker batch, events per ingestion message).
 pub const SIZE_BUCKETS: &[f64] = &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0];
 
+/// Byte buckets (payload bytes per worker pull): 16 KiB to 16 MiB.
+pub const BYTE_BUCKETS: &[f64] = &[
+    16384.0, 65536.0, 262144.0, 524288.0, 1048576.0, 2097152.0, 4194304.0, 8388608.0, 16777216.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder on first call and returns a handle that renders
@@ -40,6 +45,12 @@ pub fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full("ingestion_message_events".into()),
                         SIZE_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("worker_pull_bytes".into()),
+                        BYTE_BUCKETS,
                     )
                 })
                 // Full matchers are tried before suffix matchers.

@@ -456,3 +456,49 @@ async fn batch_messages_are_stored_in_transactions_of_at_most_the_batch_size() {
     assert_eq!(within, transactions, "every transaction within 250 events");
     worker.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_a_pulls_byte_limit_is_stored_whole_and_quietly() {
+    let p = platform().await.unwrap();
+    p.create_stream().await.unwrap();
+    // 40 messages of 100 events of ~700 bytes: 2.8 MB waiting, more than the most one
+    // pull asks for (the server's 1 MiB max_payload plus its slack, at 250 events a
+    // batch), so pulls end at their byte limit.
+    let padding = "x".repeat(600);
+    let all: Vec<Value> = events("bytes", 0..4000)
+        .into_iter()
+        .map(|mut e| {
+            e["data"]["note"] = json!(padding);
+            e
+        })
+        .collect();
+    for chunk in all.chunks(100) {
+        publish_batch(&p, chunk, &[], None).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let (mut worker, port) = p
+        .start_worker_process_logging(
+            &[("WORKER_BATCH_SIZE", "250")],
+            testkit::WorkerLog::File {
+                rust_log: "warn",
+                path: &log,
+            },
+        )
+        .unwrap();
+    p.wait_rows(4000).await.unwrap();
+    wait_drained(&p).await;
+    assert_eq!(stored(&p).await, (4000, 4000));
+    // Every pull held at most 2 MiB of payload (the bound is 1 MiB + 64 KiB); without a
+    // byte limit the first pull, sized for single-event messages, takes all 2.8 MB.
+    let pulls = metric(&p, port, "worker_pull_bytes_count").await;
+    let within = metric(&p, port, r#"worker_pull_bytes_bucket{le="2097152"}"#).await;
+    assert!(pulls >= 3.0, "{pulls} pulls");
+    assert_eq!(within, pulls, "every pull within 2 MiB");
+    worker.kill();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("Pull ended early") && !text.contains("Pull failed"),
+        "a pull ending at its byte limit is no failure: {text}"
+    );
+}
