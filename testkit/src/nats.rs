@@ -2,6 +2,7 @@
 //! open to anyone, or requiring a login (user and password, or nkey).
 
 use crate::process::ChildProcess;
+use crate::process::OnFreePort as _;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
@@ -115,23 +116,8 @@ impl NatsServer {
         self.store.path().join("nats-server.conf")
     }
 
-    /// Starts the server on a port of its own, trying another when the one found free was
-    /// taken meanwhile (the server then exits at once).
-    async fn launch_on_free_port(&mut self) -> anyhow::Result<()> {
-        let mut attempts = 0;
-        loop {
-            match self.launch().await {
-                Err(e) if attempts < 4 && e.is::<crate::process::Exited>() => {
-                    attempts += 1;
-                    self.port = crate::free_port()?;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Starts the server on its port and waits until it accepts connections.
-    async fn launch(&mut self) -> anyhow::Result<()> {
+    async fn launch_on_its_port(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(binary());
         cmd.args([
             "-a",
@@ -197,7 +183,7 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        self.launch().await
+        self.launch_on_its_port().await
     }
 
     /// A client connected to this server.
@@ -214,5 +200,15 @@ impl NatsServer {
     /// A JetStream context on a new client.
     pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
         Ok(async_nats::jetstream::new(self.client().await?))
+    }
+}
+
+impl crate::process::OnFreePort for NatsServer {
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        self.launch_on_its_port().await
+    }
+
+    fn set_port(&mut self, port: u16) {
+        self.port = port;
     }
 }

@@ -3,6 +3,7 @@
 mod options;
 
 use crate::process::ChildProcess;
+use crate::process::OnFreePort as _;
 pub use options::PostgresOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -161,24 +162,8 @@ impl Postgres {
         })
     }
 
-    /// Starts the server on a port of its own. A port found free can be taken by another
-    /// process before the server binds it (tests run in parallel, and their connections
-    /// use the same range); the server then exits at once, and a new port is tried.
-    async fn launch_on_free_port(&mut self) -> anyhow::Result<()> {
-        let mut attempts = 0;
-        loop {
-            match self.launch().await {
-                Err(e) if attempts < 4 && e.is::<crate::process::Exited>() => {
-                    attempts += 1;
-                    self.port = crate::free_port()?;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Starts the server on its port and waits until it accepts connections.
-    async fn launch(&mut self) -> anyhow::Result<()> {
+    async fn launch_on_its_port(&mut self) -> anyhow::Result<()> {
         let mut cmd = as_postgres(&self.options.bin_dir.join("postgres"));
         cmd.arg("-D")
             .arg(self.dir.path().join("data"))
@@ -358,7 +343,7 @@ impl Postgres {
             p.signal("INT")?;
             p.wait_exit(Duration::from_secs(30)).await?;
         }
-        self.launch().await
+        self.launch_on_its_port().await
     }
 
     /// Stops the server in immediate mode, as `pg_ctl stop -m immediate` does (SIGQUIT):
@@ -375,7 +360,7 @@ impl Postgres {
     /// Starts a stopped server again.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.process.is_none(), "PostgreSQL is already running");
-        self.launch().await
+        self.launch_on_its_port().await
     }
 }
 
@@ -391,5 +376,15 @@ impl Drop for Postgres {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+    }
+}
+
+impl crate::process::OnFreePort for Postgres {
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        self.launch_on_its_port().await
+    }
+
+    fn set_port(&mut self, port: u16) {
+        self.port = port;
     }
 }

@@ -78,3 +78,29 @@ pub(crate) struct Exited {
     pub(crate) port: u16,
     pub(crate) status: std::process::ExitStatus,
 }
+
+/// A private server started on a port found free. A port found free can be taken by
+/// another process before the server binds it (tests run in parallel, and their
+/// connections use the same range); the server then exits at once ([`Exited`]), and
+/// [`OnFreePort::launch_on_free_port`] tries another port.
+pub(crate) trait OnFreePort {
+    /// Starts the server on its current port.
+    async fn launch(&mut self) -> anyhow::Result<()>;
+
+    /// Moves the server to another port before the next attempt.
+    fn set_port(&mut self, port: u16);
+
+    /// Starts the server, on up to four other free ports when it exits while starting.
+    async fn launch_on_free_port(&mut self) -> anyhow::Result<()> {
+        let mut attempts = 0;
+        loop {
+            match self.launch().await {
+                Err(e) if attempts < 4 && e.is::<Exited>() => {
+                    attempts += 1;
+                    self.set_port(crate::free_port()?);
+                }
+                other => return other,
+            }
+        }
+    }
+}
