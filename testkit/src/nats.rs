@@ -128,7 +128,7 @@ impl NatsServer {
             "-sd",
         ])
         .arg(self.store.path());
-        if self.login.is_some() {
+        if self.config_path().exists() {
             cmd.arg("-c").arg(self.config_path());
         }
         cmd.stdout(crate::child_output())
@@ -184,6 +184,17 @@ impl NatsServer {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         self.launch_on_its_port().await
+    }
+
+    /// Starts it again as [`NatsServer::restart`] does, taking messages of at most
+    /// `bytes` from then on (`max_payload`; what the stream holds already stays).
+    pub async fn restart_with_max_payload(&mut self, bytes: usize) -> anyhow::Result<()> {
+        let mut conf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config_path())?;
+        std::io::Write::write_all(&mut conf, format!("\nmax_payload: {bytes}\n").as_bytes())?;
+        self.restart().await
     }
 
     /// A client connected to this server.

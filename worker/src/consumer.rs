@@ -325,7 +325,7 @@ fn is_byte_limit(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// One pull: up to `max` messages and `max_bytes`, waiting at most `linger` for the batch
-/// to fill.
+/// to fill. A first message larger than `max_bytes` is pulled alone without the limit.
 ///
 /// The server ends the pull at `linger`. When it ends one that delivered part of a batch,
 /// nats-server 2.9 sends no 408 status, and async-nats's batch stream then waits for its
@@ -351,6 +351,11 @@ async fn fetch(
         match next {
             Ok(m) => messages.push(m),
             Err(e) if !messages.is_empty() && is_byte_limit(&*e) => break,
+            // A message above the limit (the server's max_payload lowered since it was
+            // published): taken alone, without a limit, rather than never.
+            Err(e) if max_bytes.is_some() && is_byte_limit(&*e) => {
+                return Box::pin(fetch(consumer, 1, None, linger)).await;
+            }
             Err(e) if messages.is_empty() => return Err(PullError::Receive(e)),
             Err(error) => {
                 let error = error_text(&*error);

@@ -502,3 +502,32 @@ async fn a_backlog_larger_than_a_pulls_byte_limit_is_stored_whole_and_quietly() 
         "a pull ending at its byte limit is no failure: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_message_above_what_a_pull_asks_for_is_still_delivered_and_stored() {
+    let mut p = platform().await.unwrap();
+    p.create_stream().await.unwrap();
+    // Three messages of 100 events of ~2 KB (~200 KB each), published under the default
+    // 1 MiB max_payload; the server then restarts taking at most 64 KiB. A pull of this
+    // worker (10 events a batch) asks for at most 64 + 64 KiB: less than any of them.
+    let padding = "x".repeat(2000);
+    let all: Vec<Value> = events("huge", 0..300)
+        .into_iter()
+        .map(|mut e| {
+            e["data"]["note"] = json!(padding);
+            e
+        })
+        .collect();
+    for chunk in all.chunks(100) {
+        publish_batch(&p, chunk, &[], None).await;
+    }
+    p.nats.restart_with_max_payload(64 * 1024).await.unwrap();
+    let worker = p
+        .start_worker(&["--worker-batch-size", "10"])
+        .await
+        .unwrap();
+    p.wait_rows(300).await.unwrap();
+    wait_drained(&p).await;
+    assert_eq!(stored(&p).await, (300, 300));
+    worker.stop().await.unwrap();
+}
