@@ -79,6 +79,10 @@ BEGIN
         lo := day::timestamp AT TIME ZONE 'UTC';
         hi := (day + 1)::timestamp AT TIME ZONE 'UTC';
         EXECUTE format('CREATE TABLE %I (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+        -- The parent first, as any DDL on `events` (a migration, a trigger) and every
+        -- insert take it: locking the default partition first would deadlock with them.
+        -- This mode lets inserts and reads through.
+        LOCK TABLE events IN SHARE UPDATE EXCLUSIVE MODE;
         -- Attaching checks that the default partition holds no event of the new range:
         -- inserts into it wait from here (reads go on) until the commit, so none can
         -- add one after the move.
@@ -120,6 +124,9 @@ BEGIN
         WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_[0-9]{8}$'
           AND (to_date(substr(c.relname, 8), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC' <= horizon
     LOOP
+        -- The parent before the partition, in the order inserts take them (a moment's
+        -- lock: dropping a table is quick).
+        LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
         EXECUTE format('DROP TABLE %I', part.relname);
     END LOOP;
     DELETE FROM events_default WHERE event_time < horizon;
