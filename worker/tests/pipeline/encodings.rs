@@ -457,6 +457,18 @@ async fn batch_messages_are_stored_in_transactions_of_at_most_the_batch_size() {
     worker.stop().await.unwrap();
 }
 
+/// `n` numbered events whose `data.note` holds `padding` bytes, to make messages large.
+fn padded_events(tag: &str, n: usize, padding: usize) -> Vec<Value> {
+    let note = "x".repeat(padding);
+    events(tag, 0..n)
+        .into_iter()
+        .map(|mut e| {
+            e["data"]["note"] = json!(note);
+            e
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_backlog_larger_than_a_pulls_byte_limit_is_stored_whole_and_quietly() {
     let p = platform().await.unwrap();
@@ -464,14 +476,7 @@ async fn a_backlog_larger_than_a_pulls_byte_limit_is_stored_whole_and_quietly() 
     // 40 messages of 100 events of ~700 bytes: 2.8 MB waiting, more than the most one
     // pull asks for (the server's 1 MiB max_payload plus its slack, at 250 events a
     // batch), so pulls end at their byte limit.
-    let padding = "x".repeat(600);
-    let all: Vec<Value> = events("bytes", 0..4000)
-        .into_iter()
-        .map(|mut e| {
-            e["data"]["note"] = json!(padding);
-            e
-        })
-        .collect();
+    let all = padded_events("bytes", 4000, 600);
     for chunk in all.chunks(100) {
         publish_batch(&p, chunk, &[], None).await;
     }
@@ -510,14 +515,7 @@ async fn a_message_above_what_a_pull_asks_for_is_still_delivered_and_stored() {
     // Three messages of 100 events of ~2 KB (~200 KB each), published under the default
     // 1 MiB max_payload; the server then restarts taking at most 64 KiB. A pull of this
     // worker (10 events a batch) asks for at most 64 + 64 KiB: less than any of them.
-    let padding = "x".repeat(2000);
-    let all: Vec<Value> = events("huge", 0..300)
-        .into_iter()
-        .map(|mut e| {
-            e["data"]["note"] = json!(padding);
-            e
-        })
-        .collect();
+    let all = padded_events("huge", 300, 2000);
     for chunk in all.chunks(100) {
         publish_batch(&p, chunk, &[], None).await;
     }
