@@ -111,6 +111,53 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// Starts `nodes` servers in one cluster (routes on loopback, each its own store), as a
+    /// deployment with R3 streams runs them, and waits until JetStream answers on the
+    /// first (a metadata leader is elected).
+    pub async fn start_cluster(nodes: usize) -> anyhow::Result<Vec<NatsServer>> {
+        let ports: Vec<(u16, u16)> = (0..nodes)
+            .map(|_| Ok((crate::free_port()?, crate::free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route)| quoted(&format!("nats://127.0.0.1:{route}")))
+            .collect();
+        let name = crate::unique_name();
+        let mut servers = Vec::with_capacity(nodes);
+        for (i, &(port, route)) in ports.iter().enumerate() {
+            let server = NatsServer {
+                port,
+                store: tempfile::tempdir()?,
+                process: None,
+                login: None,
+            };
+            std::fs::write(
+                server.config_path(),
+                format!(
+                    "server_name: {}\ncluster {{\n  name: {}\n  listen: \"127.0.0.1:{route}\"\n  routes: [{}]\n}}\n",
+                    quoted(&format!("{name}-{i}")),
+                    quoted(&name),
+                    routes.join(", ")
+                ),
+            )?;
+            servers.push(server);
+        }
+        for server in &mut servers {
+            server.launch_on_its_port().await?;
+        }
+        let js = servers[0].jetstream().await?;
+        crate::eventually(
+            "a JetStream metadata leader",
+            Duration::from_secs(30),
+            || {
+                let js = js.clone();
+                async move { js.query_account().await.ok().map(|_| ()) }
+            },
+        )
+        .await?;
+        Ok(servers)
+    }
+
     /// The configuration file, beside the store's `jetstream` folder.
     fn config_path(&self) -> PathBuf {
         self.store.path().join("nats-server.conf")

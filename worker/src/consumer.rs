@@ -8,15 +8,16 @@
 
 mod handle;
 mod ledger;
+mod pull;
 mod unpack;
 
 use crate::dlq::DeadLetters;
 use crate::gate::DbGate;
 use crate::store;
 use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use deadpool_postgres::Pool;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use service_kit::error::error_text;
 use service_kit::telemetry::{TARGET, propagation};
 use std::panic::AssertUnwindSafe;
@@ -110,8 +111,8 @@ impl Settings {
     /// unlimited on purpose: the worker counts deliveries itself and dead-letters at
     /// `NATS_MAX_DELIVER`, so an exhausted message always lands in the DLQ instead of
     /// being parked silently by the broker.
-    pub fn consumer_config(&self) -> pull::Config {
-        pull::Config {
+    pub fn consumer_config(&self) -> jetstream::consumer::pull::Config {
+        jetstream::consumer::pull::Config {
             durable_name: Some(self.durable.clone()),
             description: Some("Stores events in PostgreSQL".into()),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
@@ -211,8 +212,10 @@ pub async fn run(
             },
         };
 
-        let max_bytes = pull_bytes(settings.batch_size, js.client().server_info().max_payload);
-        match fetch(
+        let max_bytes =
+            pull::pull_bytes(settings.batch_size, js.client().server_info().max_payload);
+        match pull::fetch(
+            &js,
             &current,
             ctx.pull_size(settings.batch_size),
             max_bytes,
@@ -288,83 +291,15 @@ async fn pause(stop: &mut watch::Receiver<bool>, backoff: &mut Duration) {
 /// Why a pull returned nothing: the consumer is rebuilt and the pull retried.
 #[derive(Debug, thiserror::Error)]
 enum PullError {
-    #[error("cannot start the pull")]
-    Start(#[source] pull::BatchError),
-    #[error("the pull failed")]
-    Receive(#[source] async_nats::Error),
-}
-
-/// How long after a pull's expiry we keep reading what the server already sent.
-const PULL_GRACE: Duration = Duration::from_millis(200);
-
-/// The bytes a pull may ask for per event of `WORKER_BATCH_SIZE`: room for events several
-/// times the publisher's mean (374 bytes of JSON) with their share of the headers.
-const PULL_BYTES_PER_EVENT: usize = 1024;
-
-/// Room above the server's `max_payload` for what the server counts besides a message's
-/// headers and payload (its subject, its reply subject).
-const PULL_BYTES_SLACK: usize = 64 * 1024;
-
-/// The most bytes one pull asks for: `batch_size` events' worth, and never less than the
-/// largest message the server takes (a message above a pull's byte limit would never be
-/// delivered). The count of messages alone bounds nothing when the events per message
-/// change: a pull sized by single-event messages, met by 100-event ones, held a hundred
-/// batches in memory. `None` (no limit) while the server's `max_payload` is unknown.
-fn pull_bytes(batch_size: usize, max_payload: usize) -> Option<usize> {
-    (max_payload > 0).then(|| {
-        batch_size
-            .saturating_mul(PULL_BYTES_PER_EVENT)
-            .max(max_payload.saturating_add(PULL_BYTES_SLACK))
-    })
-}
-
-/// The status with which the server ends a pull that reached its byte limit: the pull's
-/// normal end, not a failure.
-fn is_byte_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    error.to_string().contains("Exceeds MaxBytes")
-}
-
-/// One pull: up to `max` messages and `max_bytes`, waiting at most `linger` for the batch
-/// to fill. A first message larger than `max_bytes` is pulled alone without the limit.
-///
-/// The server ends the pull at `linger`. When it ends one that delivered part of a batch,
-/// nats-server 2.9 sends no 408 status, and async-nats's batch stream then waits for its
-/// own fallback timer (expires + 5 s): under steady, moderate traffic the worker stored
-/// nothing for stretches of 5 s (the end-to-end benchmark showed 46 s idle in 60 s). So
-/// reading stops `PULL_GRACE` after the expiry; the server sends nothing for this pull
-/// after it, and anything that would still arrive is redelivered after `ack_wait`.
-async fn fetch(
-    consumer: &PullConsumer,
-    max: usize,
-    max_bytes: Option<usize>,
-    linger: Duration,
-) -> Result<Vec<jetstream::Message>, PullError> {
-    let request = consumer.batch().max_messages(max).expires(linger);
-    let request = match max_bytes {
-        Some(bytes) => request.max_bytes(bytes),
-        None => request,
-    };
-    let mut batch = request.messages().await.map_err(PullError::Start)?;
-    let deadline = tokio::time::Instant::now() + linger + PULL_GRACE;
-    let mut messages = Vec::with_capacity(max.min(1024));
-    while let Ok(Some(next)) = tokio::time::timeout_at(deadline, batch.next()).await {
-        match next {
-            Ok(m) => messages.push(m),
-            Err(e) if !messages.is_empty() && is_byte_limit(&*e) => break,
-            // A message above the limit (the server's max_payload lowered since it was
-            // published): taken alone, without a limit, rather than never.
-            Err(e) if max_bytes.is_some() && is_byte_limit(&*e) => {
-                return Box::pin(fetch(consumer, 1, None, linger)).await;
-            }
-            Err(e) if messages.is_empty() => return Err(PullError::Receive(e)),
-            Err(error) => {
-                let error = error_text(&*error);
-                tracing::warn!(%error, "Pull ended early");
-                break;
-            }
-        }
-    }
-    Ok(messages)
+    #[error("cannot subscribe to the pull's inbox")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    #[error("cannot send the pull request")]
+    Request(#[source] jetstream::consumer::pull::BatchRequestError),
+    #[error("the server ended the pull: {status} {description}")]
+    Status {
+        status: async_nats::StatusCode,
+        description: String,
+    },
 }
 
 fn header(m: &jetstream::Message, name: HeaderName) -> Option<&str> {
@@ -553,17 +488,6 @@ mod tests {
         assert_eq!(transaction_ends([100, 100, 100, 1, 1], 250), [2, 5]);
         assert_eq!(transaction_ends([300, 100, 400, 1], 250), [1, 2, 3, 4]);
         assert_eq!(transaction_ends([], 10), Vec::<usize>::new());
-    }
-
-    #[test]
-    fn a_pull_asks_for_a_batchs_worth_of_bytes_and_never_less_than_the_largest_message() {
-        const MIB: usize = 1024 * 1024;
-        // The default batch (1000 events) under the default 1 MiB max_payload: the message
-        // limit wins, so that a message of max_payload is still delivered.
-        assert_eq!(pull_bytes(1000, MIB), Some(MIB + PULL_BYTES_SLACK));
-        assert_eq!(pull_bytes(5000, MIB), Some(5000 * PULL_BYTES_PER_EVENT));
-        assert_eq!(pull_bytes(10, 8 * MIB), Some(8 * MIB + PULL_BYTES_SLACK));
-        assert_eq!(pull_bytes(1000, 0), None, "max_payload not known yet");
     }
 
     #[test]

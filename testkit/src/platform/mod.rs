@@ -78,6 +78,7 @@ pub struct Services {
 pub struct PlatformBuilder {
     logins: Option<Vec<NatsLogin>>,
     worker_binary: Option<PathBuf>,
+    nats_nodes: usize,
     tls: bool,
     owner: Option<String>,
     owner_password: Option<String>,
@@ -89,6 +90,14 @@ impl PlatformBuilder {
     /// [`NatsServer::start_with_logins`]); the services get the first password login.
     pub fn nats_logins(mut self, logins: &[NatsLogin]) -> Self {
         self.logins = Some(logins.to_vec());
+        self
+    }
+
+    /// `nodes` nats-servers in one cluster instead of one (see
+    /// [`NatsServer::start_cluster`]), the streams at `nodes` replicas: [`Platform::nats`]
+    /// is the first, [`Platform::nats_peers`] the others, and the services get them all.
+    pub fn nats_cluster(mut self, nodes: usize) -> Self {
+        self.nats_nodes = nodes;
         self
     }
 
@@ -131,10 +140,15 @@ impl PlatformBuilder {
     /// Starts the servers and creates the database `events`.
     pub async fn start(self) -> anyhow::Result<Platform> {
         service_kit::telemetry::init_for_tests();
+        anyhow::ensure!(
+            self.nats_nodes <= 1 || self.logins.is_none(),
+            "a NATS cluster with logins is not supported"
+        );
         let nats = async {
             match &self.logins {
-                Some(logins) => NatsServer::start_with_logins(logins).await,
-                None => NatsServer::start().await,
+                Some(logins) => Ok(vec![NatsServer::start_with_logins(logins).await?]),
+                None if self.nats_nodes > 1 => NatsServer::start_cluster(self.nats_nodes).await,
+                None => Ok(vec![NatsServer::start().await?]),
             }
         };
         let tls = self.tls.then(SelfSigned::generate).transpose()?;
@@ -144,7 +158,9 @@ impl PlatformBuilder {
                 None => Postgres::start().await,
             }
         };
-        let (nats, pg) = tokio::try_join!(nats, pg)?;
+        let (mut nats, pg) = tokio::try_join!(nats, pg)?;
+        let nats_peers = nats.split_off(1);
+        let nats = nats.remove(0);
         let database_url = match &self.owner {
             Some(owner) => {
                 pg.create_owned_database("events", owner, self.owner_password.as_deref())
@@ -163,6 +179,7 @@ impl PlatformBuilder {
         }
         Ok(Platform {
             nats,
+            nats_peers,
             pg,
             tls,
             database_url,
@@ -179,6 +196,9 @@ impl PlatformBuilder {
 pub struct Platform {
     /// The nats-server (kill and restart it to simulate outages).
     pub nats: NatsServer,
+    /// The other members of a NATS cluster ([`PlatformBuilder::nats_cluster`]); empty
+    /// with one server.
+    pub nats_peers: Vec<NatsServer>,
     /// The PostgreSQL cluster.
     pub pg: Postgres,
     /// PostgreSQL's certificate, also the root to trust, when it serves TLS.
@@ -204,14 +224,30 @@ impl Platform {
         Platform::builder().start().await
     }
 
+    /// The NATS URL the services get: every server's, comma-separated.
+    pub fn nats_url(&self) -> String {
+        let urls: Vec<String> = std::iter::once(&self.nats)
+            .chain(&self.nats_peers)
+            .map(NatsServer::url)
+            .collect();
+        urls.join(",")
+    }
+
+    /// The streams' replicas: one per NATS server.
+    pub(crate) fn stream_replicas(&self) -> String {
+        (1 + self.nats_peers.len()).to_string()
+    }
+
     pub(crate) fn stream_args(&self) -> Vec<String> {
         [
             "--nats-url",
-            &self.nats.url(),
+            &self.nats_url(),
             "--nats-stream",
             &self.names.stream,
             "--nats-subject-prefix",
             &self.names.prefix,
+            "--nats-stream-replicas",
+            &self.stream_replicas(),
         ]
         .map(String::from)
         .to_vec()

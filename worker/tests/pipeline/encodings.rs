@@ -22,7 +22,7 @@ fn id_of(event: &Value) -> &str {
 /// default derived from the event ids, as ingestion derives it), each event with the
 /// correlation id `corr-<eventId>` and, for the ids in `traced`, [`TRACEPARENT`]. Returns
 /// the message's stream sequence.
-async fn publish_batch(
+pub(crate) async fn publish_batch(
     p: &Platform,
     events: &[Value],
     traced: &[&str],
@@ -67,7 +67,7 @@ async fn publish_batch(
 }
 
 /// Publishes `event` alone, as today's ingestion does.
-async fn publish_single(p: &Platform, event: &Value) {
+pub(crate) async fn publish_single(p: &Platform, event: &Value) {
     let subject = format!(
         "{}.{}",
         event["source"].as_str().unwrap(),
@@ -79,7 +79,7 @@ async fn publish_single(p: &Platform, event: &Value) {
 }
 
 /// The worker's `/metrics` sample `series` (exactly as rendered), or 0 when absent.
-async fn metric(p: &Platform, port: u16, series: &str) -> f64 {
+pub(crate) async fn metric(p: &Platform, port: u16, series: &str) -> f64 {
     let url = format!("http://127.0.0.1:{port}/metrics");
     let text = match p.http.get(url).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
@@ -91,7 +91,7 @@ async fn metric(p: &Platform, port: u16, series: &str) -> f64 {
 }
 
 /// Rows per event id, and the total.
-async fn stored(p: &Platform) -> (i64, i64) {
+pub(crate) async fn stored(p: &Platform) -> (i64, i64) {
     let db = p.db().await.unwrap();
     let row = db
         .query_one("SELECT count(DISTINCT event_id), count(*) FROM events", &[])
@@ -100,7 +100,7 @@ async fn stored(p: &Platform) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
-async fn wait_drained(p: &Platform) {
+pub(crate) async fn wait_drained(p: &Platform) {
     eventually("every message acked or terminated", WAIT, || async {
         (p.stream_messages().await.ok()? == 0).then_some(())
     })
@@ -458,7 +458,7 @@ async fn batch_messages_are_stored_in_transactions_of_at_most_the_batch_size() {
 }
 
 /// `n` numbered events whose `data.note` holds `padding` bytes, to make messages large.
-fn padded_events(tag: &str, n: usize, padding: usize) -> Vec<Value> {
+pub(crate) fn padded_events(tag: &str, n: usize, padding: usize) -> Vec<Value> {
     let note = "x".repeat(padding);
     events(tag, 0..n)
         .into_iter()
