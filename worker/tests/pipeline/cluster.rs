@@ -2,7 +2,7 @@
 //! replicas (R3): what a pull delivers is stored once, whichever way the pull ends.
 
 use crate::encodings::{
-    metric, padded_events, publish_batch, publish_single, stored, wait_drained,
+    QuietPulls, metric, padded_events, publish_batch, publish_single, stored, wait_drained,
 };
 use testkit::{Platform, events};
 
@@ -30,17 +30,8 @@ async fn on_an_r3_cluster_every_message_a_pull_delivers_is_stored_the_first_time
     }
     let messages = 1500 + 40;
 
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("worker.log");
-    let (mut worker, port) = p
-        .start_worker_process_logging(
-            &[("WORKER_BATCH_SIZE", "250")],
-            testkit::WorkerLog::File {
-                rust_log: "warn",
-                path: &log,
-            },
-        )
-        .unwrap();
+    let worker = QuietPulls::start(&p, &[("WORKER_BATCH_SIZE", "250")]);
+    let port = worker.port;
     p.wait_rows(5500).await.unwrap();
     wait_drained(&p).await;
     assert_eq!(stored(&p).await, (5500, 5500));
@@ -61,10 +52,5 @@ async fn on_an_r3_cluster_every_message_a_pull_delivers_is_stored_the_first_time
         .await;
     assert_eq!(received, messages as f64, "messages received");
     assert!(p.dead_letters().await.unwrap().is_empty());
-    worker.kill();
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        !text.contains("Pull ended early") && !text.contains("Pull failed"),
-        "a pull ending at its count or its byte limit is no failure: {text}"
-    );
+    worker.assert_quiet("a pull ending at its count or its byte limit is no failure");
 }

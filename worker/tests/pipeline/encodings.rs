@@ -457,6 +457,36 @@ async fn batch_messages_are_stored_in_transactions_of_at_most_the_batch_size() {
     worker.stop().await.unwrap();
 }
 
+/// The worker binary with `env`, its warnings logged to a file, to check that its pulls
+/// end without one.
+pub(crate) struct QuietPulls {
+    process: testkit::ChildProcess,
+    pub(crate) port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl QuietPulls {
+    pub(crate) fn start(p: &Platform, env: &[(&str, &str)]) -> QuietPulls {
+        let dir = tempfile::tempdir().unwrap();
+        let log = testkit::WorkerLog::File {
+            rust_log: "warn",
+            path: &dir.path().join("worker.log"),
+        };
+        let (process, port) = p.start_worker_process_logging(env, log).unwrap();
+        QuietPulls { process, port, dir }
+    }
+
+    /// Kills the worker; its log must hold no "Pull ended early" or "Pull failed".
+    pub(crate) fn assert_quiet(mut self, why: &str) {
+        self.process.kill();
+        let text = std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap();
+        assert!(
+            !text.contains("Pull ended early") && !text.contains("Pull failed"),
+            "{why}: {text}"
+        );
+    }
+}
+
 /// `n` numbered events whose `data.note` holds `padding` bytes, to make messages large.
 pub(crate) fn padded_events(tag: &str, n: usize, padding: usize) -> Vec<Value> {
     let note = "x".repeat(padding);
@@ -480,17 +510,8 @@ async fn a_backlog_larger_than_a_pulls_byte_limit_is_stored_whole_and_quietly() 
     for chunk in all.chunks(100) {
         publish_batch(&p, chunk, &[], None).await;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("worker.log");
-    let (mut worker, port) = p
-        .start_worker_process_logging(
-            &[("WORKER_BATCH_SIZE", "250")],
-            testkit::WorkerLog::File {
-                rust_log: "warn",
-                path: &log,
-            },
-        )
-        .unwrap();
+    let worker = QuietPulls::start(&p, &[("WORKER_BATCH_SIZE", "250")]);
+    let port = worker.port;
     p.wait_rows(4000).await.unwrap();
     wait_drained(&p).await;
     assert_eq!(stored(&p).await, (4000, 4000));
@@ -500,12 +521,7 @@ async fn a_backlog_larger_than_a_pulls_byte_limit_is_stored_whole_and_quietly() 
     let within = metric(&p, port, r#"worker_pull_bytes_bucket{le="2097152"}"#).await;
     assert!(pulls >= 3.0, "{pulls} pulls");
     assert_eq!(within, pulls, "every pull within 2 MiB");
-    worker.kill();
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        !text.contains("Pull ended early") && !text.contains("Pull failed"),
-        "a pull ending at its byte limit is no failure: {text}"
-    );
+    worker.assert_quiet("a pull ending at its byte limit is no failure");
 }
 
 #[tokio::test]
