@@ -208,7 +208,7 @@ async fn run(mut bench: Bench) -> anyhow::Result<Results> {
     // 5. Burst.
     results.burst = Some(bench.burst().await?);
     results.analytics_query_p50_ms = bench.analytics_queries().await?;
-    results.consistency = bench.consistency(processed_at_truncate).await?;
+    (results.consistency, results.consistent) = bench.consistency(processed_at_truncate).await?;
 
     // 6. Optional: the sustained phase again on a table holding `--preload` events.
     if cli.preload > 0 {
@@ -240,6 +240,8 @@ async fn run(mut bench: Bench) -> anyhow::Result<Results> {
     let mut disk = disk::measure(&bench.probe.db).await?;
     disk.stream = held;
     results.disk = Some(disk);
+
+    results.dead_lettered = bench.probe.dead_lettered().await?;
 
     // 8. Resources: stop the services (SIGTERM, clean drain) and read their peaks.
     results.resources = bench.stop_and_measure().await;
@@ -281,7 +283,17 @@ async fn main() -> std::process::ExitCode {
             match results.write(&cli.out, cli.name.as_deref(), &text) {
                 Ok((json, md)) => {
                     eprintln!("results: {} and {}", json.display(), md.display());
-                    std::process::ExitCode::SUCCESS
+                    // Figures are never judged here, but a lost or dead-lettered event is
+                    // a fault whatever the timings.
+                    if results.consistent && results.dead_lettered == 0.0 {
+                        std::process::ExitCode::SUCCESS
+                    } else {
+                        eprintln!(
+                            "e2e: events lost or dead-lettered (consistency: {}; {} dead-lettered)",
+                            results.consistency, results.dead_lettered
+                        );
+                        std::process::ExitCode::FAILURE
+                    }
                 }
                 Err(e) => {
                     eprintln!("e2e: cannot write the results: {e:#}");

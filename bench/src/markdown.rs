@@ -22,7 +22,11 @@ impl Results {
         if let Some(disk) = &self.disk {
             disk.render(&mut s);
         }
-        let _ = writeln!(s, "Consistency: {}.", self.consistency);
+        let _ = writeln!(
+            s,
+            "Consistency: {}; {:.0} events dead-lettered in the whole run.",
+            self.consistency, self.dead_lettered
+        );
         s
     }
 

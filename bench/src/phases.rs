@@ -475,16 +475,17 @@ impl Bench {
     }
 
     /// Every accepted event is stored exactly once: the rows in `events` against what the
-    /// worker reports stored since the table was truncated.
-    pub async fn consistency(&self, processed_at_truncate: f64) -> anyhow::Result<String> {
+    /// worker reports stored since the table was truncated. The text, and whether they match.
+    pub async fn consistency(&self, processed_at_truncate: f64) -> anyhow::Result<(String, bool)> {
         let stored_rows = self.probe.rows().await?;
         let expected = self.probe.processed().await? - processed_at_truncate;
         let mut text = format!(
             "{stored_rows} rows in events; the worker reports {expected:.0} stored since the truncation"
         );
-        if stored_rows as f64 != expected {
+        let consistent = stored_rows as f64 == expected;
+        if !consistent {
             text.push_str(" (MISMATCH)");
         }
-        Ok(text)
+        Ok((text, consistent))
     }
 }

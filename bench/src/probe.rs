@@ -109,6 +109,12 @@ impl Probe {
         ))
     }
 
+    /// Events the worker dead-lettered since it started, for any reason.
+    pub async fn dead_lettered(&self) -> anyhow::Result<f64> {
+        let text = self.worker_text().await?;
+        Ok(crate::prom::sum(&text, "worker_events_dlq_total", &[]))
+    }
+
     /// Events stored or dead-lettered by the worker since it started.
     pub async fn settled(&self) -> anyhow::Result<f64> {
         let text = self.worker_text().await?;

@@ -225,6 +225,11 @@ pub struct Results {
     pub preload_seconds: Option<f64>,
     pub resources: Vec<Resource>,
     pub consistency: String,
+    /// Whether the rows in `events` matched what the worker reports stored.
+    pub consistent: bool,
+    /// Events the worker dead-lettered in the whole run (the bench sends only valid
+    /// events, so anything but 0 is a fault).
+    pub dead_lettered: f64,
     /// What the stored events take on disk, by part.
     pub disk: Option<crate::disk::Disk>,
     pub skipped: Vec<Skipped>,
@@ -343,6 +348,8 @@ impl Results {
             preload_seconds: None,
             resources: Vec::new(),
             consistency: String::new(),
+            consistent: true,
+            dead_lettered: 0.0,
             disk: None,
             skipped: Vec::new(),
             cpu_per_event_bound_us: crate::perevent::DEFAULT_CPU_BOUND_US,
