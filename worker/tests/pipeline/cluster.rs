@@ -38,19 +38,14 @@ async fn on_an_r3_cluster_every_message_a_pull_delivers_is_stored_the_first_time
 
     // Each message was delivered once: none was dropped by a pull and redelivered after
     // `ack_wait` (or, after enough rounds, dead-lettered though it was never tried).
-    let received = metric(
-        &p,
-        port,
-        r#"worker_messages_received_total{encoding="single"}"#,
-    )
-    .await
-        + metric(
-            &p,
-            port,
-            r#"worker_messages_received_total{encoding="batch/1"}"#,
-        )
-        .await;
+    let mut received = 0.0;
+    for encoding in ["single", "batch/1"] {
+        let series = format!(r#"worker_messages_received_total{{encoding="{encoding}"}}"#);
+        received += metric(&p, port, &series).await;
+    }
     assert_eq!(received, messages as f64, "messages received");
-    assert!(p.dead_letters().await.unwrap().is_empty());
+    let js = p.js().await.unwrap();
+    let mut dlq = js.get_stream(&p.names.dlq).await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 0, "dead letters");
     worker.assert_quiet("a pull ending at its count or its byte limit is no failure");
 }
