@@ -145,13 +145,19 @@ impl NatsServer {
         for server in &mut servers {
             server.launch_on_its_port().await?;
         }
-        let js = servers[0].jetstream().await?;
+        // The account's JetStream info answers without an error once a metadata leader is
+        // elected (read raw: the typed answer differs between server versions).
+        let client = servers[0].client().await?;
         crate::eventually(
             "a JetStream metadata leader",
             Duration::from_secs(30),
             || {
-                let js = js.clone();
-                async move { js.query_account().await.ok().map(|_| ()) }
+                let client = client.clone();
+                async move {
+                    let reply = client.request("$JS.API.INFO", "".into()).await.ok()?;
+                    let info: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+                    info.get("error").is_none().then_some(())
+                }
             },
         )
         .await?;
