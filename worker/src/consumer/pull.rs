@@ -28,6 +28,11 @@ use std::time::Duration;
 /// `ack_wait`.
 const PULL_GRACE: Duration = Duration::from_millis(200);
 
+/// How long a pull waits, at most, for messages a status said were delivered but that it
+/// overtook (replication on a cluster takes milliseconds; a message not read is redelivered
+/// only after `ack_wait`).
+const OVERTAKEN_WAIT: Duration = Duration::from_secs(5);
+
 /// The bytes a pull may ask for per event of `WORKER_BATCH_SIZE`: room for events several
 /// times the publisher's mean (374 bytes of JSON) with their share of the headers.
 const PULL_BYTES_PER_EVENT: usize = 1024;
@@ -129,7 +134,7 @@ pub(super) async fn fetch(
         .await
         .map_err(PullError::Request)?;
 
-    let deadline = tokio::time::Instant::now() + linger + PULL_GRACE;
+    let mut deadline = tokio::time::Instant::now() + linger + PULL_GRACE;
     let mut messages = Vec::with_capacity(max.min(1024));
     // The messages this pull gets: `max` until a status says how many were delivered
     // (some of which may still be on their way).
@@ -161,6 +166,10 @@ pub(super) async fn fetch(
                     return Box::pin(fetch(js, consumer, 1, None, linger)).await;
                 }
                 expected = delivered;
+                if expected > messages.len() {
+                    // Delivered, and on their way behind the status: worth waiting for.
+                    deadline = deadline.max(tokio::time::Instant::now() + OVERTAKEN_WAIT);
+                }
             }
             Received::Failed => {
                 let failed = PullError::Status {
