@@ -288,20 +288,6 @@ async fn pause(stop: &mut watch::Receiver<bool>, backoff: &mut Duration) {
     *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }
 
-/// Why a pull returned nothing: the consumer is rebuilt and the pull retried.
-#[derive(Debug, thiserror::Error)]
-enum PullError {
-    #[error("cannot subscribe to the pull's inbox")]
-    Subscribe(#[source] async_nats::SubscribeError),
-    #[error("cannot send the pull request")]
-    Request(#[source] jetstream::consumer::pull::BatchRequestError),
-    #[error("the server ended the pull: {status} {description}")]
-    Status {
-        status: async_nats::StatusCode,
-        description: String,
-    },
-}
-
 fn header(m: &jetstream::Message, name: HeaderName) -> Option<&str> {
     m.headers.as_ref()?.get(name).map(|v| v.as_str())
 }

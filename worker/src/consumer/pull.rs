@@ -13,12 +13,25 @@
 //! Every one of those statuses says how many of the pull's messages were *not* delivered
 //! (`Nats-Pending-Messages`), so the pull reads until it holds the rest, whatever the order.
 
-use super::PullError;
 use async_nats::StatusCode;
 use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull::BatchConfig};
 use futures::StreamExt;
 use service_kit::error::error_text;
 use std::time::Duration;
+
+/// Why a pull returned nothing: the consumer is rebuilt and the pull retried.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PullError {
+    #[error("cannot subscribe to the pull's inbox")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    #[error("cannot send the pull request")]
+    Request(#[source] jetstream::consumer::pull::BatchRequestError),
+    #[error("the server ended the pull: {status} {description}")]
+    Status {
+        status: async_nats::StatusCode,
+        description: String,
+    },
+}
 
 /// How long after a pull's expiry we keep reading what the server already sent.
 ///
