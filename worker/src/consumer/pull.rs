@@ -157,9 +157,10 @@ pub(super) async fn fetch(
         else {
             break;
         };
+        // Only a status carries the count; a stream message's headers are not searched.
         let pending = message
-            .headers
-            .as_ref()
+            .status
+            .and(message.headers.as_ref())
             .and_then(|h| h.get(PENDING_MESSAGES))
             .map(|v| v.as_str());
         match classify(message.status, message.description.as_deref(), pending, max) {
